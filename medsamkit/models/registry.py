@@ -1,0 +1,115 @@
+"""Model kind -> spec (builder, checkpoint layout, preprocessing); loading with device choice.
+
+Kinds are registered by their family modules (one file per family). ``load_model`` is the only
+way the rest of medsamkit obtains a network: it reads the checkpoint safely, recognises the kind
+when none is given, loads strictly and puts the network in eval mode *after* loading (TinyViT
+builds its attention-bias cache in ``.eval()``; calling it before loading leaves stale biases).
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+from ..errors import CheckpointError, InputError
+from . import checkpoints
+from .base import ModelSpec, PromptableModel
+
+_SPECS: dict[str, ModelSpec] = {}
+_LOCK = threading.Lock()
+_HASH_CACHE: dict[tuple, str] = {}
+
+
+def register(spec: ModelSpec) -> None:
+    _SPECS[spec.kind] = spec
+
+
+def _register_builtin() -> None:
+    from . import litemedsam
+
+    register(litemedsam.SPEC)
+    try:  # other families register themselves when their module exists (see sam.py etc.)
+        from . import sam  # noqa: F401
+    except ImportError:
+        pass
+
+
+_register_builtin()
+MODEL_KINDS = tuple(_SPECS)
+
+
+def get_spec(kind: str) -> ModelSpec:
+    key = (kind or "").strip().lower()
+    if key not in _SPECS:
+        raise InputError(f"Unknown model kind '{kind}'. Choose one of: {', '.join(_SPECS)}.")
+    return _SPECS[key]
+
+
+def choose_device(preference: str | None = None) -> str:
+    """'auto'/None -> cuda, then mps, then cpu. An explicit choice that is unavailable is an error."""
+    import torch
+
+    pref = (preference or os.environ.get("MEDSAMKIT_DEVICE") or "auto").lower()
+    if pref == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    if pref.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("Device 'cuda' was requested but PyTorch sees no CUDA GPU; use --device cpu or auto.")
+    if pref == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("Device 'mps' was requested but is not available; use --device cpu or auto.")
+    if not (pref == "cpu" or pref == "mps" or pref.startswith("cuda")):
+        raise InputError(f"Unknown device '{preference}'. Use auto, cpu, cuda, cuda:N or mps.")
+    return pref
+
+
+def _file_sha256(path: str) -> str:
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        _HASH_CACHE[key] = checkpoints.sha256_file(path)
+    return _HASH_CACHE[key]
+
+
+def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = None,
+               device: str | None = None) -> PromptableModel:
+    """Build and load a model.
+
+    kind: a registered kind, or None to recognise it from the checkpoint (default LiteMedSAM with
+    its bundled weights when both are None). checkpoint: a file path, or None for the kind's
+    default weights. Raises CheckpointError / InputError with a remedy; nothing half-loaded escapes.
+    """
+    if checkpoint is None:
+        spec = get_spec(kind or "litemedsam")
+        if spec.default_checkpoint is None:
+            raise CheckpointError(
+                f"Model kind '{spec.kind}' has no bundled weights; pass the checkpoint file you downloaded from "
+                "its authors with --checkpoint FILE.")
+        checkpoint = spec.default_checkpoint()
+    path = os.fspath(checkpoint)
+    state = checkpoints.read_checkpoint(path)
+    sha = _file_sha256(path)
+    if kind is None:
+        kind = _known_kind(sha) or checkpoints.detect_kind(state)
+        if kind is None:
+            raise CheckpointError(
+                f"Cannot tell which model {path} holds: its keys match no known layout "
+                f"(first keys: {', '.join(list(state)[:4])}). Pass --model KIND, one of {', '.join(_SPECS)}.")
+    spec = get_spec(kind)
+    with _LOCK:  # builders are not re-entrant in some upstream code (global RNG use)
+        net = spec.build()
+    checkpoints.load_strict(net, state, spec.kind, source=str(path))
+    del state
+    dev = choose_device(device)
+    net.to(dev)
+    net.eval()  # after loading and moving: TinyViT builds its attention-bias cache here
+    return PromptableModel(spec, net, dev, checkpoint=path, checkpoint_sha256=sha)
+
+
+def _known_kind(sha: str) -> str | None:
+    for spec in _SPECS.values():
+        if sha in spec.known_sha256:
+            return spec.known_sha256[sha]
+    return None

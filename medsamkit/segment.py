@@ -1,0 +1,59 @@
+"""One prompted segmentation of a 2D image or of one slice of a volume — the CLI/batch/server path.
+
+``segment_image`` wraps: pick the slice, resolve the intensity normalisation (on the whole volume
+for 3D), set it on the predictor (cached embedding), predict, and put the 2D mask back into an
+array shaped like the input (3D input -> 3D mask with only that slice set).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+from .io import ImageData
+from .predictor import Prediction, Predictor
+from .preprocess import Normalization, normalize_to_uint8, resolve_normalization
+from .volume import extract_slice, numpy_axis, put_slice
+
+
+@dataclass
+class SegmentResult:
+    mask: np.ndarray              # same spatial shape as the input image, uint8 0/1
+    slice_mask: np.ndarray        # (H, W) bool: the 2D result
+    display: np.ndarray           # (H, W, 3) uint8: what the model saw (for overlays)
+    prediction: Prediction
+    normalization: Normalization
+    slice_index: int | None = None
+    axis: int | None = None
+
+
+def segment_image(predictor: Predictor, image: ImageData, box=None, points=None, point_labels=None,
+                  slice_index: int | None = None, axis: "str | int" = "axial",
+                  normalization: "str | Normalization | None" = "auto", mask_input=None) -> SegmentResult:
+    """Segment ``image`` (2D, or slice ``slice_index`` along ``axis`` of a 3D volume).
+
+    Prompts are XY pixels of the 2D image / the extracted slice (see volume.py for which voxel
+    axes a slice's X and Y are). Raises InputError for a missing slice index on 3D data or bad prompts.
+    """
+    if image.is_3d:
+        if slice_index is None:
+            raise InputError(f"The input is a 3D volume {image.array.shape[::-1]} (x, y, z); choose a slice with "
+                             "--slice K (and --axis axial|coronal|sagittal).")
+        ax = numpy_axis(axis, image.direction)
+        norm = resolve_normalization(normalization, image.array, image.modality)
+        plane = extract_slice(image.array, slice_index, ax)
+    else:
+        if slice_index not in (None, 0):
+            raise InputError("--slice only applies to 3D volumes; this input is a 2D image.")
+        ax, plane = None, image.array
+        norm = resolve_normalization(normalization, plane, image.modality)
+    display = normalize_to_uint8(plane, norm)
+    predictor.set_display_image(display, norm)
+    pred = predictor.predict(box=box, points=points, point_labels=point_labels, mask_input=mask_input)
+    if image.is_3d:
+        full = np.zeros(image.array.shape, dtype=np.uint8)
+        put_slice(full, pred.mask, slice_index, ax)
+    else:
+        full = pred.mask.astype(np.uint8)
+    return SegmentResult(full, pred.mask, display, pred, norm, slice_index, ax)

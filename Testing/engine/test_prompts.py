@@ -1,0 +1,126 @@
+"""Boxes, points, mask prompts and simulated correction clicks with the real LiteMedSAM on ≥ 20 dev objects.
+
+Prompts come from the ground truth as in SAM-Med2D's evaluation (medsamkit.refinement): the tight
+box, a first click at the centre of the object, then each correction click at the centre of the
+largest error region with the previous low-res logits fed back as mask prompt. Figures measured
+when these tests were written (23 objects, CPU) are quoted next to each threshold. LiteMedSAM was
+trained with box prompts only, which the figures show: boxes are excellent, a single click is not
+(its point embeddings were never trained), and corrections help point sessions but not a good box.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import dice, load_2d_case
+from medsamkit.errors import InputError
+from medsamkit.refinement import next_click, refine
+
+PER_DATASET = {"kvasir": 7, "ph2": 5, "hc18": 5, "jsrt": 3}  # 20 images
+JSRT_LABELS = (1, 3)  # right lung, heart (complete structure masks): 23 objects in all
+CLICKS = 5
+
+
+def _objects(dev_data, dev_manifest):
+    taken: dict = {}
+    for case in dev_manifest["cases"]:
+        ds = case["dataset"]
+        if case["kind"] != "2d" or taken.get(ds, 0) >= PER_DATASET.get(ds, 0):
+            continue
+        taken[ds] = taken.get(ds, 0) + 1
+        image, masks = load_2d_case(dev_data, case)
+        if ds == "jsrt":
+            from PIL import Image
+
+            for label in JSRT_LABELS:
+                yield ds, image, np.array(Image.open(dev_data / case["structure_masks"][str(label)])) > 0
+        else:
+            yield ds, image, masks[1]
+
+
+@pytest.fixture(scope="module")
+def sessions(shared_predictor, dev_data, dev_manifest):
+    """Per object: dataset, box Dice, box + own-logits Dice, Dice after box + k corrections, after k clicks."""
+    rows = []
+    for ds, image, gt in _objects(dev_data, dev_manifest):
+        shared_predictor.set_image(image)
+        ys, xs = np.nonzero(gt)
+        box = [xs.min(), ys.min(), xs.max(), ys.max()]
+        boxed = refine(shared_predictor, gt, box=box, n_clicks=CLICKS - 1)
+        clicked = refine(shared_predictor, gt, box=None, n_clicks=CLICKS)
+        own = shared_predictor.predict(box=box, mask_input=boxed.predictions[0].low_res_logits)
+        pad = lambda masks: [dice(m, gt) for m in masks] + [dice(masks[-1], gt)] * (CLICKS - len(masks))  # noqa: E731
+        rows.append({"dataset": ds, "box": dice(boxed.masks[0], gt), "box_own_logits": dice(own.mask, gt),
+                     "box_clicks": pad(boxed.masks), "clicks": pad(clicked.masks)})
+    assert len(rows) >= 20
+    return rows
+
+
+def test_box_prompt_dice(sessions):
+    box = np.array([r["box"] for r in sessions])
+    print(f"box Dice: mean {box.mean():.3f} over {len(box)} objects")  # measured 0.905
+    assert box.mean() > 0.87
+    easy = [r["box"] for r in sessions if r["dataset"] in ("kvasir", "ph2")]
+    assert np.mean(easy) > 0.92 and min(easy) > 0.85  # measured 0.957, min 0.93
+
+
+def test_point_prompt_dice_and_correction_clicks_raise_it(sessions):
+    """1 / 3 / 5 clicks (SAM-Med2D's protocol): every correction click keeps or raises the mean Dice."""
+    curve = np.mean([r["clicks"] for r in sessions], axis=0)
+    print("mean Dice after 1..5 clicks:", np.round(curve, 3))  # measured 0.001, 0.076, 0.231, 0.362, 0.453
+    assert all(curve[k + 1] >= curve[k] - 0.01 for k in range(CLICKS - 1))
+    assert curve[2] >= curve[0] + 0.10 and curve[4] >= curve[2] + 0.10
+    assert curve[0] < 0.2  # a single click: LiteMedSAM's untrained point prompt (documented limitation)
+
+
+def test_box_then_correction_clicks_on_a_box_only_model(sessions):
+    """LiteMedSAM (box-trained): clicks after a good box cost a little on average; this bounds that loss.
+
+    Measured: mean Dice 0.905 (box) -> 0.895, 0.868, 0.851, 0.849 after 1-4 corrections. Models trained with
+    clicks (SAM, MedicoSAM, SAM-Med2D) are expected to improve instead; their weights are not available here.
+    """
+    curve = np.mean([[r["box"]] + r["box_clicks"][1:] for r in sessions], axis=0)
+    print("mean Dice: box, then 1..4 corrections:", np.round(curve, 3))
+    assert curve[1] >= curve[0] - 0.03
+    assert curve[-1] >= curve[0] - 0.09
+
+
+def test_mask_prompt_with_own_logits_keeps_the_box_result(sessions):
+    box = np.mean([r["box"] for r in sessions])
+    own = np.mean([r["box_own_logits"] for r in sessions])
+    print(f"box {box:.3f}, box + own low-res logits {own:.3f}")  # measured 0.905 -> 0.916
+    assert own >= box - 0.02
+
+
+def test_next_click_is_the_centre_of_the_largest_error_region():
+    gt = np.zeros((60, 120), bool)
+    gt[10:50, 10:70] = True
+    pred = np.zeros_like(gt)
+    pred[10:50, 10:40] = True                    # missed 40 x 30 on the right
+    pred[52:58, 0:20] = True                     # a small false region
+    xy, label = next_click(pred, gt)
+    assert label == 1 and np.allclose(xy, [54.5, 29.5], atol=0.5)
+    pred[:, 75:120] = True                       # a false region larger than the miss, touching the border
+    xy, label = next_click(pred, gt)
+    assert label == 0 and 95 <= xy[0] <= 99 and 27 <= xy[1] <= 32  # its centre, not on the image border
+    assert next_click(gt, gt) == (None, None)
+    tie_pred = np.zeros((10, 10), bool)
+    tie_pred[0:2, 0:2] = True
+    tie_gt = np.zeros((10, 10), bool)
+    tie_gt[8:10, 8:10] = True
+    assert next_click(tie_pred, tie_gt)[1] == 1  # equal areas: add what is missing first
+    with pytest.raises(InputError, match="one shape"):
+        next_click(np.zeros((4, 4)), np.zeros((4, 5)))
+
+
+def test_refine_validates_its_inputs(shared_predictor, test_data, test_manifest):
+    case = test_manifest["cases"][0]
+    image, masks = load_2d_case(test_data, case)
+    shared_predictor.set_image(image)
+    gt = masks[1]
+    with pytest.raises(InputError, match="box or at least one click"):
+        refine(shared_predictor, gt, box=None, n_clicks=0)
+    with pytest.raises(InputError, match="differs from the image shape"):
+        refine(shared_predictor, gt[:-1], n_clicks=1)
+    with pytest.raises(InputError, match="empty"):
+        refine(shared_predictor, np.zeros_like(gt), n_clicks=1)

@@ -171,6 +171,14 @@ def test_broken_files_give_clear_errors(vit_b_file, tmp_path):
         checkpoints.read_checkpoint(tmp_path / "empty.pth")
 
 
+def test_safetensors_files_are_read_without_pickle(tmp_path):
+    save_file = pytest.importorskip("safetensors.torch", reason="safetensors (medsamkit[train]) not installed").save_file
+    tensors = {"mask_decoder.iou_token.weight": torch.randn(1, 256), "module.x": torch.zeros(2)}
+    save_file(tensors, str(tmp_path / "w.safetensors"))
+    state = checkpoints.read_checkpoint(tmp_path / "w.safetensors")
+    assert set(state) == set(tensors) and torch.equal(state["module.x"], tensors["module.x"])
+
+
 def test_pickled_objects_outside_the_allow_list_are_refused(tmp_path):
     state = synthetic.tiny_state_dict(synthetic.reference_layout("sam-vit-b"))
     path = tmp_path / "with_args.pth"

@@ -42,7 +42,7 @@ LAYOUT_HINTS = {
 # Kinds whose files share one key layout: they cannot refuse each other's files (told apart by name/hash only).
 SAME_LAYOUT = {"medsam": "sam-vit-b", "medicosam": "sam-vit-b", "sam-vit-b": "sam-vit-b"}
 # File-name hints for the shared ViT-B layout (released names: medsam_vit_b.pth, vit_b_medicosam.pt,
-# micro-sam's registry name vit_b_medical_imaging). Checked in this order; MedicoSAM first ("medicosam" ⊃ "sam").
+# micro-sam's registry name vit_b_medical_imaging). Checked in order: the first match wins.
 _NAME_HINTS = (("medicosam", re.compile(r"medico[_-]?sam|medical[_-]?imaging", re.I)),
                ("medsam", re.compile(r"med[_-]?sam", re.I)))
 FT_SAM_HINT = ("a 256-input SAM ViT-B without adapters (FT-SAM layout from the SAM-Med2D project), which medsamkit "

@@ -172,7 +172,8 @@ def test_broken_files_give_clear_errors(vit_b_file, tmp_path):
 
 
 def test_safetensors_files_are_read_without_pickle(tmp_path):
-    save_file = pytest.importorskip("safetensors.torch", reason="safetensors (medsamkit[train]) not installed").save_file
+    st = pytest.importorskip("safetensors.torch", reason="safetensors (medsamkit[train]) is not installed")
+    save_file = st.save_file
     tensors = {"mask_decoder.iou_token.weight": torch.randn(1, 256), "module.x": torch.zeros(2)}
     save_file(tensors, str(tmp_path / "w.safetensors"))
     state = checkpoints.read_checkpoint(tmp_path / "w.safetensors")

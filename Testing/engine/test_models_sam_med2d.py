@@ -60,7 +60,8 @@ def test_adapter_block_equals_sam_med2d_formula():
         gate = torch.sigmoid(a.channel[2].weight @ torch.relu(a.channel[0].weight @ c.mean((2, 3)).T)).T
         s = torch.nn.functional.conv2d(c * gate[:, :, None, None], a.spatial[0].weight, stride=2, padding=1)
         s = torch.relu(torch.nn.functional.conv_transpose2d(torch.relu(s), a.spatial[2].weight, stride=2, padding=1))
-        adapter_out = torch.nn.functional.layer_norm((c + s).permute(0, 2, 3, 1), (64,), a.norm.weight, a.norm.bias, 1e-5)
+        adapter_out = torch.nn.functional.layer_norm((c + s).permute(0, 2, 3, 1), (64,), a.norm.weight, a.norm.bias,
+                                                     1e-5)
         expected = h + block.mlp.forward(n) + adapter_out  # .forward: the plain MLP, without the adapter hook
         assert torch.allclose(block(x), expected, atol=1e-5)
         assert (block(x) - (h + block.mlp.forward(n))).abs().mean() > 0.1  # the adapter branch contributes
@@ -121,8 +122,9 @@ def test_wrong_and_damaged_sam_med2d_files(med2d_file, tmp_path):
     missing = dict(state)
     del missing["image_encoder.blocks.7.Adapter.spatial.2.weight"]
     extra = dict(state, **{"image_encoder.blocks.0.Adapter.scale": torch.ones(1)})
-    for name, bad, text in (("missing.pth", missing, r"Missing 1 keys, e\.g\. image_encoder\.blocks\.7\.Adapter\.spatial\.2"),
-                            ("extra.pth", extra, r"Unexpected 1 keys, e\.g\. image_encoder\.blocks\.0\.Adapter\.scale")):
+    cases = (("missing.pth", missing, r"Missing 1 keys, e\.g\. image_encoder\.blocks\.7\.Adapter\.spatial\.2"),
+             ("extra.pth", extra, r"Unexpected 1 keys, e\.g\. image_encoder\.blocks\.0\.Adapter\.scale"))
+    for name, bad, text in cases:
         torch.save({"model": bad, "optimizer": torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])}, tmp_path / name)
         with pytest.raises(CheckpointError, match=text):
             checkpoints.load_strict(_meta_net(), checkpoints.read_checkpoint(tmp_path / name), "sam-med2d", name)
@@ -146,7 +148,8 @@ def test_cli_segment_with_sam_med2d_checkpoint(med2d_file, tmp_path, capsys):
     Image.fromarray(np.random.default_rng(4).integers(0, 255, (120, 160), dtype=np.uint8)).save(image)
     out = tmp_path / "mask.png"
     rc = main(["segment", str(image), "--model", "sam-med2d", "--checkpoint", str(med2d_file), "--device", "cpu",
-               "--box", "10", "10", "100", "90", "--point", "50", "40", "1", "--point", "90", "80", "0", "--out", str(out)])
+               "--box", "10", "10", "100", "90", "--point", "50", "40", "1", "--point", "90", "80", "0",
+               "--out", str(out)])
     assert rc == 0 and "sam-med2d" in capsys.readouterr().out
     assert np.array(Image.open(out)).shape == (120, 160)
     rc = main(["segment", str(image), "--model", "sam-vit-x", "--box", "10", "10", "100", "90",

@@ -152,7 +152,8 @@ def _explain_load_failure(path: Path, exc: Exception) -> CheckpointError:
         unsafe = [g for g in unsafe if g not in allowed]
         if unsafe:
             return CheckpointError(
-                f"Refusing to load {path}: besides the weights it holds pickled Python objects ({', '.join(unsafe[:8])}) "
+                f"Refusing to load {path}: besides the weights it holds pickled Python objects "
+                f"({', '.join(unsafe[:8])}) "
                 "and loading those could run code from the file. If you trust the file, re-save only the weights in "
                 "a Python session: ckpt = torch.load(FILE, weights_only=False); torch.save(ckpt.get('model', ckpt) "
                 "if isinstance(ckpt, dict) else ckpt, 'weights.pth') — and give medsamkit 'weights.pth'."

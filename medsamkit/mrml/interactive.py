@@ -120,7 +120,7 @@ def run_request(engine, request, progress: ProgressFn = None, cancel: CancelFn =
     if isinstance(request, SliceRequest):
         p = request.prompt
         pred = engine.segment_slice(request.image, request.normalization, box=p.box, points=p.points,
-                                    point_labels=p.labels, mask_input=request.mask_input)
+                                    point_labels=p.labels, mask_input=request.mask_input, cancel=cancel)
         placement = place_slice_mask(pred.mask, p.view, request.ijk_to_target)
         return Result(request, placement, time.perf_counter() - t0, prediction=pred,
                       summary=f"slice {p.view.index}: {int(pred.mask.sum())} pixels, predicted IoU {pred.score:.2f}")

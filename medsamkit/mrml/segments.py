@@ -13,11 +13,15 @@ Both apply the editor node's masking settings (editable area, intensity range) a
 
 Modes (what happens inside the mask's region — one slice for a 2D result, the processed slab for 3D):
 
-- ``replace``: the region's voxels of the segment become the mask (inside the editable area); the rest
-  of the segment is kept. Done as Remove(region) then Add(mask) under one undo state, because the
-  editor's Set mode always empties the whole segment first (its modification-extent argument limits only
-  the adding step; read in vtkSlicerSegmentEditorLogic and reproduced with slicer-core).
-- ``add``: union with the mask. ``remove``: the mask's voxels are erased from the segment.
+- ``replace``: inside the region the segment becomes the mask, within the editable area; voxels outside
+  the editable area and outside the region are kept. The editor's Set mode always empties the *whole*
+  segment first (its modification-extent argument limits only the adding step; read in
+  vtkSlicerSegmentEditorLogic and reproduced with slicer-core), and with a mask active it keeps what
+  lies outside the editable area. So the modifier handed to Set is the current segment with the region
+  replaced by the mask: one Set call, one undo step, and the result is exactly
+  ``region ? (mask & editable) | (segment & ~editable) : segment``. (Remove-then-Add was tried first:
+  Slicer's Erase rule lets Remove erase the selected segment outside an "inside one segment" area.)
+- ``add``: union with the mask. ``remove``: the mask's voxels are erased (Slicer's Erase rules).
 
 Failure contract: everything that can fail (mode, mask shape/region, segment, lattice) is checked before
 the undo state is saved and before the segment is touched, so an error leaves the segment unchanged and
@@ -43,6 +47,9 @@ SAME_LATTICE_ATOL = 1e-4
 
 class SegmentTarget(Protocol):
     """Where an edit goes: the selected segment of a segmentation, under the editor's rules."""
+
+    segmentation_node: Any   # vtkMRMLSegmentationNode
+    segment_id: str          # the selected segment
 
     def default_modifier_labelmap(self) -> Any:
         """A vtkOrientedImageData on the segmentation's lattice (its geometry is what matters)."""
@@ -178,6 +185,72 @@ def build_modifiers(template, placement: MaskPlacement) -> tuple[Any, Any]:
     return out[0], out[1]
 
 
+def _to_numpy(image) -> np.ndarray:
+    """(nk, nj, ni) view of a uint8 vtkOrientedImageData's scalars."""
+    from vtkmodules.util import numpy_support
+
+    e = image.GetExtent()
+    shape = (e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)
+    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(shape)
+
+
+def _window(extent: tuple, inner: tuple) -> tuple:
+    """numpy index of ``inner`` (a VTK extent) inside an array covering ``extent``."""
+    return (slice(inner[4] - extent[4], inner[5] - extent[4] + 1), slice(inner[2] - extent[2], inner[3] - extent[2] + 1),
+            slice(inner[0] - extent[0], inner[1] - extent[0] + 1))
+
+
+def _current_segment(target: SegmentTarget, template):
+    """(uint8 0/1 array, VTK extent) of the selected segment on the template's lattice, or None if empty."""
+    import slicer
+    from vtkmodules.vtkCommonMath import vtkMatrix4x4
+
+    segment = target.segmentation_node.GetSegmentation().GetSegment(target.segment_id)
+    if segment is None:
+        raise InputError(f"Segment '{target.segment_id}' no longer exists; select a segment.")
+    layer = slicer.vtkOrientedImageData()
+    if not slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
+            target.segmentation_node, target.segment_id, layer, False):
+        return None
+    extent = tuple(layer.GetExtent())
+    if extent[1] < extent[0] or layer.GetPointData().GetScalars() is None:
+        return None
+    a, b = vtkMatrix4x4(), vtkMatrix4x4()
+    layer.GetImageToWorldMatrix(a)
+    template.GetImageToWorldMatrix(b)
+    if not np.allclose(matrix_to_numpy(a), matrix_to_numpy(b), atol=SAME_LATTICE_ATOL):
+        resampled = slicer.vtkOrientedImageData()
+        if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+                layer, template, resampled, False):
+            raise InputError("Could not read the segment on the segmentation's geometry.")
+        layer, extent = resampled, tuple(resampled.GetExtent())
+    # The layer may be shared with other segments: this segment's voxels hold its label value.
+    values = (_to_numpy(layer) == segment.GetLabelValue()).astype(np.uint8)
+    return (values, extent) if values.any() else None
+
+
+def _replace_modifier(target: SegmentTarget, template, mask_mod, region_mod):
+    """Current segment with the region replaced by the mask, on the lattice (for one Set call)."""
+    from vtkmodules.vtkCommonMath import vtkMatrix4x4
+
+    m = vtkMatrix4x4()
+    mask_mod.GetImageToWorldMatrix(m)
+    mask_ext = tuple(mask_mod.GetExtent())
+    current = _current_segment(target, template)
+    extent = mask_ext
+    if current is not None:
+        c = current[1]
+        extent = (min(c[0], extent[0]), max(c[1], extent[1]), min(c[2], extent[2]), max(c[3], extent[3]),
+                  min(c[4], extent[4]), max(c[5], extent[5]))
+    values = np.zeros((extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1), np.uint8)
+    if current is not None:
+        values[_window(extent, current[1])] = current[0]
+    window = _window(extent, mask_ext)
+    values[window] &= (_to_numpy(region_mod) == 0).astype(np.uint8)
+    values[window] |= (_to_numpy(mask_mod) > 0).astype(np.uint8)
+    return _oriented_image(matrix_to_numpy(m), extent, values)
+
+
 @dataclass
 class WriteReport:
     mode: str
@@ -188,7 +261,7 @@ class WriteReport:
 def write_mask(target: SegmentTarget, placement: MaskPlacement, mode: str = "replace") -> WriteReport:
     """Write ``placement`` into the target's selected segment as ONE undo step (see module docstring).
 
-    Raises InputError before touching anything when the mode or the placement is invalid.
+    Raises InputError before touching anything when the mode, the placement or the segment is invalid.
     """
     if mode not in MODES:
         raise InputError(f"Unknown write mode '{mode}'; use one of {', '.join(MODES)}.")
@@ -196,14 +269,12 @@ def write_mask(target: SegmentTarget, placement: MaskPlacement, mode: str = "rep
     if template is None:
         raise InputError("No segment is selected; add or select a segment in the Segment Editor.")
     mask_mod, region_mod = build_modifiers(template, placement)
-    target.save_state_for_undo()
     if mode == "replace":
-        target.modify_selected_segment(region_mod, MODIFICATION_REMOVE)
-        target.modify_selected_segment(mask_mod, MODIFICATION_ADD)
-    elif mode == "add":
-        target.modify_selected_segment(mask_mod, MODIFICATION_ADD)
+        modifier, modification = _replace_modifier(target, template, mask_mod, region_mod), MODIFICATION_SET
     else:
-        target.modify_selected_segment(mask_mod, MODIFICATION_REMOVE)
+        modifier, modification = mask_mod, (MODIFICATION_ADD if mode == "add" else MODIFICATION_REMOVE)
+    target.save_state_for_undo()  # only now: everything above may raise and must leave no undo step
+    target.modify_selected_segment(modifier, modification)
     return WriteReport(mode, int(placement.mask.sum()), placement.extent)
 
 

@@ -29,3 +29,12 @@ def ctx(slicer_core):
     context = make_context()
     yield context
     context.scene.Clear(1)
+
+
+@pytest.fixture(scope="session")
+def engine(shared_predictor):
+    """The in-process engine on the session's shared predictor: slices encoded by one test are cache
+    hits in the next (the dev CT's tumour slices recur across the MRML tests)."""
+    from medsamkit.mrml.engine import PredictorEngine
+
+    return PredictorEngine(shared_predictor)

@@ -16,14 +16,6 @@ from mrml_phantoms import ellipsoid_phantom, ijk_to_ras, rotation
 from medsamkit.volume import extract_slice
 
 
-@pytest.fixture(scope="module")
-def engine(lite_model):
-    from medsamkit.mrml.engine import PredictorEngine
-    from medsamkit.predictor import Predictor
-
-    return PredictorEngine(Predictor(lite_model))
-
-
 def _dice(a, b):
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     return 2.0 * (a & b).sum() / max(a.sum() + b.sum(), 1)

@@ -170,19 +170,16 @@ def test_wrong_shape_or_mode_changes_nothing(scene):
     assert np.array_equal(_get(s, s.tumor), _blob(2, 6, 2, 6, 2, 6))
 
 
-def test_failed_inference_leaves_segment_untouched(scene, lite_model):
+def test_failed_inference_leaves_segment_untouched(scene, engine):
     """The real engine rejects a prompt (box without area; and a cancelled run): nothing is written."""
-    from medsamkit.mrml.engine import PredictorEngine
     from medsamkit.mrml.interactive import PromptState, apply_result, prepare_slice_request, run_request
     from medsamkit.mrml.volumes import volume_geometry, volume_plane_slice_to_ras
-    from medsamkit.predictor import Predictor
     from medsamkit.progress import Cancelled
 
     s = scene
     _set(s, s.tumor, _blob(1, 7, 2, 9, 3, 11))
     _write(s, _slice_mask(10, 12, 10, 12), "add")
     state = _get(s, s.tumor)
-    engine = PredictorEngine(Predictor(lite_model))
     g = volume_geometry(s.vol)
     view = volume_plane_slice_to_ras(g, 0, 4)
     corner = g.ijk_to_ras_points([[5.0, 5.0, 4.0]])[0]

@@ -4,7 +4,7 @@ Runs the same way inside Slicer and in plain Python with slicer-core installed::
 
     Slicer --no-main-window --python-script medsamkit/mrml/batch.py -- --volume CT.nrrd --markers L.mrk.json --out L.seg.nrrd
     python medsamkit/mrml/batch.py --volume CT.nrrd --markers L.mrk.json --out L.seg.nrrd
-    python -m medsamkit.mrml.batch --cases cases.csv          # columns: volume, markers, boxes, out, reference
+    python -m medsamkit.mrml.batch --cases cases.csv   # columns: volume, markers, boxes, out, reference, window
 
 Files are read and written with Slicer's own logic: volumes by ``vtkSlicerVolumesLogic``, markers by
 ``vtkSlicerMarkupsLogic`` (a plain JSON list of lines is read by :mod:`medsamkit.markers`), the result
@@ -38,7 +38,7 @@ import numpy as np
 
 from medsamkit.errors import InputError, MedSAMError
 
-CASE_KEYS = ("volume", "markers", "boxes", "out", "reference")
+CASE_KEYS = ("volume", "markers", "boxes", "out", "reference")  # file paths; "name" and "window" are text
 
 
 @dataclass
@@ -49,6 +49,7 @@ class Case:
     boxes: str | None = None
     reference: str | None = None
     name: str = ""
+    window: str | None = None   # overrides --window for this case (e.g. lung for a lung CT)
 
 
 @dataclass
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "into .seg.nrrd files (headless; Slicer's readers and writers).")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--volume", help="volume file (NRRD, NIfTI, MHA)")
-    src.add_argument("--cases", help="CSV or JSON list of cases (keys: volume, markers, boxes, out, reference)")
+    src.add_argument("--cases", help="CSV or JSON list of cases (keys: volume, markers, boxes, out, reference, "
+                     "window, name)")
     p.add_argument("--markers", help=".mrk.json with line markups (or a plain JSON list of lines)")
     p.add_argument("--boxes", help="JSON with per-slice boxes in slice pixels (see module docs)")
     p.add_argument("--out", help="output .seg.nrrd")
@@ -104,7 +106,7 @@ def read_cases(path: "str | Path") -> list[Case]:
             raise InputError(f"Case {n} of {path} needs at least 'volume' and 'out'.")
         fields = {k: (str(path.parent / row[k]) if row.get(k) else None) for k in CASE_KEYS}
         cases.append(Case(fields["volume"], fields["out"], fields["markers"], fields["boxes"], fields["reference"],
-                          name=str(row.get("name") or f"case {n}")))
+                          name=str(row.get("name") or f"case {n}"), window=row.get("window") or None))
     return cases
 
 
@@ -170,7 +172,7 @@ def run_case(engine, case: Case, args, progress=None) -> CaseReport:
         axis = None if args.axis is None else numpy_axis(args.axis, geometry.direction)
         plan = make_plan(ctx, case, geometry, axis, args.margin_mm)
         volume = array_from_volume(volume_node)
-        norm = NormalizationCache().resolve(volume_node, volume, args.window)
+        norm = NormalizationCache().resolve(volume_node, volume, case.window or args.window)
         result = engine.segment_plan(volume, plan, norm, refine=args.refine, progress=progress)
         seg_node, segment_id = new_segmentation(ctx, volume_node, Path(case.out).name.split(".")[0], args.segment_name)
         set_segment_from_array(seg_node, segment_id, result.mask, volume_node)

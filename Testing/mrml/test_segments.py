@@ -185,8 +185,10 @@ def test_failed_inference_leaves_segment_untouched(scene, engine):
     corner = g.ijk_to_ras_points([[5.0, 5.0, 4.0]])[0]
     prompt = PromptState().set_box(s.vol, view, corner, corner)  # a click, not a drag: no area
     request = prepare_slice_request(s.vol, s.seg, prompt, window="soft-tissue")
+    calls = engine.predictor.model.encoder_calls
     with pytest.raises(InputError, match="no area"):
         apply_result(s.target, run_request(engine, request))  # as the effect: apply only what run returned
+    assert engine.predictor.model.encoder_calls == calls  # rejected before the (costly) image encoding
     assert np.array_equal(_get(s, s.tumor), state)
     with pytest.raises(Cancelled):
         engine.segment_slice(request.image, request.normalization, box=[1, 1, 9, 9], cancel=lambda: True)

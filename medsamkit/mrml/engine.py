@@ -21,6 +21,7 @@ from ..errors import DependencyError, InputError
 from ..predictor import Prediction, Predictor
 from ..preprocess import Normalization
 from ..progress import CancelFn, ProgressFn, check_cancel
+from ..prompts import make_prompt
 
 
 class SliceEngine(Protocol):
@@ -50,6 +51,8 @@ class PredictorEngine:
                       point_labels=None, mask_input=None, cancel: CancelFn = None) -> Prediction:
         """Segment a (H, W) slice; prompts are its XY pixels. ``normalization`` is already resolved
         (on the whole volume or from the display window) so that every slice maps intensities alike."""
+        # Validate the prompts first: a bad box must not cost an image encoding (~1.5 s on CPU).
+        make_prompt(tuple(image.shape[:2]), box, points, point_labels, None)
         check_cancel(cancel)
         # set_image (not set_display_image): the same call exists on issue 7's backends, so a backend
         # object can stand in for the predictor here unchanged.

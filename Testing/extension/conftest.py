@@ -1,5 +1,9 @@
 """Fixtures of the Slicer-extension tests (GUI files driven with Qt stubs on a real slicer-core scene).
 
+This folder must not be called ``slicer``: slicer-core's ``slicer`` meta-package extends its
+``__path__`` with every ``slicer`` folder on sys.path (pkgutil.extend_path) and imports each module
+in it, and pytest puts ``Testing/`` on sys.path (for Testing/conftest.py).
+
 Same fixtures as Testing/mrml: slicer-core once per session, a fresh scene per test, the session's
 shared predictor (slices encoded elsewhere in the run are cache hits here).
 """

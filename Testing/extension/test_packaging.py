@@ -199,3 +199,9 @@ def test_engine_does_not_import_slicer_and_mrml_imports_lazily():
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 imports.add((node.module or "").split(".")[0])
         assert not imports & {"slicer", "qt", "ctk"}, path
+
+
+def test_no_folder_named_slicer_that_could_join_slicer_cores_namespace():
+    """slicer-core's meta-package imports every module of any ``slicer`` folder on sys.path (extend_path)."""
+    for base in (REPO, REPO / "Testing", REPO / "MedSAMSegment", REPO / "MedSAMTraining"):
+        assert not (base / "slicer").exists(), base / "slicer"

@@ -1,6 +1,6 @@
 """The Slicer GUI files: they compile, import with the engine, and drive medsamkit.mrml correctly.
 
-Qt and the Slicer application are stubbed (Testing/slicer/qt_stubs.py lists exactly what); the scene,
+Qt and the Slicer application are stubbed (Testing/extension/qt_stubs.py lists exactly what); the scene,
 the segment editor logic behind the fake ``scriptedEffect`` and the engine (LiteMedSAM) are real. The
 effect's EngineHolder is pointed at the session's engine instead of loading a second model.
 Mouse events go through the effect's own processInteractionEvents with a fake slice view whose

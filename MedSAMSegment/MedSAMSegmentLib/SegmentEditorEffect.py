@@ -281,7 +281,7 @@ The slice view must be aligned with the volume (click the orientation warning bu
         else:
             refine = self.scriptedEffect.parameter(PROMPT_MODE) == "refine"
             request = prepare_slice_request(volume, segmentation, prompt, window,
-                                            mask_input=self.promptState.logits if refine else None,
+                                            mask_input=self.promptState.previous if refine else None,
                                             cache=self.normalizationCache)
         self.submit(request, "propagation" if propagate else f"slice {prompt.view.index}")
 

@@ -84,7 +84,7 @@ def test_worker_thread_box_then_refine_with_negative_point(ct, engine):
         assert len(wrong) > 0
         y, x = wrong[len(wrong) // 2]
         prompt = state.add_point(ct.node, ct.view, _ras(ct, (float(x), float(y))), positive=False)
-        request = prepare_slice_request(ct.node, ct.seg, prompt, window="lung", mask_input=state.logits)
+        request = prepare_slice_request(ct.node, ct.seg, prompt, window="lung", mask_input=state.previous)
         calls = engine.predictor.model.encoder_calls
         job = worker.submit(run_request, engine, request, label="refine")
         refined = job.result(timeout=120)

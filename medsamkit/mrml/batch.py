@@ -189,6 +189,9 @@ def run_case(engine, case: Case, args, progress=None) -> CaseReport:
         return CaseReport(case, True, msg, time.perf_counter() - t0, dice)
     except MedSAMError as exc:
         return CaseReport(case, False, str(exc), time.perf_counter() - t0)
+    except Exception as exc:  # a bug must not cost the other cases their results
+        return CaseReport(case, False, f"unexpected {type(exc).__name__}: {exc} (a medsamkit bug; please report it "
+                          "with this message)", time.perf_counter() - t0)
     finally:
         ctx.scene.Clear(1)
 

@@ -59,7 +59,7 @@ class SliceRequest:
     image: np.ndarray                # (H, W) raw intensities of the slice (storage order)
     normalization: Normalization
     prompt: SlicePrompt              # XY pixels of ``image``
-    mask_input: np.ndarray | None    # (L, L) low-res logits of the previous result on this slice
+    mask_input: object               # previous Prediction on this slice (or its (L, L) logits), or None
     ijk_to_target: np.ndarray        # (4, 4) volume IJK -> segmentation node RAS
 
 
@@ -146,9 +146,10 @@ def apply_result(target: SegmentTarget, result: Result, mode: str = "replace") -
 class PromptState:
     """What the user drew on the current slice, in that slice's pixels.
 
-    A box starts a new object (points and logits are dropped); points accumulate; ``logits`` are the
-    last result's low-res logits, used as the mask prompt in refine mode. Moving to another slice or
-    volume (a different ``key``) starts afresh.
+    A box starts a new object (points and the previous result are dropped); points accumulate;
+    ``previous`` is the last result's Prediction, the mask prompt in refine mode (kept as the Prediction,
+    not its logits: a remote backend fetches logits only when needed, and on the worker thread). Moving
+    to another slice or volume (a different ``key``) starts afresh.
     """
 
     key: tuple | None = None
@@ -156,19 +157,19 @@ class PromptState:
     box: np.ndarray | None = None
     points: list = field(default_factory=list)
     labels: list = field(default_factory=list)
-    logits: np.ndarray | None = None
+    previous: Prediction | None = None
 
     def _enter(self, volume_id: str, view: ViewSlice) -> None:
         key = (volume_id, view.axis, view.index, view.shape)
         if key != self.key:
             self.key, self.view = key, view
-            self.box, self.points, self.labels, self.logits = None, [], [], None
+            self.box, self.points, self.labels, self.previous = None, [], [], None
 
     def set_box(self, volume_node, slice_to_ras, corner_a_ras, corner_b_ras) -> SlicePrompt:
         geometry, view = read_view(volume_node, slice_to_ras)
         box = box_from_ras(geometry, view, corner_a_ras, corner_b_ras)
         self._enter(volume_node.GetID(), view)
-        self.box, self.points, self.labels, self.logits = box, [], [], None
+        self.box, self.points, self.labels, self.previous = box, [], [], None
         return self.prompt()
 
     def add_point(self, volume_node, slice_to_ras, point_ras, positive: bool = True) -> SlicePrompt:
@@ -181,7 +182,7 @@ class PromptState:
 
     def remember(self, result: Result) -> None:
         if result.prediction is not None:
-            self.logits = result.prediction.low_res_logits
+            self.previous = result.prediction
 
     def prompt(self) -> SlicePrompt:
         if self.view is None or (self.box is None and not self.points):
@@ -191,5 +192,5 @@ class PromptState:
         return SlicePrompt(self.view, None if self.box is None else self.box.copy(), pts, labels)
 
     def reset(self) -> None:
-        self.key = self.view = self.box = self.logits = None
+        self.key = self.view = self.box = self.previous = None
         self.points, self.labels = [], []

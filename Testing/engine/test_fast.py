@@ -7,6 +7,7 @@ are not encoded again). Masks must agree with Dice >= 0.99 (they agree to ~1e-4 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,13 +122,14 @@ def test_second_start_reuses_export_and_corrupt_file_is_rebuilt(onnx_model, lite
     from medsamkit.fast.artifacts import EXPORT_COUNTS
     from medsamkit.fast.engine import with_engine
 
+    from medsamkit.fast.artifacts import sha256_file
+
     before = dict(EXPORT_COUNTS)
     again = with_engine(lite_model, "onnx", cache_dir=cache_dir)
     assert again.engine == "onnx" and EXPORT_COUNTS == before  # nothing exported: files reused
-    x = np.random.default_rng(1).random((3, 256, 256), dtype=np.float32)
-    ref = onnx_model.encode(x).numpy()
 
-    enc = cache_dir / onnx_model.encoder_path.split("/")[-1].split("\\")[-1]
+    enc = cache_dir / Path(onnx_model.encoder_path).name
+    good = sha256_file(enc)
     data = bytearray(enc.read_bytes())
     data[len(data) // 2: len(data) // 2 + 64] = bytes(64)  # flip weights in the middle: still loadable
     enc.write_bytes(bytes(data))
@@ -135,7 +137,7 @@ def test_second_start_reuses_export_and_corrupt_file_is_rebuilt(onnx_model, lite
     stem = enc.name[:-len(".onnx")]
     assert EXPORT_COUNTS[stem] == before[stem] + 1  # detected by its hash and exported again
     assert rebuilt.engine == "onnx"
-    assert np.array_equal(rebuilt.encode(x).numpy(), ref)
+    assert sha256_file(enc) == good  # the export is deterministic: the same bytes as the first time
     assert not [p.name for p in cache_dir.iterdir() if ".partial" in p.name]  # no temp files left
 
 
@@ -147,7 +149,7 @@ def test_encode_ahead_encodes_each_slice_once_and_matches_sequential(onnx_model)
 
     vol = read_image(TEST_DATA / "brain1.img.nii.gz").array
     lab = read_image(TEST_DATA / "brain1.seg.nii.gz").array > 0
-    ks = [k for k in range(vol.shape[0]) if lab[k].any()][:4]
+    ks = [k for k in range(vol.shape[0]) if lab[k].any()][:3]
     norm = resolve_normalization("auto", vol)
     box = [150, 70, 220, 165]
     sequential = Predictor(onnx_model)
@@ -175,7 +177,7 @@ def test_iter_embeddings_keeps_order(onnx_model):
     from medsamkit.fast.prefetch import iter_embeddings
 
     rng = np.random.default_rng(2)
-    xs = [rng.random((3, 256, 256), dtype=np.float32) for _ in range(3)]
+    xs = [rng.random((3, 256, 256), dtype=np.float32) for _ in range(2)]
     got = [e.numpy() for e in iter_embeddings(onnx_model, iter(xs), depth=1)]
     want = [onnx_model.encode(x).numpy() for x in xs]
     assert all(np.array_equal(a, b) for a, b in zip(got, want))

@@ -65,6 +65,27 @@ def check_volume(volume) -> np.ndarray:
     return arr
 
 
+def slice_hw(info: "ImageInfo | None", slice_index, axis: int) -> tuple[int, int]:
+    """(H, W) of the 2D image or of slice ``slice_index`` along numpy ``axis`` of the volume.
+
+    Raises InputError (with the remedy) when no image is set, a slice index is missing/out of
+    range, or one is given for a 2D image. Both backends check prompts with it before any work.
+    """
+    if info is None:
+        raise InputError("No image is set: call set_image() or set_volume() first.")
+    shape = info.shape
+    if not info.is_volume:
+        if slice_index not in (None, 0):
+            raise InputError("slice_index only applies to volumes; a 2D image is set.")
+        return int(shape[0]), int(shape[1])
+    if slice_index is None:
+        raise InputError("A volume is set: give slice_index (and axis) with each prompt.")
+    if not 0 <= int(slice_index) < shape[axis]:
+        raise InputError(f"Slice {slice_index} is outside the volume: axis {axis} has slices 0..{shape[axis] - 1}.")
+    rest = [n for a, n in enumerate(shape) if a != axis]
+    return int(rest[0]), int(rest[1])
+
+
 class Backend(abc.ABC):
     """One image or volume + one model, prompted many times. Use as a context manager to close it."""
 

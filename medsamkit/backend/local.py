@@ -19,9 +19,10 @@ from .. import __version__
 from ..embedding_cache import EmbeddingCache
 from ..errors import InputError
 from ..predictor import Prediction, Predictor
+from ..prompts import make_prompt
 from ..preprocess import Normalization, normalize_to_uint8, resolve_normalization, validate_image
 from ..volume import extract_slice, numpy_axis
-from .base import Backend, BackendInfo, ImageInfo, check_volume, mask_input_array
+from .base import Backend, BackendInfo, ImageInfo, check_volume, mask_input_array, slice_hw
 
 
 class LockedPredictor(Predictor):
@@ -91,6 +92,8 @@ class LocalBackend(Backend):
 
     def predict(self, box=None, points=None, point_labels=None, mask_input=None,
                 multimask_output=None, slice_index=None, axis=0) -> Prediction:
+        # check the prompts against the image size first: a bad prompt must not cost an encoding
+        make_prompt(self.slice_hw(slice_index, axis), box, points, point_labels)
         self.select(slice_index, axis)
         return self.predictor.predict(box=box, points=points, point_labels=point_labels,
                                       mask_input=mask_input_array(mask_input), multimask_output=multimask_output)
@@ -118,20 +121,20 @@ class LocalBackend(Backend):
     def resolve_axis(self, axis) -> int:
         return numpy_axis(axis, self._direction)
 
+    def slice_hw(self, slice_index=None, axis=0) -> tuple[int, int]:
+        """(H, W) of the 2D image or of slice ``slice_index`` along ``axis`` (base.slice_hw)."""
+        return slice_hw(self._info, slice_index, self.resolve_axis(axis))
+
     def select(self, slice_index=None, axis=0) -> tuple[int, int]:
         """Make the predictor's current image the 2D image or slice ``slice_index`` along ``axis``.
 
         Returns the (H, W) of that image. Encodes only on an embedding-cache miss.
         """
-        info = self.image_info
-        if info.is_volume:
-            if slice_index is None:
-                raise InputError("A volume is set: give slice_index (and axis) with each prompt.")
+        if self.image_info.is_volume:
+            self.slice_hw(slice_index, axis)  # the errors with their remedies
             plane = extract_slice(self._volume, int(slice_index), self.resolve_axis(axis))
             display = normalize_to_uint8(plane, self._norm)
         else:
-            if slice_index not in (None, 0):
-                raise InputError("slice_index only applies to volumes; a 2D image is set.")
             display = self._display
         self.predictor.set_display_image(display, self._norm)
         return display.shape[:2]

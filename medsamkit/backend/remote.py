@@ -38,7 +38,7 @@ from ..prompts import make_prompt
 from ..progress import Cancelled
 from ..server import protocol, wire
 from ..volume import numpy_axis
-from .base import Backend, BackendInfo, ImageInfo, check_volume
+from .base import Backend, BackendInfo, ImageInfo, check_volume, slice_hw
 from .errors import (AuthenticationError, ProtocolError, RemoteError, RequestTooLargeError, ServerBusyError,
                      ServerUnreachableError, SessionLostError, VersionMismatchError)
 
@@ -102,13 +102,14 @@ class RemoteBackend(Backend):
             token = read_token_file(token_file)
         if token is None:
             token = os.environ.get(TOKEN_ENV) or None
-        self.timeout, self.upload_timeout, self.retries = float(timeout), float(upload_timeout), int(retries)
-        self._timeouts = self._httpx.Timeout(self.timeout, connect=min(connect_timeout, self.timeout))
+        self.connect_timeout, self.upload_timeout = float(connect_timeout), float(upload_timeout)
+        self.retries = int(retries)
+        self.timeout = timeout
         headers = {protocol.API_HEADER: str(protocol.API_VERSION),
                    protocol.CODECS_HEADER: ",".join(wire.available_codecs())}
         if token:
             headers[protocol.AUTH_HEADER] = f"Bearer {token}"
-        self._http = self._httpx.Client(base_url=self.url, headers=headers, timeout=self._timeouts)
+        self._http = self._httpx.Client(base_url=self.url, headers=headers)
         self._lock = threading.RLock()
         self._sid: str | None = None
         self._generation = 0             # bumped whenever a (re)created session replaces the last one
@@ -117,6 +118,7 @@ class RemoteBackend(Backend):
         self._direction = None
         self.sessions_created = 0
         self.server_alive = True
+        self.bytes_sent = self.bytes_received = 0  # HTTP bodies only (headers add ~0.3 KB per request)
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         try:
@@ -126,6 +128,16 @@ class RemoteBackend(Backend):
             raise
         self.heartbeat_s = float(heartbeat_s) if heartbeat_s else max(1.0, min(60.0, self.version["ttl_s"] / 3))
         self._codec = wire.choose_codec(self.version.get("codecs"))
+
+    @property
+    def timeout(self) -> float:
+        """Seconds to wait for the server's answer to one request (may be changed at any time)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self._timeout = float(seconds)
+        self._timeouts = self._httpx.Timeout(self._timeout, connect=min(self.connect_timeout, self._timeout))
 
     # -- interface ---------------------------------------------------------------------------------
     def info(self) -> BackendInfo:
@@ -144,14 +156,15 @@ class RemoteBackend(Backend):
     def predict(self, box=None, points=None, point_labels=None, mask_input=None,
                 multimask_output=None, slice_index=None, axis=0) -> RemotePrediction:
         ax = numpy_axis(axis, self._direction)
-        hw = self._slice_hw(slice_index, ax)
+        hw = slice_hw(self._info, slice_index, ax)
         # The engine's own checks, here: a bad prompt raises the same InputError as locally, with no round trip
         prompt = make_prompt(hw, box, points, point_labels, None)
         if mask_input is not None and not isinstance(mask_input, Prediction):
             make_prompt(hw, box, points, point_labels, mask_input, int(self.version["low_res_size"]))
         request = {"box": _floats(box), "points": _points(points),
                    "point_labels": None if prompt.labels is None else prompt.labels.tolist(),
-                   "multimask_output": multimask_output, "slice_index": None if slice_index is None else int(slice_index),
+                   "multimask_output": multimask_output,
+                   "slice_index": None if slice_index is None else int(slice_index),
                    "axis": ax, "parent": mask_input}
         with self._lock:
             return self._predict(request)
@@ -162,21 +175,6 @@ class RemoteBackend(Backend):
             self._close_session()
             self._upload = None
         self._http.close()
-
-    def _slice_hw(self, slice_index, axis: int) -> tuple[int, int]:
-        if self._info is None:
-            raise InputError("No image is set: call set_image() or set_volume() first.")
-        shape = self._info.shape
-        if not self._info.is_volume:
-            if slice_index not in (None, 0):
-                raise InputError("slice_index only applies to volumes; a 2D image is set.")
-            return int(shape[0]), int(shape[1])
-        if slice_index is None:
-            raise InputError("A volume is set: give slice_index (and axis) with each prompt.")
-        if not 0 <= int(slice_index) < shape[axis]:
-            raise InputError(f"Slice {slice_index} is outside the volume: axis {axis} has slices 0..{shape[axis] - 1}.")
-        rest = [s for a, s in enumerate(shape) if a != axis]
-        return int(rest[0]), int(rest[1])
 
     # -- sessions ----------------------------------------------------------------------------------
     def _open(self, arr, kind, normalization, modality, direction) -> ImageInfo:
@@ -322,6 +320,8 @@ class RemoteBackend(Backend):
                     f"{what.capitalize()}: no medsamkit server answers at {self.url} ({exc}). Start it with "
                     "'medsamkit serve' on that machine, or check the address and the network.") from exc
         self.server_alive = True
+        self.bytes_sent += len(resp.request.content) if resp.request is not None else 0
+        self.bytes_received += len(resp.content)
         if resp.status_code < 300:
             return resp
         raise _error_for(resp, self.url)

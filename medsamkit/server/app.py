@@ -166,7 +166,8 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
         if nbytes > max_session_bytes:
             raise wire.WireTooLarge(f"The {kind} {tuple(shape)} {dtype} needs {nbytes / 2**20:.0f} MiB; this server "
                                     f"accepts at most {max_session_bytes / 2**20:.0f} MiB per session.")
-        store.reserve(nbytes)
+        budget = store.budget(shape, dtype.itemsize, kind == "volume")
+        store.reserve(budget)
 
         def build():
             array = wire.decode_array(body, max_session_bytes)
@@ -175,12 +176,12 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
                 info = backend.set_volume(array, norm, modality, direction)
             else:
                 info = backend.set_image(array, norm, modality)
-            return store.add(backend), info
+            return store.add(backend, budget), info
 
         try:
             session, info = await run_in_threadpool(build)
         finally:
-            store.release_reservation(nbytes)
+            store.release_reservation(budget)
         return {"session": session.sid, "shape": list(info.shape), "is_volume": info.is_volume,
                 "normalization": info.normalization, "normalization_key": info.normalization_key,
                 "ttl_s": store.ttl_s}

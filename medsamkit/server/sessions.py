@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import math
 import secrets
 import sys
 import threading
@@ -44,9 +45,10 @@ class StoreFull(Exception):
 
 
 class Session:
-    def __init__(self, sid: str, backend: LocalBackend):
+    def __init__(self, sid: str, backend: LocalBackend, budget: int = 0):
         self.sid = sid
         self.backend = backend
+        self.budget = int(budget)  # bytes this session may come to hold (admission control)
         self.lock = threading.Lock()
         self.created = self.last_seen = time.monotonic()
         self.predictions: OrderedDict[str, tuple[np.ndarray, tuple[int, int]]] = OrderedDict()
@@ -119,28 +121,36 @@ class SessionStore:
         self._mu = threading.Lock()
         self.created_count = 0
 
-    def reserve(self, nbytes: int) -> None:
-        """Claim room for a new session's decoded array (+ its embedding cache) before decoding it."""
-        need = int(nbytes) + self.cache_bytes
+    def budget(self, shape: tuple, itemsize: int, is_volume: bool) -> int:
+        """Most bytes a session on this array can come to hold: the array (and, for a 2D image, its
+        (H, W, 3) display copy), a full embedding cache, and its kept logits and mask prompts."""
+        n = int(itemsize) * math.prod(shape)
+        if not is_volume:
+            n += 3 * int(shape[0]) * int(shape[1] if len(shape) > 1 else 1)
+        side = int(getattr(self.model, "low_res_size", 256))
+        return n + self.cache_bytes + (MAX_PREDICTIONS_PER_SESSION + MAX_MASKS_PER_SESSION) * side * side * 4
+
+    def reserve(self, budget: int) -> None:
+        """Claim room for a new session before decoding its upload; StoreFull if over a limit."""
         self.sweep()
         with self._mu:
             if len(self._sessions) >= self.max_sessions:
                 raise StoreFull(f"The server already holds {self.max_sessions} sessions (its limit); close one, "
                                 "wait for idle ones to expire, or restart it with a larger --max-sessions.")
-            held = sum(s.nbytes for s in self._sessions.values()) + self._reserved
-            if held + need > self.max_total_bytes:
-                raise StoreFull(f"The server holds {held / 2**20:.0f} MiB of sessions; this one needs "
-                                f"{need / 2**20:.0f} MiB more than its {self.max_total_bytes / 2**20:.0f} MiB limit. "
-                                "Close other sessions or try again later.")
-            self._reserved += need
+            held = sum(s.budget for s in self._sessions.values()) + self._reserved
+            if held + budget > self.max_total_bytes:
+                raise StoreFull(f"The server has promised {held / 2**20:.0f} MiB to open sessions; this one may need "
+                                f"{budget / 2**20:.0f} MiB more, over its {self.max_total_bytes / 2**20:.0f} MiB limit "
+                                "(--max-memory-mb). Close other sessions or try again later.")
+            self._reserved += budget
 
-    def release_reservation(self, nbytes: int) -> None:
+    def release_reservation(self, budget: int) -> None:
         with self._mu:
-            self._reserved = max(0, self._reserved - int(nbytes) - self.cache_bytes)
+            self._reserved = max(0, self._reserved - int(budget))
 
-    def add(self, backend: LocalBackend) -> Session:
+    def add(self, backend: LocalBackend, budget: int = 0) -> Session:
         sid = secrets.token_urlsafe(16)
-        session = Session(sid, backend)
+        session = Session(sid, backend, budget)
         with self._mu:
             self._sessions[sid] = session
             self.created_count += 1
@@ -189,6 +199,7 @@ class SessionStore:
         with self._mu:
             sessions = list(self._sessions.values())
         return {"sessions": len(sessions), "bytes": sum(s.nbytes for s in sessions),
+                "budget_bytes": sum(s.budget for s in sessions),
                 "max_sessions": self.max_sessions, "max_total_bytes": self.max_total_bytes,
                 "session_ttl_s": self.ttl_s, "sessions_created": self.created_count,
                 "encoder_calls": int(getattr(self.model, "encoder_calls", 0))}

@@ -121,8 +121,8 @@ def _decompress(payload: bytes, codec: int, expected: int) -> bytes:
         elif codec == CODEC_ZLIB:
             d = zlib.decompressobj()
             out = d.decompress(payload, expected + 1)
-            if len(out) <= expected and not d.eof:
-                out += d.flush()
+            if len(out) <= expected and not d.eof:  # the stream must end (and its checksum match) here
+                raise WireError("Compressed payload is truncated.")
         elif codec == CODEC_ZSTD:
             try:
                 import zstandard

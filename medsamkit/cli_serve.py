@@ -66,7 +66,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def run(args) -> int:
-    from .backend.remote import read_token_file
+    from .backend.transport import read_token_file
     from .errors import require
 
     token = read_token_file(args.token_file) if args.token_file else None

@@ -36,6 +36,10 @@ def test_session_count_limit_and_close(lite_model):
         assert create(c).status_code == 200  # the slot is free again
         r = c.post(protocol.session_path(a.json()["session"], "predict"), json={"box": [1, 1, 50, 50]})
         assert r.status_code == 404 and r.json()["code"] == "session_unknown"
+        r = c.post(protocol.session_path(b.json()["session"], "predict"), content=b"\xff\x00 not json",
+                   headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and r.json()["code"] == "malformed"
+        assert c.get("/no/such/path").status_code == 404
         s = c.get(protocol.PATH_STATS).json()
         assert s["sessions"] == 2 and s["encoder_calls"] == lite_model.encoder_calls
 

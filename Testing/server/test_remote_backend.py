@@ -98,7 +98,7 @@ def test_remote_masks_equal_local_masks(server, cases, expected):
             h, w = click.mask.shape
             assert sent < 300  # coordinates only
             assert received < (h * w / 8) / 4, (received, h * w)  # < 1/4 of even a bit-packed full mask
-            assert received < len(wire.encode_mask(click.mask, wire.CODEC_NONE))  # and compressed
+            assert received <= len(wire.encode_mask(click.mask, wire.CODEC_NONE))  # compressed when that helps
             for kind, pred in got.items():
                 want_mask, want_score, _ = expected[case["name"]][kind]
                 assert pred.mask.shape == want_mask.shape

@@ -26,23 +26,19 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 
 import numpy as np
 
 from .. import __version__
-from ..errors import InputError, require
+from ..errors import InputError
 from ..predictor import Prediction
 from ..preprocess import Normalization, validate_image
 from ..prompts import make_prompt
-from ..progress import Cancelled
 from ..server import protocol, wire
 from ..volume import numpy_axis
 from .base import Backend, BackendInfo, ImageInfo, check_volume, slice_hw
-from .errors import (AuthenticationError, ProtocolError, RemoteError, RequestTooLargeError, ServerBusyError,
-                     ServerUnreachableError, SessionLostError, VersionMismatchError)
-
-TOKEN_ENV = "MEDSAMKIT_TOKEN"
+from .errors import SessionLostError, VersionMismatchError
+from .transport import Transport, resolve_token
 
 
 class RemotePrediction(Prediction):
@@ -95,21 +91,9 @@ class RemoteBackend(Backend):
     def __init__(self, url: str, token: str | None = None, token_file: "str | os.PathLike | None" = None,
                  timeout: float = 30.0, connect_timeout: float = 5.0, upload_timeout: float = 300.0,
                  retries: int = 2, heartbeat_s: float | None = None):
-        self._httpx = require("httpx", "The remote backend", "server")
-        self.url = url if "://" in url else f"http://{url}"
-        self.url = self.url.rstrip("/")
-        if token is None and token_file is not None:
-            token = read_token_file(token_file)
-        if token is None:
-            token = os.environ.get(TOKEN_ENV) or None
-        self.connect_timeout, self.upload_timeout = float(connect_timeout), float(upload_timeout)
-        self.retries = int(retries)
-        self.timeout = timeout
-        headers = {protocol.API_HEADER: str(protocol.API_VERSION),
-                   protocol.CODECS_HEADER: ",".join(wire.available_codecs())}
-        if token:
-            headers[protocol.AUTH_HEADER] = f"Bearer {token}"
-        self._http = self._httpx.Client(base_url=self.url, headers=headers)
+        self._t = Transport(url, resolve_token(token, token_file), timeout, connect_timeout, retries)
+        self.url = self._t.url
+        self.upload_timeout = float(upload_timeout)
         self._lock = threading.RLock()
         self._sid: str | None = None
         self._generation = 0             # bumped whenever a (re)created session replaces the last one
@@ -117,14 +101,12 @@ class RemoteBackend(Backend):
         self._info: ImageInfo | None = None
         self._direction = None
         self.sessions_created = 0
-        self.server_alive = True
-        self.bytes_sent = self.bytes_received = 0  # HTTP bodies only (headers add ~0.3 KB per request)
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         try:
             self.version = self._check_server()
         except BaseException:
-            self._http.close()
+            self._t.close()
             raise
         self.heartbeat_s = float(heartbeat_s) if heartbeat_s else max(1.0, min(60.0, self.version["ttl_s"] / 3))
         self._codec = wire.choose_codec(self.version.get("codecs"))
@@ -132,12 +114,24 @@ class RemoteBackend(Backend):
     @property
     def timeout(self) -> float:
         """Seconds to wait for the server's answer to one request (may be changed at any time)."""
-        return self._timeout
+        return self._t.timeout
 
     @timeout.setter
     def timeout(self, seconds: float) -> None:
-        self._timeout = float(seconds)
-        self._timeouts = self._httpx.Timeout(self._timeout, connect=min(self.connect_timeout, self._timeout))
+        self._t.timeout = seconds
+
+    @property
+    def server_alive(self) -> bool:
+        """False after a request or heartbeat found no server (for a status light in the GUI)."""
+        return self._t.server_alive
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._t.bytes_sent
+
+    @property
+    def bytes_received(self) -> int:
+        return self._t.bytes_received
 
     # -- interface ---------------------------------------------------------------------------------
     def info(self) -> BackendInfo:
@@ -174,7 +168,7 @@ class RemoteBackend(Backend):
         with self._lock:
             self._close_session()
             self._upload = None
-        self._http.close()
+        self._t.close()
 
     # -- sessions ----------------------------------------------------------------------------------
     def _open(self, arr, kind, normalization, modality, direction) -> ImageInfo:
@@ -205,12 +199,8 @@ class RemoteBackend(Backend):
 
     def _close_session(self) -> None:
         sid, self._sid = self._sid, None
-        if sid is None:
-            return
-        try:  # best effort: an unreachable server forgets the session by itself (TTL)
-            self._http.delete(protocol.session_path(sid), timeout=min(5.0, self.timeout))
-        except self._httpx.HTTPError:
-            pass
+        if sid is not None:  # best effort: an unreachable server forgets the session by itself (TTL)
+            self._t.quiet("DELETE", protocol.session_path(sid))
 
     def _session(self) -> str:
         if self._upload is None:
@@ -291,49 +281,7 @@ class RemoteBackend(Backend):
         return v
 
     def _request(self, method: str, path: str, timeout: float | None = None, **kwargs):
-        """One HTTP exchange with retries on refused/broken connections, all within the time limit."""
-        httpx = self._httpx
-        limit = self.timeout if timeout is None else float(timeout)
-        deadline = time.monotonic() + limit
-        t = self._timeouts if timeout is None else httpx.Timeout(limit, connect=self._timeouts.connect)
-        attempt = 0
-        while True:
-            try:
-                resp = self._http.request(method, path, timeout=t, **kwargs)
-                break
-            except httpx.TimeoutException as exc:
-                if isinstance(exc, httpx.ConnectTimeout) and self._may_retry(attempt, deadline):
-                    attempt += 1
-                    continue
-                self.server_alive = False
-                raise ServerUnreachableError(
-                    f"The server at {self.url} did not answer within {limit:g} s ({type(exc).__name__}). It may be "
-                    "overloaded or stopped; check it, or raise the timeout.") from exc
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-                if self._may_retry(attempt, deadline):
-                    attempt += 1
-                    continue
-                self.server_alive = False
-                what = ("lost the connection during the request (the server stopped or restarted)"
-                        if not isinstance(exc, httpx.ConnectError) else "could not connect")
-                raise ServerUnreachableError(
-                    f"{what.capitalize()}: no medsamkit server answers at {self.url} ({exc}). Start it with "
-                    "'medsamkit serve' on that machine, or check the address and the network.") from exc
-        self.server_alive = True
-        self.bytes_sent += len(resp.request.content) if resp.request is not None else 0
-        self.bytes_received += len(resp.content)
-        if resp.status_code < 300:
-            return resp
-        raise _error_for(resp, self.url)
-
-    def _may_retry(self, attempt: int, deadline: float) -> bool:
-        if attempt >= self.retries:
-            return False
-        pause = 0.2 * (2 ** attempt)  # 0.2 s, 0.4 s, ...: covers a server being restarted by a supervisor
-        if time.monotonic() + pause >= deadline:
-            return False
-        time.sleep(pause)
-        return True
+        return self._t.request(method, path, timeout=timeout, **kwargs)
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat is not None and self._heartbeat.is_alive():
@@ -344,53 +292,9 @@ class RemoteBackend(Backend):
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             sid = self._sid
-            if sid is None:
-                continue
-            try:
-                resp = self._http.post(protocol.session_path(sid, "heartbeat"), timeout=min(5.0, self.timeout))
-                self.server_alive = True
-                if resp.status_code == 404 and self._sid == sid:
-                    self._sid = None  # the next request re-creates it
-            except self._httpx.HTTPError:
-                self.server_alive = False
-
-
-def _error_for(resp, url: str) -> Exception:
-    try:
-        body = resp.json()
-        detail, code = str(body.get("detail", "")), body.get("code")
-    except (ValueError, AttributeError):
-        detail, code = resp.text[:300], None
-    status = resp.status_code
-    if status == 401:
-        return AuthenticationError(f"The server at {url} refused the token: {detail}")
-    if status == 409:
-        return VersionMismatchError(detail)
-    if status == 404:
-        err = SessionLostError(f"{detail} (server {url})")
-        err.code = code
-        return err
-    if status == 413:
-        return RequestTooLargeError(detail)
-    if status == 422:
-        return ProtocolError(f"The server rejected the request as malformed: {detail}")
-    if status == 400:
-        return InputError(detail)
-    if status == protocol.STATUS_CANCELLED:
-        return Cancelled(detail or "Cancelled.")
-    if status == 503:
-        return ServerBusyError(detail)
-    return RemoteError(f"The server at {url} failed (HTTP {status}): {detail}")
-
-
-def read_token_file(path) -> str:
-    try:
-        token = open(path, encoding="utf-8").read().strip()
-    except OSError as exc:
-        raise InputError(f"Cannot read the token file {path}: {exc.strerror}.") from exc
-    if not token:
-        raise InputError(f"The token file {path} is empty; put the server's token in it.")
-    return token
+            if sid is not None and self._t.quiet("POST", protocol.session_path(sid, "heartbeat")) == 404:
+                if self._sid == sid:
+                    self._sid = None  # expired or the server restarted: the next request re-creates it
 
 
 def _floats(v):

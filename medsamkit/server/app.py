@@ -31,6 +31,7 @@ require("fastapi", "medsamkit serve", "server")  # a clear message naming the ex
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.concurrency import run_in_threadpool  # noqa: E402
 from fastapi.responses import JSONResponse, Response  # noqa: E402
+from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
 from .models import PredictRequest  # noqa: E402  (pydantic comes with fastapi)
 
@@ -116,6 +117,14 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
     @app.exception_handler(MedSAMError)
     async def _engine_error(_req, exc):
         return error(400, str(exc), "input")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req, exc):
+        # This app raises none itself: a 400 comes from FastAPI failing to parse a body (bytes that are
+        # not UTF-8 JSON), i.e. a malformed request like any other -> 422. 404/405: unknown path/method.
+        if exc.status_code == 400:
+            return error(422, f"Malformed request body: {exc.detail}", "malformed")
+        return error(exc.status_code, str(exc.detail), "http")
 
     @app.exception_handler(Exception)
     async def _bug(_req, exc):

@@ -18,7 +18,8 @@ small malformed or malicious frame can never make the reader allocate more than 
     12      4*ndim    shape, uint32 each, C order
     ..      rest      payload: codec(filter(C-order little-endian element bytes))
 
-The decompressed payload size is implied by shape and dtype (no separate length to trust).
+The decompressed payload size is implied by shape and dtype (no separate length to trust). A
+writer stores the payload uncompressed (codec 0) whenever compression would not make it smaller.
 
 **Mask frame** (predicted masks; only the bounding box of the foreground travels)::
 
@@ -101,6 +102,13 @@ def choose_codec(accepted: "str | list[str] | None") -> int:
     return CODEC_NONE
 
 
+def _pack(data: bytes, codec: int) -> tuple[int, bytes]:
+    """(codec actually used, payload): stored uncompressed when compression would not make it smaller
+    (tiny masks: a zstd frame header costs ~10 bytes)."""
+    packed = _compress(data, codec)
+    return (codec, packed) if len(packed) < len(data) else (CODEC_NONE, bytes(data))
+
+
 def _compress(data: bytes, codec: int) -> bytes:
     if codec == CODEC_ZSTD:
         import zstandard
@@ -169,8 +177,9 @@ def encode_array(arr: np.ndarray, codec: int = CODEC_ZLIB) -> bytes:
     filt = FILTER_SHUFFLE if dt.itemsize > 1 else FILTER_NONE
     if filt == FILTER_SHUFFLE:
         raw = _shuffle(raw, dt.itemsize)
+    codec, payload = _pack(raw, codec)
     head = _ARRAY_HEAD.pack(ARRAY_MAGIC, WIRE_VERSION, codec, DTYPE_CODES[dt], arr.ndim, filt)
-    return head + struct.pack(f"<{arr.ndim}I", *arr.shape) + _compress(raw, codec)
+    return head + struct.pack(f"<{arr.ndim}I", *arr.shape) + payload
 
 
 def _parse_array_head(buf: bytes) -> tuple[int, np.dtype, tuple, int, int]:
@@ -233,7 +242,7 @@ def encode_mask(mask: np.ndarray, codec: int = CODEC_ZLIB) -> bytes:
         raise WireError(f"Masks are 2D or 3D; got shape {m.shape}.")
     start, stop = mask_roi(m)
     roi = m[tuple(slice(a, b) for a, b in zip(start, stop))]
-    payload = _compress(np.packbits(roi.ravel(), bitorder="little").tobytes(), codec) if roi.size else b""
+    codec, payload = _pack(np.packbits(roi.ravel(), bitorder="little").tobytes(), codec) if roi.size else (codec, b"")
     n = m.ndim
     head = _MASK_HEAD.pack(MASK_MAGIC, WIRE_VERSION, codec, n)
     return head + struct.pack(f"<{3 * n}I", *m.shape, *start, *stop) + payload

@@ -113,12 +113,16 @@ def test_remote_masks_equal_local_masks(server, cases, expected):
             assert np.array_equal(got["refine"].logits > 0, got["refine"].mask)
 
 
-def test_volume_slices_equal_local(server, lite_model, test_data):
-    """A volume is uploaded once; prompts name a slice along an axis; results equal local ones."""
+def test_volume_slices_propagation_and_markers_equal_local(server, lite_model, test_data):
+    """A volume is uploaded once; prompts name a slice along an axis; clicks, propagation and
+    markers give exactly the local results (the same engine functions run on the server)."""
+    from medsamkit.geometry import VolumeGeometry
     from medsamkit.io import read_image
+    from medsamkit.reader import simulate_markers
 
-    ct = read_image(test_data.parent.parent / "medsamkit" / "data" / "sample_lung_ct.nii.gz")
-    label = read_image(test_data.parent.parent / "medsamkit" / "data" / "sample_lung_ct.label.nii.gz").array > 0
+    data = test_data.parent.parent / "medsamkit" / "data"
+    ct = read_image(data / "sample_lung_ct.nii.gz")
+    label = read_image(data / "sample_lung_ct.label.nii.gz").array > 0
     k = int(np.argmax(label.sum(axis=(1, 2))))
     ys, xs = np.nonzero(label[k])
     axial_box = [xs.min() - 3, ys.min() - 3, xs.max() + 3, ys.max() + 3]
@@ -126,6 +130,8 @@ def test_volume_slices_equal_local(server, lite_model, test_data):
     zs, xs2 = np.nonzero(label[:, j, :])
     coronal_box = [xs2.min() - 3, zs.min() - 1, xs2.max() + 3, zs.max() + 1]
     prompts = [dict(box=axial_box, slice_index=k, axis="axial"), dict(box=coronal_box, slice_index=j, axis=1)]
+    geometry = VolumeGeometry.from_image(ct)
+    markers = simulate_markers(label.astype(np.uint8), geometry, axis=0, every=1)
     with LocalBackend(lite_model) as local, client(server) as remote:
         info_l = local.set_volume(ct.array, normalization="lung")
         info_r = remote.set_volume(ct.array, normalization="lung")
@@ -140,6 +146,21 @@ def test_volume_slices_equal_local(server, lite_model, test_data):
         assert (remote.bytes_sent - sent_before) / len(prompts) < 300
         with pytest.raises(InputError, match="outside the volume"):
             remote.predict(box=axial_box, slice_index=ct.array.shape[0], axis=0)
+
+        reports = []
+        want = local.propagate(k, 0, box=axial_box, max_slices=2)  # at most 5 slices: bounded test time
+        got = remote.propagate(k, "axial", box=axial_box, max_slices=2,
+                               progress=lambda d, t, s: reports.append((d, t)))
+        assert np.array_equal(got.mask, want.mask) and got.mask.dtype == np.uint8 and got.mask.sum() > 300
+        assert got.slices == want.slices and len(got.slices) >= 2 and got.warnings == want.warnings
+        assert got.scores == pytest.approx(want.scores, abs=1e-6)
+        assert all(t >= d for d, t in reports)  # progress came through (possibly none if it was quick)
+
+        want = local.segment_markers(markers, geometry)  # boxes computed on the client, slices on the server
+        got = remote.segment_markers(markers, geometry)
+        assert np.array_equal(got.mask, want.mask) and got.slices == want.slices == [10, 11, 12]
+        assert got.scores == pytest.approx(want.scores, abs=1e-6)
+        assert dice(got.mask > 0, label) > 0.6
 
 
 def _frame(shape=(64, 64), dtype=np.uint8) -> bytes:
@@ -217,7 +238,8 @@ def test_oversized_malformed_and_unknown_requests(server, cases):
 
 def test_client_reports_version_mismatch(server, monkeypatch):
     monkeypatch.setattr(protocol, "API_VERSION", protocol.API_VERSION + 1)
-    with pytest.raises(VersionMismatchError, match="same version"):
+    expected = r"runs medsamkit .* \(API 1\); this client is .*API 2.*same medsamkit version"
+    with pytest.raises(VersionMismatchError, match=expected):
         RemoteBackend(server.url, token=TOKEN, timeout=10)
 
 

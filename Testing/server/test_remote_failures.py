@@ -135,3 +135,34 @@ def test_heartbeat_keeps_idle_session_and_expired_one_is_recreated(server):
     finally:
         beating.close()
         silent.close()
+
+
+def test_cancel_stops_a_long_remote_job(server, ct):
+    """Cancelling a markers job stops the server's work at the next slice (not after all of them)."""
+    import httpx
+
+    from medsamkit.markers import BoxPlan
+    from medsamkit.progress import Cancelled
+    from medsamkit.server import protocol
+
+    vol = ct["volume"]
+    plan = BoxPlan(axis=0, boxes={k: np.asarray(ct["box"], float) for k in range(vol.shape[0])},
+                   marked=[0, vol.shape[0] - 1])
+
+    def encoder_calls():
+        return httpx.get(server.url + protocol.PATH_STATS, timeout=10).json()["encoder_calls"]
+
+    remote = RemoteBackend(server.url, timeout=TIMEOUT_S)
+    try:
+        remote.set_volume(vol, normalization="lung")
+        before, seen = encoder_calls(), []
+        t0 = time.monotonic()
+        with pytest.raises(Cancelled):
+            remote.segment_plan(plan, progress=lambda done, total, text: seen.append(done),
+                                cancel=lambda: bool(seen) and seen[-1] >= 1)
+        encoded = encoder_calls() - before
+        assert 1 <= encoded <= 4 < vol.shape[0], encoded  # stopped within a slice or two of the request
+        assert time.monotonic() - t0 < TIMEOUT_S
+        assert remote.predict(box=ct["box"], slice_index=ct["k"], axis=0).mask.any()  # the session still works
+    finally:
+        remote.close()

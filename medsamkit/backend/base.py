@@ -5,7 +5,8 @@ A backend holds one image: a 2D image (:meth:`Backend.set_image`) or a 3D volume
 ``axis``) of that volume, so a remote backend uploads the volume once per session and a click
 sends only coordinates. :class:`~medsamkit.backend.local.LocalBackend` and
 :class:`~medsamkit.backend.remote.RemoteBackend` implement exactly these methods with the same
-arguments and results; code written against :class:`Backend` runs on either.
+arguments and results; code written against :class:`Backend` runs on either. Volume operations
+(propagation, markers) run the engine's medsamkit.volume_segmentation wherever the model is.
 
 Frames and units (as in medsamkit.predictor and medsamkit.volume): a volume is a numpy array
 ``[k, j, i]``; ``axis`` is a numpy axis (0, 1, 2) or a plane name resolved with the volume's
@@ -120,6 +121,33 @@ class Backend(abc.ABC):
         Returns a Prediction with ``mask`` (H, W) bool at full size and ``score``;
         ``low_res_logits``/``logits`` may be fetched lazily by a remote backend.
         """
+
+    @abc.abstractmethod
+    def propagate(self, slice_index: int, axis: "int | str" = 0, box=None, points=None, point_labels=None,
+                  progress=None, cancel=None, margin_px: float | None = None, score_threshold: float | None = None,
+                  min_area: int | None = None, max_slices: int | None = None):
+        """Segment slice ``slice_index`` from prompts and propagate through the volume.
+
+        The engine's :func:`medsamkit.volume_segmentation.propagate` (options None = its defaults);
+        returns its VolumeSegmentation (mask uint8 (K, J, I)). progress(done, total, text) and
+        cancel() -> bool as everywhere (raises Cancelled). Needs a volume (set_volume).
+        """
+
+    @abc.abstractmethod
+    def segment_plan(self, plan, refine: bool = False, progress=None, cancel=None):
+        """Segment every slice of a :class:`medsamkit.markers.BoxPlan` with its box.
+
+        The engine's :func:`medsamkit.volume_segmentation.segment_volume`; returns a VolumeSegmentation.
+        """
+
+    def segment_markers(self, markers, geometry, axis: int | None = None, margin_mm: float | None = None,
+                        refine: bool = False, progress=None, cancel=None):
+        """Long/short-axis line markers (RAS mm) -> boxes (:func:`medsamkit.markers.boxes_from_markers`,
+        computed here, on the client) -> :meth:`segment_plan`. geometry: the volume's VolumeGeometry."""
+        from ..markers import DEFAULT_MARGIN_MM, boxes_from_markers
+
+        plan = boxes_from_markers(markers, geometry, axis, DEFAULT_MARGIN_MM if margin_mm is None else margin_mm)
+        return self.segment_plan(plan, refine=refine, progress=progress, cancel=cancel)
 
     @abc.abstractmethod
     def close(self) -> None:

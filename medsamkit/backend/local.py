@@ -98,6 +98,22 @@ class LocalBackend(Backend):
         return self.predictor.predict(box=box, points=points, point_labels=point_labels,
                                       mask_input=mask_input_array(mask_input), multimask_output=multimask_output)
 
+    def propagate(self, slice_index, axis=0, box=None, points=None, point_labels=None, progress=None, cancel=None,
+                  margin_px=None, score_threshold=None, min_area=None, max_slices=None):
+        from ..volume_segmentation import propagate
+
+        options = {k: v for k, v in dict(margin_px=margin_px, score_threshold=score_threshold, min_area=min_area,
+                                         max_slices=max_slices).items() if v is not None}
+        return propagate(self.predictor, self._require_volume(), int(slice_index), self.resolve_axis(axis),
+                         box=box, points=points, point_labels=point_labels, normalization=self._norm,
+                         progress=progress, cancel=cancel, **options)
+
+    def segment_plan(self, plan, refine=False, progress=None, cancel=None):
+        from ..volume_segmentation import segment_volume
+
+        return segment_volume(self.predictor, self._require_volume(), plan, normalization=self._norm,
+                              refine=bool(refine), progress=progress, cancel=cancel)
+
     def close(self) -> None:
         self._clear()
         if self._owns_cache:  # a predictor passed in may share its cache with others
@@ -117,6 +133,11 @@ class LocalBackend(Backend):
     @property
     def normalization(self) -> Normalization | None:
         return self._norm
+
+    def _require_volume(self) -> np.ndarray:
+        if self._volume is None:
+            raise InputError("Propagation and markers need a volume: call set_volume() first.")
+        return self._volume
 
     def resolve_axis(self, axis) -> int:
         return numpy_axis(axis, self._direction)

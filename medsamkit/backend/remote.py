@@ -34,11 +34,14 @@ from ..errors import InputError
 from ..predictor import Prediction
 from ..preprocess import Normalization, validate_image
 from ..prompts import make_prompt
+from ..progress import check_cancel
 from ..server import protocol, wire
 from ..volume import numpy_axis
 from .base import Backend, BackendInfo, ImageInfo, check_volume, slice_hw
 from .errors import SessionLostError, VersionMismatchError
 from .transport import Transport, resolve_token
+
+JOB_POLL_S = 0.25  # progress poll of long jobs: 4 small GETs a second
 
 
 class RemotePrediction(Prediction):
@@ -83,14 +86,17 @@ class RemoteBackend(Backend):
     the file ``token_file``, else the environment variable MEDSAMKIT_TOKEN, else none.
     timeout: seconds to wait for an answer to a prompt; connect_timeout: to reach the server;
     upload_timeout: for an image/volume upload; retries: extra attempts after a refused/broken
-    connection; heartbeat_s: seconds between heartbeats (None: a third of the server's session TTL).
+    connection; heartbeat_s: seconds between heartbeats (None: a third of the server's session TTL);
+    job_timeout: longest propagation/markers job (its progress is polled every JOB_POLL_S, each poll
+    bounded by ``timeout``, so a dead or hung server is still reported within ``timeout``).
 
     Raises ServerUnreachableError, VersionMismatchError or AuthenticationError at construction.
     """
 
     def __init__(self, url: str, token: str | None = None, token_file: "str | os.PathLike | None" = None,
                  timeout: float = 30.0, connect_timeout: float = 5.0, upload_timeout: float = 300.0,
-                 retries: int = 2, heartbeat_s: float | None = None):
+                 retries: int = 2, heartbeat_s: float | None = None, job_timeout: float = 3600.0):
+        self.job_timeout = float(job_timeout)
         self._t = Transport(url, resolve_token(token, token_file), timeout, connect_timeout, retries)
         self.url = self._t.url
         self.upload_timeout = float(upload_timeout)
@@ -162,6 +168,23 @@ class RemoteBackend(Backend):
                    "axis": ax, "parent": mask_input}
         with self._lock:
             return self._predict(request)
+
+    def propagate(self, slice_index, axis=0, box=None, points=None, point_labels=None, progress=None, cancel=None,
+                  margin_px=None, score_threshold=None, min_area=None, max_slices=None):
+        ax = numpy_axis(axis, self._direction)
+        prompt = make_prompt(slice_hw(self._info, slice_index, ax), box, points, point_labels)
+        body = {"slice_index": int(slice_index), "axis": ax, "box": _floats(box), "points": _points(points),
+                "point_labels": None if prompt.labels is None else prompt.labels.tolist(), "margin_px": margin_px,
+                "score_threshold": score_threshold, "min_area": min_area, "max_slices": max_slices}
+        return self._volume_job("propagate", {k: v for k, v in body.items() if v is not None}, progress, cancel)
+
+    def segment_plan(self, plan, refine=False, progress=None, cancel=None):
+        if not plan.boxes:
+            raise InputError("The box plan is empty: no slice to segment. Draw markers on at least one slice.")
+        body = {"axis": int(plan.axis), "boxes": {str(int(k)): _floats(b) for k, b in plan.boxes.items()},
+                "marked": [int(k) for k in plan.marked], "warnings": [str(w) for w in plan.warnings],
+                "refine": bool(refine)}
+        return self._volume_job("segment_plan", body, progress, cancel)
 
     def close(self) -> None:
         self._stop.set()
@@ -264,6 +287,55 @@ class RemoteBackend(Backend):
             resp = self._request("GET", path, params={"full": int(full)})
         return wire.decode_array(resp.content)
 
+    # -- long jobs ---------------------------------------------------------------------------------
+    def _volume_job(self, action: str, body: dict, progress, cancel):
+        """POST a long job and, while it runs, poll its progress (which also proves the server is
+        alive: a hung server raises within ``timeout``) and forward a cancel request."""
+        from ..volume_segmentation import VolumeSegmentation
+
+        if self._info is None or not self._info.is_volume:
+            raise InputError("Propagation and markers need a volume: call set_volume() first.")
+        check_cancel(cancel)
+        with self._lock:
+            resp = self._with_session(lambda sid: self._polled(sid, action, body, progress, cancel))
+        meta = json.loads(resp.headers[protocol.META_HEADER])
+        norm = meta.get("normalization")
+        return VolumeSegmentation(
+            mask=wire.decode_mask(resp.content).astype(np.uint8), axis=int(meta["axis"]),
+            scores={int(k): float(v) for k, v in meta["scores"].items()}, slices=[int(k) for k in meta["slices"]],
+            warnings=list(meta["warnings"]), boxes={int(k): np.asarray(v) for k, v in meta["boxes"].items()},
+            refined=[int(k) for k in meta["refined"]], normalization=None if norm is None else Normalization(**norm))
+
+    def _polled(self, sid: str, action: str, body: dict, progress, cancel):
+        outcome: dict = {}
+
+        def send():
+            try:
+                outcome["resp"] = self._request("POST", protocol.session_path(sid, action), json=body,
+                                                timeout=self.job_timeout)
+            except BaseException as exc:  # handed to the calling thread below
+                outcome["error"] = exc
+
+        sender = threading.Thread(target=send, name="medsamkit-job", daemon=True)
+        sender.start()
+        cancel_sent = False
+        while True:
+            sender.join(JOB_POLL_S)
+            if not sender.is_alive():
+                break
+            if cancel is not None and not cancel_sent and cancel():
+                self._t.quiet("POST", protocol.session_path(sid, "cancel"))
+                cancel_sent = True
+            try:
+                state = self._request("GET", protocol.session_path(sid, "progress")).json()
+            except SessionLostError:
+                continue  # the job's own reply says what happened
+            if progress is not None and state["total"]:
+                progress(state["done"], state["total"], state["text"])
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["resp"]
+
     # -- transport ---------------------------------------------------------------------------------
     def _check_server(self) -> dict:
         resp = self._request("GET", protocol.PATH_VERSION)
@@ -275,7 +347,8 @@ class RemoteBackend(Backend):
         if api != protocol.API_VERSION:
             raise VersionMismatchError(
                 f"The server at {self.url} runs medsamkit {v.get('package', '?')} (API {api}); this client is "
-                f"medsamkit {__version__} (API {protocol.API_VERSION}). Install the same version on both sides.")
+                f"medsamkit {__version__} (API {protocol.API_VERSION}). "
+                "Install the same medsamkit version on both sides.")
         v["ttl_s"] = float(v.get("limits", {}).get("session_ttl_s", protocol.DEFAULT_SESSION_TTL_S))
         self._request("GET", protocol.PATH_STATS)  # a wrong token fails here, not at the first click
         return v

@@ -34,6 +34,7 @@ from fastapi.responses import JSONResponse, Response  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
 from .models import PredictRequest  # noqa: E402  (pydantic comes with fastapi)
+from .volume_routes import add_volume_routes  # noqa: E402
 
 
 log = logging.getLogger("medsamkit.server")
@@ -213,6 +214,7 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
             raise InputError(f"A mask prompt must be float32 low-res logits of shape ({size}, {size}); "
                              f"got {array.dtype} {array.shape}.")
         with session.lock:
+            session.check_open()
             return {"mask_id": session.remember_mask(array)}
 
     @app.post(protocol.PATH_SESSIONS + "/{sid}/predict")
@@ -221,6 +223,7 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
         codec = wire.choose_codec(request.headers.get(protocol.CODECS_HEADER))
         t0 = time.perf_counter()
         with session.lock:
+            session.check_open()
             mask_input = None
             if req.mask_prediction:
                 mask_input = session.prediction(req.mask_prediction)[0]
@@ -248,6 +251,7 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
         out = model.transform.logits_to_original(torch.from_numpy(low)[None, None], *hw)[0, 0].numpy()
         return binary(wire.encode_array(out.astype("float32"), codec), {"shape": list(out.shape)})
 
+    add_volume_routes(app, store, binary)
     return app
 
 

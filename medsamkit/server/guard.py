@@ -57,7 +57,8 @@ class Guard:
                               "to 'medsamkit serve --token-file') to the client.", "code": "unauthorized"},
                     [(b"www-authenticate", b"Bearer")])
         api = headers.get(protocol.API_HEADER.lower().encode())
-        if api is not None and api.strip() != str(protocol.API_VERSION).encode():
+        # /version always answers, so a client of another version can say which versions differ
+        if api is not None and path not in protocol.PUBLIC_PATHS and api.strip() != str(protocol.API_VERSION).encode():
             return await send_json(send, 409, {
                 "detail": f"Client speaks API version {api.decode('latin-1')}, this server speaks "
                           f"{protocol.API_VERSION}. Install the same medsamkit version on both sides.",

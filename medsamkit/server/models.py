@@ -26,3 +26,35 @@ class PredictRequest(BaseModel):
     multimask_output: Optional[bool] = None
     slice_index: Optional[Annotated[int, Field(ge=0)]] = None
     axis: Annotated[int, Field(ge=0, le=2)] = 0
+
+MAX_PLAN_SLICES = 4096  # more slices than any volume axis we accept has
+
+Box = Annotated[list[Finite], Field(min_length=4, max_length=4)]
+
+
+class PropagateRequest(BaseModel):
+    """medsamkit.volume_segmentation.propagate's arguments; options left out take the engine's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slice_index: Annotated[int, Field(ge=0)]
+    axis: Annotated[int, Field(ge=0, le=2)] = 0
+    box: Optional[Box] = None
+    points: Optional[Annotated[list[XY], Field(max_length=MAX_POINTS)]] = None
+    point_labels: Optional[Annotated[list[Annotated[int, Field(ge=0, le=1)]], Field(max_length=MAX_POINTS)]] = None
+    margin_px: Optional[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = None
+    score_threshold: Optional[Annotated[float, Field(ge=0, le=1)]] = None
+    min_area: Optional[Annotated[int, Field(ge=0)]] = None
+    max_slices: Optional[Annotated[int, Field(ge=0)]] = None
+
+
+class PlanRequest(BaseModel):
+    """A medsamkit.markers.BoxPlan (computed by the client from its markers) plus segment_volume options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    axis: Annotated[int, Field(ge=0, le=2)]
+    boxes: Annotated[dict[int, Box], Field(min_length=1, max_length=MAX_PLAN_SLICES)]  # slice -> XYXY pixels
+    marked: Annotated[list[int], Field(max_length=MAX_PLAN_SLICES)] = []
+    warnings: Annotated[list[Annotated[str, Field(max_length=1000)]], Field(max_length=100)] = []
+    refine: bool = False

@@ -57,6 +57,11 @@ class Session:
         self.progress: tuple[int, int, str] = (0, 0, "")
         self.closed = False
 
+    def check_open(self) -> None:
+        """Call with the session lock held: a session closed while the request waited is gone."""
+        if self.closed:
+            raise SessionUnknown(f"Session '{self.sid[:8]}…' was closed.")
+
     def touch(self) -> None:
         self.last_seen = time.monotonic()
 
@@ -175,6 +180,7 @@ class SessionStore:
             session = self._sessions.pop(sid, None)
         if session is None:
             return False
+        session.closed = True       # requests waiting for its lock give up (check_open)
         session.cancel_event.set()  # a long job in flight stops at its next slice
         with session.lock:
             session.free()

@@ -66,7 +66,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 <li><b>Refine:</b> like points, reusing the previous result as a mask prompt.
 <li><b>Propagate:</b> drag a box; the result is carried to neighbouring slices until the object ends.
 <li><b>Markers:</b> click the two ends of the lesion's long and short axes every few slices, then Run.
-<li><b>Esc:</b> cancel a running segmentation and clear the prompts.
+<li><b>Esc:</b> cancel a running segmentation and clear the prompts. <b>Enter</b> (markers): Run.
 </ul><p>Each result is one Undo step; the editable area and overwrite settings below apply.
 The slice view must be aligned with the volume (click the orientation warning button if it is not).</html>"""
 
@@ -192,9 +192,13 @@ The slice view must be aligned with the volume (click the orientation warning bu
         mode = self.scriptedEffect.parameter(PROMPT_MODE)
         xy = callerInteractor.GetEventPosition()
         if eventId == vtk.vtkCommand.KeyPressEvent:
-            if callerInteractor.GetKeySym() == "Escape":
+            key = callerInteractor.GetKeySym()
+            if key == "Escape":
                 self.cancelJob()
                 self.clearPrompts()
+                return True
+            if key == "Return" and mode == "markers":
+                self.markerPanel.onRun()
                 return True
             return False
         if eventId == vtk.vtkCommand.LeftButtonPressEvent:

@@ -127,3 +127,19 @@ def test_cancel_stops_the_job_and_writes_nothing(ct, engine):
     finally:
         worker.shutdown()
     assert segment_array(ct.ctx, ct.seg, ct.sid, ct.node).sum() == 0
+
+
+def test_backend_engine_gives_the_local_engines_mask(ct, engine):
+    """The same prompt through medsamkit.backend's LocalBackend (the interface RemoteBackend shares)."""
+    from medsamkit.backend.local import LocalBackend
+    from medsamkit.mrml.engine import BackendEngine
+    from medsamkit.mrml.interactive import PromptState, prepare_slice_request, run_request
+
+    ys, xs = np.nonzero(ct.label[K])
+    prompt = PromptState().set_box(ct.node, ct.view, _ras(ct, (xs.min() - 3, ys.min() - 3)),
+                                   _ras(ct, (xs.max() + 3, ys.max() + 3)))
+    request = prepare_slice_request(ct.node, ct.seg, prompt, window="lung")
+    direct = run_request(engine, request)
+    via_backend = run_request(BackendEngine(LocalBackend(predictor=engine.predictor)), request)
+    assert np.array_equal(direct.prediction.mask, via_backend.prediction.mask)
+    assert np.array_equal(direct.placement.mask, via_backend.placement.mask)

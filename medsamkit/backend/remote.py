@@ -57,6 +57,7 @@ class RemotePrediction(Prediction):
         self._request = request          # the prompts that produced it (to recompute after a restart)
         self._low_res: np.ndarray | None = None
         self._full: np.ndarray | None = None
+        self.server_ms: float | None = None  # time the server spent on it (round trip minus this = transport)
 
     @property
     def low_res_logits(self) -> np.ndarray:
@@ -260,7 +261,9 @@ class RemoteBackend(Backend):
         resp = self._with_session(call)
         meta = json.loads(resp.headers[protocol.META_HEADER])
         mask = wire.decode_mask(resp.content)
-        return RemotePrediction(self, mask, float(meta["score"]), meta["prediction_id"], self._generation, request)
+        pred = RemotePrediction(self, mask, float(meta["score"]), meta["prediction_id"], self._generation, request)
+        pred.server_ms = meta.get("server_ms")
+        return pred
 
     def _mask_ref(self, parent, sid: str) -> dict:
         """JSON fields naming the mask prompt on the server, uploading or recomputing it if needed."""

@@ -20,8 +20,8 @@ def add_parser(subparsers) -> None:
     from .cli import _add_model_options
 
     p = subparsers.add_parser("serve", help="serve a model over HTTP to remote clients (Slicer, --backend URL)",
-                              description="Run the segmentation server. Clients connect with "
-                                          "--backend http://HOST:PORT (CLI) or the effect's server setting.")
+                              description="Run the segmentation server. Clients: RemoteBackend / "
+                                          "open_backend('http://HOST:PORT') in Python (docs/remote.md).")
     p.add_argument("--host", default=protocol.DEFAULT_HOST,
                    help="address to listen on (default 127.0.0.1: this machine only; others need --token-file)")
     p.add_argument("--port", type=int, default=protocol.DEFAULT_PORT, help="TCP port (0 = any free port)")

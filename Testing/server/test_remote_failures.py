@@ -93,6 +93,8 @@ def test_killed_mid_request_then_restarted(server, ct, lite_model):
             ref = local.predict(points=[ct["point"]], point_labels=[1], slice_index=k, axis=0, mask_input=ref_first)
         assert np.array_equal(refined.mask, ref.mask) and refined.score == pytest.approx(ref.score, abs=1e-6)
         assert np.array_equal(remote.predict(box=ct["box"], slice_index=k, axis=0).mask, ref_first.mask)
+        # logits of a pre-crash prediction, read now: recomputed on the new session, equal to local
+        np.testing.assert_allclose(first.low_res_logits, ref_first.low_res_logits, atol=1e-5)
     finally:
         remote.close()
 

@@ -72,3 +72,18 @@ def test_open_backend_dispatch(spec):
             open_backend(spec, timeout=2, connect_timeout=0.5, retries=0)
     else:
         assert not is_remote_spec(spec)
+
+
+def test_backend_cli_options():
+    import argparse
+
+    from medsamkit.backend.cli_options import add_backend_options, backend_from_args
+    from medsamkit.backend.errors import ServerUnreachableError
+
+    p = argparse.ArgumentParser()
+    add_backend_options(p)
+    args = p.parse_args([])
+    assert args.backend == "local" and args.server_token_file is None
+    args = p.parse_args(["--backend", "http://127.0.0.1:1", "--server-timeout", "2"])
+    with pytest.raises(ServerUnreachableError, match="127.0.0.1:1"):
+        backend_from_args(args)

@@ -1,17 +1,16 @@
 """LocalBackend: the Backend interface on an in-process Predictor (and the server's per-session engine).
 
 ``medsamkit serve`` runs one LocalBackend per session, all sharing one loaded model; the
-``model_lock`` argument serialises every call into that model (encode and decode) so concurrent
-sessions never run the network at the same time, while slicing, normalisation and wire encoding
-of different sessions proceed in parallel.
+``model_thread`` argument (a :class:`ModelThread`) runs every call into that model (encode and
+decode) on one thread, so concurrent sessions never run the network at the same time, while
+slicing, normalisation and wire encoding of different sessions proceed in parallel.
 
 Memory: the backend keeps a *reference* to the caller's volume (no copy; do not modify it while
 it is set), the normalised 2D image, and its predictor's embedding cache (bounded by bytes).
 """
 from __future__ import annotations
 
-import contextlib
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -25,20 +24,42 @@ from ..volume import extract_slice, numpy_axis
 from .base import Backend, BackendInfo, ImageInfo, check_volume, mask_input_array, slice_hw
 
 
-class LockedPredictor(Predictor):
-    """A Predictor whose model calls hold ``lock`` (one shared model, many sessions)."""
+class ModelThread:
+    """Runs model calls one at a time, in arrival order, on one dedicated thread.
 
-    def __init__(self, model, cache=None, lock=None):
+    The server's GPU serialisation: every session's encode/decode goes through here, FIFO. One
+    thread rather than a lock because the C allocator keeps per-thread heaps, so freed encoder
+    activations are reused instead of stranded in each request thread's heap. Measured with 4
+    concurrent CPU clients on a fresh server (bench host, loaded): RSS +205 MiB after the first
+    round with a lock, +101 MiB with this thread; no further growth in later rounds with either.
+    """
+
+    def __init__(self, name: str = "medsamkit-model"):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    def run(self, fn, *args, **kwargs):
+        return self._pool.submit(fn, *args, **kwargs).result()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class SerialPredictor(Predictor):
+    """A Predictor whose model calls run on a :class:`ModelThread` (one shared model, many sessions)."""
+
+    def __init__(self, model, cache=None, model_thread: ModelThread | None = None):
         super().__init__(model, cache)
-        self._lock = lock if lock is not None else contextlib.nullcontext()
+        self._runner = model_thread
 
     def set_display_image(self, rgb, norm=None) -> None:
-        with self._lock:
-            super().set_display_image(rgb, norm)
+        if self._runner is None:
+            return super().set_display_image(rgb, norm)
+        self._runner.run(Predictor.set_display_image, self, rgb, norm)
 
     def predict(self, *args, **kwargs) -> Prediction:
-        with self._lock:
+        if self._runner is None:
             return super().predict(*args, **kwargs)
+        return self._runner.run(Predictor.predict, self, *args, **kwargs)
 
 
 class LocalBackend(Backend):
@@ -46,20 +67,20 @@ class LocalBackend(Backend):
 
     model: a loaded PromptableModel (medsamkit.load_model), or pass ``predictor=`` to reuse one
     (and its embedding cache). cache_bytes: size of a new predictor's embedding cache.
-    model_lock: a lock held around every model call (the server passes its GPU lock).
+    model_thread: a ModelThread that runs every model call (the server shares one among sessions).
     """
 
     def __init__(self, model=None, predictor: Predictor | None = None, cache_bytes: int = 1 << 30,
-                 model_lock: "threading.Lock | None" = None):
+                 model_thread: ModelThread | None = None):
         self._owns_cache = predictor is None
         if predictor is None:
             if model is None:
                 from ..models.registry import load_model
 
                 model = load_model()
-            predictor = LockedPredictor(model, EmbeddingCache(cache_bytes), model_lock)
-        elif model_lock is not None:
-            raise InputError("Pass model_lock only when the backend builds its own predictor.")
+            predictor = SerialPredictor(model, EmbeddingCache(cache_bytes), model_thread)
+        elif model_thread is not None:
+            raise InputError("Pass model_thread only when the backend builds its own predictor.")
         self.predictor = predictor
         self._volume: np.ndarray | None = None
         self._display: np.ndarray | None = None   # (H, W, 3) uint8 of a 2D image

@@ -57,6 +57,7 @@ class RemotePrediction(Prediction):
         self._request = request          # the prompts that produced it (to recompute after a restart)
         self._low_res: np.ndarray | None = None
         self._full: np.ndarray | None = None
+        self.server_ms: float | None = None  # time the server spent on it (round trip minus this = transport)
 
     @property
     def low_res_logits(self) -> np.ndarray:
@@ -260,7 +261,9 @@ class RemoteBackend(Backend):
         resp = self._with_session(call)
         meta = json.loads(resp.headers[protocol.META_HEADER])
         mask = wire.decode_mask(resp.content)
-        return RemotePrediction(self, mask, float(meta["score"]), meta["prediction_id"], self._generation, request)
+        pred = RemotePrediction(self, mask, float(meta["score"]), meta["prediction_id"], self._generation, request)
+        pred.server_ms = meta.get("server_ms")
+        return pred
 
     def _mask_ref(self, parent, sid: str) -> dict:
         """JSON fields naming the mask prompt on the server, uploading or recomputing it if needed."""
@@ -269,9 +272,8 @@ class RemoteBackend(Backend):
         if isinstance(parent, RemotePrediction) and parent._backend is self:
             if parent._generation == self._generation and parent._pid is not None:
                 return {"mask_prediction": parent._pid}
-            if parent._low_res is None:  # lost with the old session: recompute it from its prompts
-                again = self._predict(parent._request)
-                parent._pid, parent._generation = again._pid, again._generation
+            if parent._low_res is None:  # lost with the old session or evicted: recompute it from its prompts
+                self._revive(parent)
                 return {"mask_prediction": parent._pid}
         logits = parent.low_res_logits if isinstance(parent, Prediction) else np.asarray(parent, np.float32)
         resp = self._request("POST", protocol.session_path(sid, "masks"),
@@ -279,12 +281,23 @@ class RemoteBackend(Backend):
                              headers={"Content-Type": protocol.OCTET})
         return {"mask_id": resp.json()["mask_id"]}
 
+    def _revive(self, pred: RemotePrediction) -> None:
+        """Recompute a prediction the server no longer holds (same prompts -> same logits)."""
+        again = self._predict(pred._request)
+        pred._pid, pred._generation = again._pid, again._generation
+
     def _fetch_logits(self, pred: RemotePrediction, full: bool) -> np.ndarray:
         with self._lock:
-            if pred._generation != self._generation or pred._pid is None or self._sid is None:
-                self._mask_ref(pred, self._session())  # recompute on the current session
-            path = protocol.logits_path(self._sid, pred._pid)
-            resp = self._request("GET", path, params={"full": int(full)})
+            for attempt in range(2):
+                if pred._generation != self._generation or pred._pid is None or self._sid is None:
+                    self._revive(pred)
+                try:
+                    resp = self._request("GET", protocol.logits_path(self._sid, pred._pid), params={"full": int(full)})
+                    break
+                except SessionLostError:
+                    if attempt:
+                        raise
+                    pred._pid = None  # evicted or the session is gone: recompute once, then read again
         return wire.decode_array(resp.content)
 
     # -- long jobs ---------------------------------------------------------------------------------

@@ -4,9 +4,9 @@ Every model feature is the engine's own code: a session is a LocalBackend (backe
 volume operations call medsamkit.volume_segmentation (volume_routes.py). This module only
 translates HTTP <-> engine calls and errors <-> status codes (table in protocol.py).
 
-Concurrency: routes are plain ``def`` functions, so FastAPI runs them in its worker threads; one
-global GPU lock serialises model calls (LockedPredictor), per-session locks keep one request at a
-time per session, and nothing but the read-only weights is shared between sessions. Any exception
+Concurrency: routes are plain ``def`` functions, so FastAPI runs them in its worker threads; all
+model calls queue on one ModelThread (GPU work serialised, in arrival order), per-session locks keep
+one request at a time per session, and nothing but the read-only weights is shared between sessions. Any exception
 becomes a JSON error reply; none stops the server.
 """
 from __future__ import annotations
@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import math
-import threading
 import time
 
 from .. import __version__
@@ -25,6 +24,7 @@ from ..preprocess import Normalization
 from ..progress import Cancelled
 from . import protocol, wire
 from .guard import BodyTooLarge, Guard
+from ..backend.local import ModelThread
 from .sessions import PredictionUnknown, SessionStore, SessionUnknown, StoreFull
 
 require("fastapi", "medsamkit serve", "server")  # a clear message naming the extra when it is missing
@@ -54,8 +54,8 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
     closed, compressed upload bytes, decoded bytes per session, bytes held by all sessions,
     embedding-cache bytes per session.
     """
-    gpu_lock = threading.Lock()
-    store = SessionStore(model, gpu_lock, max_sessions, session_ttl_s, max_session_bytes, max_total_bytes,
+    model_thread = ModelThread()
+    store = SessionStore(model, model_thread, max_sessions, session_ttl_s, max_session_bytes, max_total_bytes,
                          session_cache_bytes)
     sweep_every = sweep_interval_s if sweep_interval_s is not None else max(1.0, min(30.0, session_ttl_s / 4))
 
@@ -77,11 +77,11 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             store.close_all()
+            model_thread.shutdown()
 
     app = FastAPI(title="medsamkit segmentation server", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
-    app.state.gpu_lock = gpu_lock
     app.add_middleware(Guard, token=token.encode() if token else None, max_upload_bytes=max_upload_bytes)
 
     def error(status: int, detail: str, code: str, headers: dict | None = None):

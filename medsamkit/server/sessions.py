@@ -7,9 +7,9 @@ Session ids are 128-bit random, so one client cannot guess another's session; no
 between sessions except the read-only network weights.
 
 Locks, always taken in this order: the session's own lock (one request at a time per session,
-so a client cannot tear its own state), then the GPU lock (inside LockedPredictor, per model
-call; long jobs release it between slices so other sessions' clicks interleave), then the store
-lock (dict bookkeeping only, never held while computing).
+so a client cannot tear its own state), then the store lock (dict bookkeeping only, never held
+while computing). Model calls of all sessions queue on one ModelThread (backend/local.py), one
+call per slice, so a long job's slices interleave with other sessions' clicks.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..backend.local import LocalBackend
+from ..backend.local import LocalBackend, ModelThread
 from ..embedding_cache import EmbeddingCache
 from . import protocol
 
@@ -94,8 +94,9 @@ class Session:
     @property
     def nbytes(self) -> int:
         n = self.backend.nbytes
-        n += sum(low.nbytes for low, _ in self.predictions.values())
-        n += sum(m.nbytes for m in self.masks.values())
+        # list(): a snapshot, as the session's own request thread may be adding entries meanwhile
+        n += sum(low.nbytes for low, _ in list(self.predictions.values()))
+        n += sum(m.nbytes for m in list(self.masks.values()))
         return n
 
     def free(self) -> None:
@@ -109,13 +110,13 @@ class Session:
 class SessionStore:
     """Thread-safe sid -> Session map with limits and idle expiry."""
 
-    def __init__(self, model, gpu_lock: threading.Lock, max_sessions: int = protocol.DEFAULT_MAX_SESSIONS,
+    def __init__(self, model, model_thread: ModelThread, max_sessions: int = protocol.DEFAULT_MAX_SESSIONS,
                  ttl_s: float = protocol.DEFAULT_SESSION_TTL_S,
                  max_session_bytes: int = protocol.DEFAULT_MAX_SESSION_BYTES,
                  max_total_bytes: int = protocol.DEFAULT_MAX_TOTAL_BYTES,
                  cache_bytes: int = protocol.DEFAULT_SESSION_CACHE_BYTES):
         self.model = model
-        self.gpu_lock = gpu_lock
+        self.model_thread = model_thread
         self.max_sessions = int(max_sessions)
         self.ttl_s = float(ttl_s)
         self.max_session_bytes = int(max_session_bytes)
@@ -162,7 +163,7 @@ class SessionStore:
         return session
 
     def new_backend(self) -> LocalBackend:
-        return LocalBackend(self.model, cache_bytes=self.cache_bytes, model_lock=self.gpu_lock)
+        return LocalBackend(self.model, cache_bytes=self.cache_bytes, model_thread=self.model_thread)
 
     def get(self, sid: str) -> Session:
         with self._mu:

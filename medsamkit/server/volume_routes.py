@@ -1,8 +1,8 @@
 """Volume endpoints: propagation and box plans (from markers), with progress and cancel.
 
 Both run the engine's medsamkit.volume_segmentation on the session's LocalBackend, holding the
-session lock for the whole job; its LockedPredictor takes the GPU lock per slice, so other
-sessions' clicks interleave with a long job instead of waiting for it. The job reports progress
+session lock for the whole job; its model calls queue on the shared ModelThread one slice at a
+time, so other sessions' clicks interleave with a long job instead of waiting for it. The job reports progress
 into the session (GET .../progress) and stops at the next slice once POST .../cancel (or closing
 the session) sets the session's cancel flag; it then answers 499.
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import qt_stubs
+from mrml_fixtures import ctx, engine, slicer_core  # noqa: F401  (pytest fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "MedSAMSegment"

@@ -14,6 +14,7 @@ import pytest
 from mrml_phantoms import ellipsoid_phantom, ijk_to_ras, rotation
 
 from medsamkit.volume import extract_slice
+from mrml_fixtures import ctx, engine, slicer_core  # noqa: F401  (pytest fixtures)
 
 
 def _dice(a, b):

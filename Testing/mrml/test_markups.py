@@ -13,6 +13,7 @@ import pytest
 from mrml_phantoms import ellipsoid_phantom, ijk_to_ras, rotation
 
 from medsamkit.errors import InputError
+from mrml_fixtures import ctx, engine, slicer_core  # noqa: F401  (pytest fixtures)
 
 DATA = Path(__file__).resolve().parents[2] / "medsamkit" / "data"
 

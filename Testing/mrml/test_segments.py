@@ -11,6 +11,7 @@ import pytest
 from mrml_phantoms import ijk_to_ras, rotation
 
 from medsamkit.errors import InputError
+from mrml_fixtures import ctx, engine, slicer_core  # noqa: F401  (pytest fixtures)
 
 SHAPE = (8, 20, 16)  # K, J, I
 

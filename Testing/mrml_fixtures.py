@@ -1,12 +1,15 @@
-"""Fixtures of the MRML-layer tests: a real slicer-core scene per test, synthetic oblique volumes.
+"""Fixtures shared by the MRML-layer tests (Testing/mrml) and the extension tests (Testing/extension).
+
+Imported by those test modules (``from mrml_fixtures import ctx, engine, slicer_core``) rather than
+living in per-folder conftest.py files: other test modules do ``from conftest import ...`` and expect
+Testing/conftest.py, which a second module named ``conftest`` would shadow.
 
 ``import slicer`` (slicer-core) takes 1-2 s, so it happens once per session (``slicer_core``); a scene
-with its module logics costs ~35 ms, so each test gets a fresh one (``ctx``). The whole directory
-skips, visibly, when slicer-core is not installed.
+with its module logics costs ~35 ms, so each test gets a fresh one (``ctx``). Importing this module
+skips the importing test module, visibly, when slicer-core is not installed.
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 pytest.importorskip("slicer", reason="slicer-core is not installed (pip install 'medsamkit[slicer]')")
@@ -34,7 +37,7 @@ def ctx(slicer_core):
 @pytest.fixture(scope="session")
 def engine(shared_predictor):
     """The in-process engine on the session's shared predictor: slices encoded by one test are cache
-    hits in the next (the dev CT's tumour slices recur across the MRML tests)."""
+    hits in the next (the dev CT's tumour slices recur across these tests)."""
     from medsamkit.mrml.engine import PredictorEngine
 
     return PredictorEngine(shared_predictor)

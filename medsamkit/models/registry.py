@@ -99,12 +99,13 @@ def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = N
     state = checkpoints.read_checkpoint(path)
     sha = _file_sha256(path)
     if kind is None:
-        kind = _known_kind(sha) or checkpoints.detect_kind(state)
+        kind = _known_kind(sha) or checkpoints.detect_kind(state, path)
         if kind is None:
             raise CheckpointError(
                 f"Cannot tell which model {path} holds: its keys match no known layout "
                 f"(first keys: {', '.join(list(state)[:4])}). Pass --model KIND, one of {', '.join(_SPECS)}.")
     spec = get_spec(kind)
+    checkpoints.check_layout(state, spec.kind, source=str(path))  # refuse another kind's file before building
     with _LOCK:  # builders are not re-entrant in some upstream code (global RNG use)
         net = spec.build()
     checkpoints.load_strict(net, state, spec.kind, source=str(path))

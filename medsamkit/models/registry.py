@@ -74,12 +74,14 @@ def _file_sha256(path: str) -> str:
 
 
 def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = None,
-               device: str | None = None) -> PromptableModel:
+               device: str | None = None, adapter: str | os.PathLike | None = None) -> PromptableModel:
     """Build and load a model.
 
     kind: a registered kind, or None to recognise it from the checkpoint (default LiteMedSAM with
     its bundled weights when both are None). checkpoint: a file path, or None for the kind's
-    default weights. Raises CheckpointError / InputError with a remedy; nothing half-loaded escapes.
+    default weights. adapter: an ``adapter.safetensors`` written by ``medsamkit train``, applied on
+    top (checked against the base kind and checkpoint hash; see medsamkit.training.adapter_io).
+    Raises CheckpointError / InputError with a remedy; nothing half-loaded escapes.
     """
     if checkpoint is None:
         spec = get_spec(kind or "litemedsam")
@@ -105,7 +107,12 @@ def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = N
     dev = choose_device(device)
     net.to(dev)
     net.eval()  # after loading and moving: TinyViT builds its attention-bias cache here
-    return PromptableModel(spec, net, dev, checkpoint=path, checkpoint_sha256=sha)
+    model = PromptableModel(spec, net, dev, checkpoint=path, checkpoint_sha256=sha)
+    if adapter is not None:
+        from ..training.adapter_io import apply_adapter
+
+        apply_adapter(model, adapter)
+    return model
 
 
 def _known_kind(sha: str) -> str | None:

@@ -75,8 +75,17 @@ def save_adapter(path: "str | os.PathLike", tensors: dict, manifest: dict) -> Pa
     return path
 
 
+def read_manifest(path: "str | os.PathLike") -> dict:
+    """The manifest of an adapter file (header only, no tensors read). CheckpointError when foreign/damaged."""
+    return _open(path, with_tensors=False)[1]
+
+
 def read_adapter(path: "str | os.PathLike") -> tuple[dict, dict]:
     """-> (tensors {key: CPU tensor}, manifest). CheckpointError for missing/foreign/damaged files."""
+    return _open(path, with_tensors=True)
+
+
+def _open(path, with_tensors: bool):
     st = require("safetensors", "Loading an adapter", extra="train")
     path = Path(path)
     if not path.is_file():
@@ -85,7 +94,7 @@ def read_adapter(path: "str | os.PathLike") -> tuple[dict, dict]:
     try:
         with st.safe_open(str(path), framework="pt", device="cpu") as handle:
             meta = handle.metadata() or {}
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()} if with_tensors else {}
     except Exception as exc:  # safetensors raises SafetensorError / OSError by case
         raise CheckpointError(f"Cannot read adapter {path}: it is not a complete safetensors file ({str(exc)[:160]}). "
                               "Copy it again from the training run folder.") from exc

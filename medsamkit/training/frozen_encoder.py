@@ -26,7 +26,10 @@ class FrozenEmbeddings:
 
     def __call__(self, images: torch.Tensor, keys: list) -> torch.Tensor:
         found = [None if self.cache is None else self.cache.get((self.base_id, k)) for k in keys]
-        missing = [i for i, e in enumerate(found) if e is None]
+        first = {}
+        for i, k in enumerate(keys):  # the same slice twice in a batch (two labels of one image): encode once
+            first.setdefault(k, i)
+        missing = [i for i, e in enumerate(found) if e is None and first[keys[i]] == i]
         encoder = self.net.image_encoder
         was_training = encoder.training
         encoder.train(False)
@@ -42,4 +45,7 @@ class FrozenEmbeddings:
                             self.cache.put((self.base_id, keys[i]), found[i])
         finally:
             encoder.train(was_training)
+        for i, k in enumerate(keys):
+            if found[i] is None:
+                found[i] = found[first[k]]
         return torch.cat([e.to(images.device) for e in found])

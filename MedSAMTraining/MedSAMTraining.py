@@ -7,6 +7,7 @@ metrics file once a second.
 """
 import logging
 import os
+import time
 
 import ctk
 import qt
@@ -277,7 +278,7 @@ class MedSAMTrainingTest(ScriptedLoadableModuleTest):
         logic.start(cfg)
         while logic.process.running:
             slicer.app.processEvents()
-            qt.QThread.msleep(200)
+            time.sleep(0.2)
         state = logic.poll()
         self.assertEqual(state["status"], "finished", state.get("message"))
         self.assertEqual(state["step"], 2)

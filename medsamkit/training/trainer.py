@@ -95,7 +95,7 @@ class Trainer:
         if "adapters" in self.parts:
             from .adapter_layers import prepare_adapters
 
-            self.adapter_layout = prepare_adapters(model)
+            self.adapter_layout = prepare_adapters(model, seed=cfg.seed)
         trainable = configure_trainable(self.net, self.parts)
         self.params = [p for n, p in self.net.named_parameters() if p.requires_grad]
         self.trainable_names = trainable
@@ -309,6 +309,9 @@ class Trainer:
         if list(state["parts"]) != list(self.parts):
             raise CheckpointError(f"The run in {self.out} trains parts {'+'.join(state['parts'])}, not "
                                   f"{'+'.join(self.parts)}; resume with the same --parts.")
+        if state.get("adapter_layout") != self.adapter_layout:
+            raise CheckpointError(f"The run in {self.out} used adapter layout {state.get('adapter_layout')}, but this "
+                                  f"network has {self.adapter_layout}; resume with the same base model.")
         if list(state["cases"]) != [s.case_id for s in self.data.sources]:
             raise InputError(f"The training data changed since the run in {self.out} started (different cases); "
                              "resume with the same data, or start a new run.")

@@ -41,7 +41,8 @@ def add_parser(subparsers) -> None:
                    help="point on the start slice (repeatable); LABEL 1 = foreground, 0 = background")
     p.add_argument("--out", required=True, help="output: .seg.nrrd or .nii.gz/.nrrd/.mha labelmap")
     p.add_argument("--threshold", type=float, default=DEFAULT_SCORE_THRESHOLD, help="stop below this predicted IoU")
-    p.add_argument("--margin", type=float, default=5.0, metavar="PX", help="pixels around the previous mask's box")
+    p.add_argument("--margin", type=float, default=None, metavar="PX",
+                   help="pixels around the previous mask's box (default: 3 at the model's 256 scale)")
     p.add_argument("--window", default="auto", metavar="PRESET", help="intensity preset (as for segment)")
     p.add_argument("--name", default="structure", help="segment name in a .seg.nrrd")
     _add_model_options(p)

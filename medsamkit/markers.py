@@ -38,9 +38,10 @@ from .errors import InputError
 from .geometry import LPS_TO_RAS, SLICE_INDEX_IJK, SLICE_XY_IJK, VolumeGeometry
 from .io import atomic_output
 
-#: Default margin added around each marked slice's box (mm). Measured on the dev lesions (brain1,
-#: lung1, synthetic ellipsoid): 2 mm gave the best mean Dice of 0, 1, 2, 4 mm with LiteMedSAM.
-DEFAULT_MARGIN_MM = 2.0
+#: Default margin added around each marked slice's box (mm). Measured with LiteMedSAM (simulated
+#: reader; phantom every 5, lung1 every 5, brain1 every 2/3/5 slices), mean Dice for margins
+#: 1/2/3/4/6 mm: 0.756/0.767/0.769/0.767/0.747 (benchmarks/RESULTS.md, issue 5).
+DEFAULT_MARGIN_MM = 3.0
 #: A line counts as "within one slice" when its endpoints differ by at most this many slices
 #: along the slice axis (points placed on a slice view sit exactly on the slice centre).
 IN_SLICE_TOLERANCE = 0.5

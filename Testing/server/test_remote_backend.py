@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from medsamkit.backend.errors import AuthenticationError, VersionMismatchError
+from medsamkit.backend.errors import AuthenticationError, RequestTooLargeError, VersionMismatchError
 from medsamkit.backend.local import LocalBackend
 from medsamkit.backend.remote import RemoteBackend
 from medsamkit.errors import InputError
@@ -149,8 +149,8 @@ def test_volume_slices_propagation_and_markers_equal_local(server, lite_model, t
             remote.predict(box=axial_box, slice_index=ct.array.shape[0], axis=0)
 
         reports = []
-        want = local.propagate(k, 0, box=axial_box, max_slices=2)  # at most 5 slices: bounded test time
-        got = remote.propagate(k, "axial", box=axial_box, max_slices=2,
+        want = local.propagate(k, 0, box=axial_box, max_slices=1)  # slices k-1..k+1: bounded test time
+        got = remote.propagate(k, "axial", box=axial_box, max_slices=1,
                                progress=lambda d, t, s: reports.append((d, t)))
         assert np.array_equal(got.mask, want.mask) and got.mask.dtype == np.uint8 and got.mask.sum() > 300
         assert got.slices == want.slices and len(got.slices) >= 2 and got.warnings == want.warnings
@@ -214,6 +214,13 @@ def test_oversized_malformed_and_unknown_requests(server, cases):
                     (_frame(), {**meta, protocol.META_HEADER: json.dumps({"kind": "movie"})})):
         r = httpx.post(url, content=body, headers=m, timeout=30)
         assert r.status_code == 422, r.text
+    assert stats(server)["sessions_created"] == before["sessions_created"]
+    with client(server) as remote:  # the client's view of the same limit
+        noise = np.random.default_rng(0).integers(-32768, 32767, (40, 256, 256), dtype=np.int16)  # 5 MiB, random
+        with pytest.raises(RequestTooLargeError, match="limit"):
+            remote.set_volume(noise)
+        with pytest.raises(InputError, match="No image is set"):
+            remote.predict(box=[1, 1, 9, 9], slice_index=0)
     assert stats(server)["sessions_created"] == before["sessions_created"]
     with client(server) as remote:
         remote.set_image(cases[0]["image"])

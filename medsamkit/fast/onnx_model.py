@@ -8,8 +8,11 @@ tensors, so the Predictor, the embedding cache and volume code use it unchanged.
 
 Design notes (measured on the 2-core AVX-512 dev machine, see benchmarks/RESULTS.md):
 - ORT with all graph optimisations (Conv+BN folding, GELU/LayerNorm fusion, NCHWc convolution
-  layouts) runs the LiteMedSAM encoder ~3-5x faster than eager PyTorch fp32 with the same result
-  (max |diff| 3e-6); the decoder ~3x faster.
+  layouts) runs the LiteMedSAM encoder in 0.55x the CPU time of eager PyTorch fp32 (1 thread:
+  1.45 vs 2.60 CPU s; 2 threads under load: 3.0x shorter wall time) with the same result (max
+  |diff| of the embedding 5e-6); the decoder in 0.6x (69 vs 114 CPU ms, 1 thread). fp32 is
+  near this CPU's bound: the encoder's ~72 GFLOP run at ~50 GFLOP/s per core, and one core's
+  SGEMM peak measured ~80 GFLOP/s, so 5x over PyTorch (25 GFLOP/s) is out of reach in fp32.
 - intra-op threads = the machine's physical cores (ORT's default), so one encode uses all cores;
   ORT sessions are thread-safe, so a background thread may encode while another decodes
   (see :mod:`.prefetch`).

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .geometry import LPS_TO_RAS, SLICE_INDEX_IJK, SLICE_XY_IJK, VolumeGeometry
+from .geometry import LPS_TO_RAS, SLICE_INDEX_IJK, VolumeGeometry
 from .io import atomic_output
 
 #: Default margin added around each marked slice's box (mm). Measured with LiteMedSAM (simulated

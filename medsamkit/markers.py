@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .geometry import LPS_TO_RAS, SLICE_INDEX_IJK, SLICE_XY_IJK, VolumeGeometry
+from .geometry import LPS_TO_RAS, SLICE_INDEX_IJK, VolumeGeometry
 from .io import atomic_output
 
 #: Default margin added around each marked slice's box (mm). Measured with LiteMedSAM (simulated
@@ -246,8 +246,8 @@ def boxes_from_markers(markers: "list[Marker]", geometry: VolumeGeometry, axis: 
         s0, s1 = p[0, idx], p[1, idx]
         if abs(s1 - s0) > IN_SLICE_TOLERANCE:
             raise InputError(f"Line '{m.name or n + 1}' crosses slices {s0:.1f} to {s1:.1f} along numpy axis {ax}; "
-                             "each line must be drawn within one slice. Redraw it on a single slice (or choose the "
-                             "slice axis the lines were drawn on).")
+                             "each line must be drawn within one slice. Redraw it on a single slice, choose the slice "
+                             "axis the lines were drawn on, or check that the markers belong to this volume.")
         k = int(np.floor((s0 + s1) / 2 + 0.5))
         per_slice.setdefault(k, []).append(geometry.ijk_to_slice(p, ax)[1])  # (2, 2) XY pixels
     sx, sy = geometry.slice_spacing_xy(ax)

@@ -90,7 +90,7 @@ def test_bad_marker_inputs_fail_cleanly(tmp_path, phantom_files, test_data, caps
     assert code == 2 and "outside the volume" in err
     # Markers drawn on the phantom, applied to another volume (brain1): mismatched.
     code, _, err = _run(["markers", test_data / "brain1.img.nii.gz", markers, "--out", out], capsys)
-    assert code == 2 and "another volume" in err
+    assert code == 2 and "belong to this volume" in err  # inside brain1's larger field of view, but oblique
     code, _, err = _run(["markers", volume, markers, "--out", tmp_path / "x.png"], capsys)
     assert code == 2 and "--out must end in" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.mrk.json", "far.json"]  # nothing written

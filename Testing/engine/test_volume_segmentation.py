@@ -54,11 +54,25 @@ def test_phantom_markers_every_5(shared_predictor):
 
 
 def test_lung_tumour_markers_every_5(shared_predictor, lung):
+    """The bundled 224 x 224 in-plane crop of lung1 (always present)."""
     image, label = lung
     geometry = VolumeGeometry.from_image(image)
     plan, res, scores = _markers_run(shared_predictor, image.array, label, geometry, every=5, normalization="lung")
     assert plan.marked == [10, 12] and plan.slices == [10, 11, 12]
-    # Measured: Dice 0.897, NSD 1.00 at 2 mm (LiteMedSAM, lung window).
+    # Measured: Dice 0.816, NSD 0.911 at 2 mm (LiteMedSAM, lung window). Lower than on the full
+    # 512 x 512 slices below: the crop is upscaled 224 -> 256 at the model input.
+    assert scores["dsc"] >= 0.76, scores
+    assert scores["nsd"] >= 0.85, scores
+
+
+def test_dev_lung_ct_markers_every_5(shared_predictor, dev_data):
+    """The dev CT (pyradiomics lung1, full 512 x 512 field of view) named by the issue."""
+    image = read_image(dev_data / "pyradiomics" / "lung1.img.nii.gz")
+    label = read_image(dev_data / "pyradiomics" / "lung1.seg.nii.gz").array > 0
+    geometry = VolumeGeometry.from_image(image)
+    plan, res, scores = _markers_run(shared_predictor, image.array, label, geometry, every=5, normalization="lung")
+    assert plan.marked == [10, 12]
+    # Measured: Dice 0.897, NSD 1.00 at 2 mm.
     assert scores["dsc"] >= 0.85, scores
     assert scores["nsd"] >= 0.9, scores
 

@@ -35,12 +35,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def start_server(device: str, log_dir: Path):
+def start_server(device: str, engine: str, log_dir: Path):
     log = log_dir / "serve.log"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "medsamkit", "serve", "--host", "127.0.0.1", "--port", "0",
-                                 "--device", device, "--max-sessions", "16"], stdout=out, stderr=subprocess.STDOUT,
+                                 "--device", device, "--engine", engine, "--max-sessions", "16"],
+                                stdout=out, stderr=subprocess.STDOUT,
                                 env=env)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -144,6 +145,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default=None, help="a running server (default: start one on 127.0.0.1)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (server and local model)")
+    ap.add_argument("--engine", default="torch", choices=("torch", "onnx", "auto"),
+                    help="inference engine of both the server and the local model (default torch)")
     ap.add_argument("--clicks", type=int, default=30)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--quick", action="store_true", help="10 clicks, one input")
@@ -165,13 +168,14 @@ def main(argv=None) -> int:
     tmp = tempfile.TemporaryDirectory()
     url = args.url
     if url is None:
-        proc, url = start_server(args.device, Path(tmp.name))
-    results = {"device": args.device, "url": url, "clicks": args.clicks, "clients": args.clients, "inputs": []}
+        proc, url = start_server(args.device, args.engine, Path(tmp.name))
+    results = {"device": args.device, "engine": args.engine, "url": url, "clicks": args.clicks,
+               "clients": args.clients, "inputs": []}
     # Local clicks run on a worker thread, as the effect runs them: on this (loaded) 2-core machine a
     # decode on the interpreter's main thread took ~2 s against ~0.25 s on any other thread.
     worker = BackendWorker()
     try:
-        model = load_model("litemedsam", device=args.device)
+        model = load_model("litemedsam", device=args.device, engine=args.engine)
         cases = load_inputs()[: 1 if args.quick else None]
         for case in cases:
             prompts = click_prompts(case["box"], args.clicks)

@@ -39,8 +39,10 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "ServerProcess":
+        # --engine torch: the same engine as the tests' local reference model (lite_model), so remote
+        # results can be compared bit for bit; ONNX Runtime agrees only to ~1e-4 in the logits.
         args = [sys.executable, "-m", "medsamkit", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                "--device", "cpu", *self.extra_args]
+                "--device", "cpu", "--engine", "torch", *self.extra_args]
         if self.token:
             token_file = self.log_dir / "token.txt"
             token_file.write_text(self.token + "\n")

@@ -82,7 +82,7 @@ def stats(server) -> dict:
 def test_version_is_public_and_describes_the_server(server):
     v = httpx.get(server.url + protocol.PATH_VERSION, timeout=10).json()
     assert v["api"] == protocol.API_VERSION and v["models"] == ["litemedsam"] and v["device"] == "cpu"
-    assert v["auth"] is True and "zlib" in v["codecs"]
+    assert v["auth"] is True and "zlib" in v["codecs"] and v["engine"] == "torch"
 
 
 def test_remote_masks_equal_local_masks(server, cases, expected):
@@ -91,6 +91,9 @@ def test_remote_masks_equal_local_masks(server, cases, expected):
         with client(server) as remote:
             info = remote.set_image(case["image"])
             assert info.shape == case["image"].shape and not info.is_volume
+            sent = remote.bytes_sent
+            assert remote.set_image(case["image"].copy()) == info  # same pixels again: no second upload
+            assert remote.sessions_created == 1 and remote.bytes_sent == sent
             got = run_prompts(remote, case)
             # what one click cost on the wire (the box above did the encoding)
             s0, r0 = remote.bytes_sent, remote.bytes_received

@@ -92,7 +92,7 @@ class LocalBackend(Backend):
     def info(self) -> BackendInfo:
         model = self.predictor.model
         return BackendInfo(kind=model.kind, device=str(model.device), package_version=__version__,
-                           extra={"model_id": model.model_id})
+                           extra={"model_id": model.model_id, "engine": getattr(model, "engine", "torch")})
 
     def set_image(self, image, normalization="auto", modality=None) -> ImageInfo:
         arr = validate_image(image)

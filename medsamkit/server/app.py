@@ -153,6 +153,7 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
     def version() -> dict:
         return {"api": protocol.API_VERSION, "wire": wire.WIRE_VERSION, "package": __version__,
                 "models": [model.kind], "model_id": model.model_id, "device": str(model.device),
+                "engine": getattr(model, "engine", "torch"),
                 "low_res_size": model.low_res_size, "codecs": wire.available_codecs(), "auth": token is not None,
                 "limits": {"max_upload_bytes": max_upload_bytes, "max_session_bytes": max_session_bytes,
                            "max_sessions": max_sessions, "session_ttl_s": session_ttl_s}}

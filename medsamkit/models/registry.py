@@ -74,13 +74,24 @@ def _file_sha256(path: str) -> str:
 
 
 def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = None,
-               device: str | None = None) -> PromptableModel:
+               device: str | None = None, engine: str | None = None,
+               adapter: str | os.PathLike | None = None) -> PromptableModel:
     """Build and load a model.
 
     kind: a registered kind, or None to recognise it from the checkpoint (default LiteMedSAM with
     its bundled weights when both are None). checkpoint: a file path, or None for the kind's
-    default weights. Raises CheckpointError / InputError with a remedy; nothing half-loaded escapes.
+    default weights. engine: "torch" (the reference), "onnx" (ONNX Runtime on the CPU, exported once
+    per checkpoint into the user cache) or "auto" (fastest available); None = $MEDSAMKIT_ENGINE or
+    "torch". A non-torch engine returns an object with PromptableModel's interface (see
+    medsamkit.fast), or this torch model with a warning when the fast path is unavailable.
+    adapter: an ``adapter.safetensors`` written by ``medsamkit train``, applied on top before any
+    engine export (checked against the base kind and checkpoint hash; it changes checkpoint_sha256,
+    so exported fast models and cached embeddings are keyed by the adapted weights).
+    Raises CheckpointError / InputError with a remedy; nothing half-loaded escapes.
     """
+    from ..fast.engine import resolve_engine, with_engine  # light: onnxruntime is imported only when used
+
+    engine_name = resolve_engine(engine)  # an unknown engine name fails before the slow load
     if checkpoint is None:
         spec = get_spec(kind or "litemedsam")
         if spec.default_checkpoint is None:
@@ -106,7 +117,12 @@ def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = N
     dev = choose_device(device)
     net.to(dev)
     net.eval()  # after loading and moving: TinyViT builds its attention-bias cache here
-    return PromptableModel(spec, net, dev, checkpoint=path, checkpoint_sha256=sha)
+    model = PromptableModel(spec, net, dev, checkpoint=path, checkpoint_sha256=sha)
+    if adapter is not None:
+        from ..training.adapter_io import apply_adapter
+
+        apply_adapter(model, adapter)
+    return model if engine_name == "torch" else with_engine(model, engine_name)
 
 
 def _known_kind(sha: str) -> str | None:

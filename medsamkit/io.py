@@ -68,7 +68,10 @@ def read_image(path: "str | os.PathLike") -> ImageData:
             if not series:
                 raise InputError(f"{path} is a folder but holds no DICOM series.")
             reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
+            reader.MetaDataDictionaryArrayUpdateOn()
             img = reader.Execute()
+            if reader.HasMetaDataKey(0, "0008|0060"):  # modality lets 'auto' choose a CT window
+                img.SetMetaData("0008|0060", reader.GetMetaData(0, "0008|0060"))
         else:
             img = sitk.ReadImage(str(path))
     except InputError:

@@ -74,15 +74,24 @@ def _file_sha256(path: str) -> str:
 
 
 def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = None,
-               device: str | None = None, adapter: str | os.PathLike | None = None) -> PromptableModel:
+               device: str | None = None, engine: str | None = None,
+               adapter: str | os.PathLike | None = None) -> PromptableModel:
     """Build and load a model.
 
     kind: a registered kind, or None to recognise it from the checkpoint (default LiteMedSAM with
     its bundled weights when both are None). checkpoint: a file path, or None for the kind's
-    default weights. adapter: an ``adapter.safetensors`` written by ``medsamkit train``, applied on
-    top (checked against the base kind and checkpoint hash; see medsamkit.training.adapter_io).
+    default weights. engine: "torch" (the reference), "onnx" (ONNX Runtime on the CPU, exported once
+    per checkpoint into the user cache) or "auto" (fastest available); None = $MEDSAMKIT_ENGINE or
+    "torch". A non-torch engine returns an object with PromptableModel's interface (see
+    medsamkit.fast), or this torch model with a warning when the fast path is unavailable.
+    adapter: an ``adapter.safetensors`` written by ``medsamkit train``, applied on top before any
+    engine export (checked against the base kind and checkpoint hash; it changes checkpoint_sha256,
+    so exported fast models and cached embeddings are keyed by the adapted weights).
     Raises CheckpointError / InputError with a remedy; nothing half-loaded escapes.
     """
+    from ..fast.engine import resolve_engine, with_engine  # light: onnxruntime is imported only when used
+
+    engine_name = resolve_engine(engine)  # an unknown engine name fails before the slow load
     if checkpoint is None:
         spec = get_spec(kind or "litemedsam")
         if spec.default_checkpoint is None:
@@ -94,12 +103,13 @@ def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = N
     state = checkpoints.read_checkpoint(path)
     sha = _file_sha256(path)
     if kind is None:
-        kind = _known_kind(sha) or checkpoints.detect_kind(state)
+        kind = _known_kind(sha) or checkpoints.detect_kind(state, path)
         if kind is None:
             raise CheckpointError(
                 f"Cannot tell which model {path} holds: its keys match no known layout "
                 f"(first keys: {', '.join(list(state)[:4])}). Pass --model KIND, one of {', '.join(_SPECS)}.")
     spec = get_spec(kind)
+    checkpoints.check_layout(state, spec.kind, source=str(path))  # refuse another kind's file before building
     with _LOCK:  # builders are not re-entrant in some upstream code (global RNG use)
         net = spec.build()
     checkpoints.load_strict(net, state, spec.kind, source=str(path))
@@ -112,7 +122,7 @@ def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = N
         from ..training.adapter_io import apply_adapter
 
         apply_adapter(model, adapter)
-    return model
+    return model if engine_name == "torch" else with_engine(model, engine_name)
 
 
 def _known_kind(sha: str) -> str | None:

@@ -1,0 +1,110 @@
+"""Which Python packages the MedSAM effect still needs in this Slicer, read from pyproject.toml.
+
+No Qt or slicer import here (tested with plain pytest); the effect shows the confirmation, installs
+torch through the PyTorch Utils extension when it is present and the rest with pip.
+
+pyproject.toml is the one list of dependencies (STYLE rule 9): in a source checkout it is found next to
+the ``medsamkit`` package; the extension build copies it into the installed ``medsamkit`` folder.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from pathlib import Path
+
+# Not installed by the effect, with the reason:
+SKIP = {
+    # Slicer ships its own SimpleITK built with Slicer's ITK IO; a pip SimpleITK would replace it.
+    "simpleitk": "provided by Slicer",
+    # Slicer's numpy is loaded at startup; upgrading it underneath a running Slicer breaks modules.
+    "numpy": "provided by Slicer",
+    # slicer-core is the headless stand-in for Slicer itself.
+    "slicer-core": "this is Slicer",
+}
+TORCH = "torch"  # installed through PyTorch Utils (GPU-matched build) when that extension is present
+
+
+def find_pyproject(package_dir: "str | Path | None" = None) -> Path | None:
+    """pyproject.toml inside the installed medsamkit folder, or beside it in a source checkout."""
+    if package_dir is None:
+        import importlib.util
+
+        spec = importlib.util.find_spec("medsamkit")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        package_dir = list(spec.submodule_search_locations)[0]
+    package_dir = Path(package_dir)
+    for cand in (package_dir / "pyproject.toml", package_dir.parent / "pyproject.toml"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def requirements_from_pyproject(path: "str | Path") -> list[str]:
+    """The ``[project] dependencies`` strings of a pyproject.toml (comments and blank entries dropped)."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11 (Slicer 5.6 and older)
+        return _dependencies_without_tomllib(text)
+    return list(tomllib.loads(text).get("project", {}).get("dependencies", []))
+
+
+def _dependencies_without_tomllib(text: str) -> list[str]:
+    """The ``dependencies = [...]`` array of pyproject.toml, one quoted string per line (our layout)."""
+    block = re.search(r"^dependencies\s*=\s*\[(.*?)^\]", text, re.S | re.M)
+    if block is None:
+        return []
+    lines = [re.sub(r"#.*", "", line).strip() for line in block.group(1).splitlines()]
+    return [m.group(1) for line in lines for m in [re.match(r'"([^"]+)"', line)] if m]
+
+
+def requirement_name(requirement: str) -> str:
+    """Distribution name of a requirement string, normalised ("Pillow>=9" -> "pillow")."""
+    name = re.split(r"[\s<>=!~;\[(]", requirement.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def missing_requirements(requirements: "list[str]") -> list[str]:
+    """The requirements not satisfied by installed distributions (SKIP entries excluded).
+
+    A requirement is satisfied when the distribution is installed and its version matches the
+    specifier (checked with ``packaging`` when available, else presence only).
+    """
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # pragma: no cover - Slicer and pip both ship packaging
+        Requirement = None
+    missing = []
+    for req in requirements:
+        name = requirement_name(req)
+        if name in SKIP:
+            continue
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(req)
+            continue
+        if Requirement is not None:
+            spec = Requirement(req).specifier
+            if spec and not spec.contains(version, prereleases=True):
+                missing.append(req)
+    return missing
+
+
+def split_torch(requirements: "list[str]") -> tuple[str | None, list[str]]:
+    """(the torch requirement or None, the others): torch goes through PyTorch Utils."""
+    torch = [r for r in requirements if requirement_name(r) == TORCH]
+    return (torch[0] if torch else None), [r for r in requirements if requirement_name(r) != TORCH]
+
+
+def offline_message(packages: "list[str]", error: str) -> str:
+    """What to tell a user whose install failed (typically: no network or a proxy)."""
+    names = " ".join(f'"{p}"' for p in packages)
+    return ("MedSAM could not install the Python packages it needs:\n  " + ", ".join(packages) + "\n\n"
+            f"pip reported: {error.strip()[-400:]}\n\n"
+            "If this computer is offline or behind a proxy: connect it (or set HTTPS_PROXY) and activate the "
+            "MedSAM effect again. To install without a network, download the wheels on another computer "
+            f"(python -m pip download {names}) and install them here from the Python console with "
+            "slicer.util.pip_install('--no-index --find-links <folder> <package>'). PyTorch can also be installed "
+            "with the PyTorch Utils module.")

@@ -1,0 +1,22 @@
+"""Names and choices of the MedSAM effect's parameters (stored in the segment editor node).
+
+Shared by SegmentEditorEffect.py and MarkerPanel.py; no Qt or slicer import.
+"""
+
+# Effect parameters (stored in the segment editor node under the effect's name). Units in the names.
+MODEL = "Model"                        # model kind: litemedsam (default), medsam, sam-vit-b, ...
+CHECKPOINT_PATH = "CheckpointPath"     # weights file; empty = the model's bundled weights
+BACKEND = "Backend"                    # "local" or a server URL (http://host:8765)
+DEVICE = "Device"                      # auto, cpu, cuda, mps
+WINDOW = "Window"                      # display, auto, soft-tissue, lung, brain, bone, percentile, "W,L"
+PROMPT_MODE = "PromptMode"             # box, points, refine, propagate, markers
+WRITE_MODE = "WriteMode"               # replace (the prompted slice/slab) or add
+MARKER_MARGIN_MM = "MarkerMarginMm"    # margin around each marked slice's box
+MARKER_REFINE = "MarkerRefine"         # 1: re-prompt slices that disagree with their neighbours
+
+PROMPT_MODES = (("box", "Box"), ("points", "+/- points"), ("refine", "Refine"), ("propagate", "Propagate"),
+                ("markers", "Markers"))
+WINDOWS = ("display", "auto", "soft-tissue", "lung", "brain", "bone", "percentile")
+MODEL_KINDS = ("litemedsam", "medsam", "sam-vit-b", "sam-vit-l", "sam-vit-h", "sam-med2d", "medicosam")
+MIN_DRAG_PIXELS = 4  # a press and release closer than this is a click, not a box
+POLL_INTERVAL_MS = 100

@@ -1,0 +1,411 @@
+"""MedSAM Segment Editor effect: the Qt shell over medsamkit.mrml.
+
+Everything that is not Qt lives in medsamkit.mrml and is tested headless with slicer-core: reading the
+view's slice and the prompts in RAS (volumes.py, prompts.py, interactive.PromptState), running the
+engine (engine.py, interactive.run_request) on one worker thread (jobs.Worker), and writing the result
+into the selected segment as one undo step (segments.write_mask). This file turns mouse and keyboard
+events into those calls, polls the worker with a QTimer and shows status.
+
+Method order follows Slicer's ScriptedSegmentEditorEffect template: __init__, clone, icon, helpText,
+setupOptionsFrame, setMRMLDefaults, updateGUIFromMRML, updateMRMLFromGUI, processInteractionEvents,
+then the apply steps.
+"""
+import logging
+import os
+
+import ctk
+import qt
+import vtk
+
+import slicer
+from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
+
+from MedSAMSegmentLib.EffectTarget import EngineHolder, ScriptedEffectTarget
+from MedSAMSegmentLib.Parameters import (BACKEND, CHECKPOINT_PATH, DEVICE, MARKER_MARGIN_MM, MARKER_REFINE,
+                                          MIN_DRAG_PIXELS, MODEL, MODEL_KINDS, POLL_INTERVAL_MS, PROMPT_MODE,
+                                          PROMPT_MODES, WINDOW, WINDOWS, WRITE_MODE)
+
+
+class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
+    """Promptable segmentation with MedSAM-family models: box, +/- points, refine, propagate, markers."""
+
+    def __init__(self, scriptedEffect):
+        scriptedEffect.name = "MedSAM"
+        scriptedEffect.perSegment = True  # writes into the selected segment
+        scriptedEffect.requireSegments = True
+        AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
+        self.engineHolder = None     # EngineHolder: the model, created on the worker thread on first use
+        self.worker = None           # medsamkit.mrml.jobs.Worker
+        self.job = None              # the running Job and what it was submitted for
+        self.jobContext = None
+        self.promptState = None      # medsamkit.mrml.interactive.PromptState
+        self.normalizationCache = None
+        self.drag = None             # (viewWidget, xy0, ras0) while a box is being dragged
+        self.boxPipelines = {}
+        self.markerPanel = None
+        self.pollTimer = qt.QTimer()
+        self.pollTimer.setInterval(POLL_INTERVAL_MS)
+        self.pollTimer.connect("timeout()", self.pollJob)
+
+    def clone(self):
+        import qSlicerSegmentationsEditorEffectsPythonQt as effects
+
+        clonedEffect = effects.qSlicerSegmentEditorScriptedEffect(None)
+        clonedEffect.setPythonSource(__file__.replace("\\", "/"))
+        return clonedEffect
+
+    def icon(self):
+        iconPath = os.path.join(os.path.dirname(__file__), "SegmentEditorEffect.png")
+        return qt.QIcon(iconPath) if os.path.exists(iconPath) else qt.QIcon()
+
+    def helpText(self):
+        return """<html>Segment with MedSAM-family models (LiteMedSAM by default) from prompts on a slice.<p>
+<ul style="margin: 0">
+<li><b>Box:</b> drag a box around the structure in any slice view.
+<li><b>+/- points:</b> click inside (+), Ctrl+click outside (-).
+<li><b>Refine:</b> like points, reusing the previous result as a mask prompt.
+<li><b>Propagate:</b> drag a box; the result is carried to neighbouring slices until the object ends.
+<li><b>Markers:</b> click the two ends of the lesion's long and short axes every few slices, then Run.
+<li><b>Esc:</b> cancel a running segmentation and clear the prompts. <b>Enter</b> (markers): Run.
+</ul><p>Each result is one Undo step; the editable area and overwrite settings below apply.
+The slice view must be aligned with the volume (click the orientation warning button if it is not).</html>"""
+
+    def setupOptionsFrame(self):
+        self.modelSelector = qt.QComboBox()
+        self.modelSelector.addItems(MODEL_KINDS)
+        self.modelSelector.setToolTip("Model kind. LiteMedSAM's weights are bundled; the others need a checkpoint.")
+        self.scriptedEffect.addLabeledOptionsWidget("Model:", self.modelSelector)
+
+        self.checkpointEdit = ctk.ctkPathLineEdit()
+        self.checkpointEdit.filters = ctk.ctkPathLineEdit.Files
+        self.checkpointEdit.setToolTip("Weights file (.pth/.safetensors). Empty: the model's bundled weights.")
+        self.scriptedEffect.addLabeledOptionsWidget("Checkpoint:", self.checkpointEdit)
+
+        self.backendEdit = qt.QLineEdit()
+        self.backendEdit.setToolTip("'local' runs the model in Slicer; a URL (http://host:8765) uses a MedSAM server.")
+        self.scriptedEffect.addLabeledOptionsWidget("Backend:", self.backendEdit)
+
+        self.windowSelector = qt.QComboBox()
+        self.windowSelector.addItems(WINDOWS)
+        self.windowSelector.setEditable(True)  # also accepts "W,L", e.g. 400,40
+        self.windowSelector.setToolTip("Intensity window the model sees. 'display' uses the view's current window/level.")
+        self.scriptedEffect.addLabeledOptionsWidget("Window:", self.windowSelector)
+
+        modeLayout = qt.QHBoxLayout()
+        self.modeButtons = {}
+        for key, title in PROMPT_MODES:
+            button = qt.QRadioButton(title)
+            button.connect("toggled(bool)", lambda on, k=key: on and self.onPromptMode(k))
+            modeLayout.addWidget(button)
+            self.modeButtons[key] = button
+        self.scriptedEffect.addLabeledOptionsWidget("Prompt:", modeLayout)
+
+        self.writeModeSelector = qt.QComboBox()
+        self.writeModeSelector.addItem("Replace the prompted slice(s)", "replace")
+        self.writeModeSelector.addItem("Add to the segment", "add")
+        self.scriptedEffect.addLabeledOptionsWidget("Result:", self.writeModeSelector)
+
+        from MedSAMSegmentLib.MarkerPanel import MarkerPanel
+
+        self.markerPanel = MarkerPanel(self)
+        self.scriptedEffect.addOptionsWidget(self.markerPanel.widget)
+
+        self.statusLabel = qt.QLabel("")
+        self.statusLabel.wordWrap = True
+        self.progressBar = qt.QProgressBar()
+        self.progressBar.visible = False
+        self.cancelButton = qt.QPushButton("Cancel")
+        self.cancelButton.enabled = False
+        self.cancelButton.connect("clicked()", self.cancelJob)
+        statusLayout = qt.QHBoxLayout()
+        statusLayout.addWidget(self.progressBar)
+        statusLayout.addWidget(self.cancelButton)
+        self.scriptedEffect.addOptionsWidget(self.statusLabel)
+        self.scriptedEffect.addOptionsWidget(statusLayout)
+
+        for widget, signal in ((self.modelSelector, "currentIndexChanged(int)"),
+                               (self.checkpointEdit, "currentPathChanged(QString)"),
+                               (self.backendEdit, "editingFinished()"),
+                               (self.windowSelector, "currentTextChanged(QString)"),
+                               (self.writeModeSelector, "currentIndexChanged(int)")):
+            widget.connect(signal, self.updateMRMLFromGUI)
+
+    def createCursor(self, widget):
+        return slicer.util.mainWindow().cursor  # keep the normal arrow: the rubber band shows the box
+
+    def setMRMLDefaults(self):
+        self.scriptedEffect.setParameterDefault(MODEL, "litemedsam")
+        self.scriptedEffect.setParameterDefault(CHECKPOINT_PATH, "")
+        self.scriptedEffect.setParameterDefault(BACKEND, "local")
+        self.scriptedEffect.setParameterDefault(DEVICE, "auto")
+        self.scriptedEffect.setParameterDefault(WINDOW, "auto")
+        self.scriptedEffect.setParameterDefault(PROMPT_MODE, "box")
+        self.scriptedEffect.setParameterDefault(WRITE_MODE, "replace")
+        self.scriptedEffect.setParameterDefault(MARKER_MARGIN_MM, 2.0)
+        self.scriptedEffect.setParameterDefault(MARKER_REFINE, 0)
+
+    def updateGUIFromMRML(self):
+        p = self.scriptedEffect.parameter
+        for widget in (self.modelSelector, self.checkpointEdit, self.backendEdit, self.windowSelector,
+                       self.writeModeSelector):
+            widget.blockSignals(True)
+        self.modelSelector.currentText = p(MODEL)
+        self.checkpointEdit.currentPath = p(CHECKPOINT_PATH)
+        self.backendEdit.text = p(BACKEND)
+        self.windowSelector.currentText = p(WINDOW)
+        self.writeModeSelector.currentIndex = max(0, self.writeModeSelector.findData(p(WRITE_MODE)))
+        for widget in (self.modelSelector, self.checkpointEdit, self.backendEdit, self.windowSelector,
+                       self.writeModeSelector):
+            widget.blockSignals(False)
+        mode = p(PROMPT_MODE)
+        for key, button in self.modeButtons.items():
+            wasBlocked = button.blockSignals(True)
+            button.checked = key == mode
+            button.blockSignals(wasBlocked)
+        if self.markerPanel is not None:
+            self.markerPanel.updateGUIFromMRML(mode)
+
+    def updateMRMLFromGUI(self, *unused):
+        self.scriptedEffect.setParameter(MODEL, self.modelSelector.currentText)
+        self.scriptedEffect.setParameter(CHECKPOINT_PATH, self.checkpointEdit.currentPath)
+        self.scriptedEffect.setParameter(BACKEND, self.backendEdit.text.strip() or "local")
+        self.scriptedEffect.setParameter(WINDOW, self.windowSelector.currentText.strip() or "auto")
+        self.scriptedEffect.setParameter(WRITE_MODE, self.writeModeSelector.currentData)
+
+    def onPromptMode(self, mode):
+        self.scriptedEffect.setParameter(PROMPT_MODE, mode)
+        self.clearPrompts()
+
+    def activate(self):
+        self.ensureSession()
+
+    def deactivate(self):
+        self.cancelJob()
+        for viewWidget, pipeline in self.boxPipelines.items():
+            self.scriptedEffect.removeActor2D(viewWidget, pipeline.actor)
+        self.boxPipelines = {}
+        self.drag = None
+
+    def processInteractionEvents(self, callerInteractor, eventId, viewWidget):
+        if viewWidget.className() != "qMRMLSliceWidget":
+            return False
+        mode = self.scriptedEffect.parameter(PROMPT_MODE)
+        xy = callerInteractor.GetEventPosition()
+        if eventId == vtk.vtkCommand.KeyPressEvent:
+            key = callerInteractor.GetKeySym()
+            if key == "Escape":
+                self.cancelJob()
+                self.clearPrompts()
+                return True
+            if key == "Return" and mode == "markers":
+                self.markerPanel.onRun()
+                return True
+            return False
+        if eventId == vtk.vtkCommand.LeftButtonPressEvent:
+            if callerInteractor.GetShiftKey() or callerInteractor.GetAltKey():
+                return False  # leave Slicer's own shift/alt-drag gestures alone
+            ras = self.xyToRas(xy, viewWidget)
+            if mode in ("box", "propagate"):
+                self.drag = (viewWidget, xy, ras)
+                self.boxPipeline(viewWidget).show(xy, xy)
+            elif mode in ("points", "refine"):
+                self.submitPoint(viewWidget, ras, positive=not callerInteractor.GetControlKey())
+            elif mode == "markers":
+                self.markerPanel.click(ras)
+            return True
+        if eventId == vtk.vtkCommand.MouseMoveEvent and self.drag is not None and self.drag[0] is viewWidget:
+            self.boxPipeline(viewWidget).show(self.drag[1], xy)
+            return True
+        if eventId == vtk.vtkCommand.LeftButtonReleaseEvent and self.drag is not None:
+            dragWidget, xy0, ras0 = self.drag
+            self.drag = None
+            self.boxPipeline(dragWidget).hide()
+            if dragWidget is viewWidget and max(abs(xy[0] - xy0[0]), abs(xy[1] - xy0[1])) >= MIN_DRAG_PIXELS:
+                self.submitBox(viewWidget, ras0, self.xyToRas(xy, viewWidget), propagate=mode == "propagate")
+            else:
+                self.setStatus("Drag to draw a box (press, move, release).")
+            return True
+        return False
+
+    # ---------------------------------------------------------------- apply steps (main thread)
+    def ensureSession(self):
+        """Dependencies installed (first use), worker and engine holder ready. False if not usable."""
+        if self.worker is not None:
+            return True
+        from MedSAMSegmentLib.Install import ensureDependencies
+
+        if not ensureDependencies():
+            self.setStatus("MedSAM needs its Python packages; activate the effect again to install them.")
+            return False
+        from medsamkit.mrml.interactive import NormalizationCache, PromptState
+        from medsamkit.mrml.jobs import Worker
+
+        self.worker = Worker()
+        self.engineHolder = EngineHolder()
+        self.promptState = PromptState()
+        self.normalizationCache = NormalizationCache()
+        return True
+
+    def nodes(self):
+        parameterSetNode = self.scriptedEffect.parameterSetNode()
+        volume = (parameterSetNode.GetSourceVolumeNode() if hasattr(parameterSetNode, "GetSourceVolumeNode")
+                  else parameterSetNode.GetMasterVolumeNode())
+        return volume, parameterSetNode.GetSegmentationNode(), parameterSetNode.GetSelectedSegmentID()
+
+    def sliceToRas(self, viewWidget):
+        from medsamkit.mrml.volumes import matrix_to_numpy
+
+        return matrix_to_numpy(viewWidget.mrmlSliceNode().GetSliceToRAS())
+
+    def submitBox(self, viewWidget, ras0, ras1, propagate=False):
+        self.submitBoxRas(self.sliceToRas(viewWidget), ras0, ras1, propagate)
+
+    def submitBoxRas(self, sliceToRas, ras0, ras1, propagate=False):
+        """A box given by two RAS corners on the slice of a view with ``sliceToRas`` (also for scripting)."""
+        if not self.ensureSession():
+            return
+        volume, _, _ = self.nodes()
+        self.guarded(lambda: self.submitPrompt(self.promptState.set_box(volume, sliceToRas, ras0, ras1),
+                                               propagate=propagate))
+
+    def submitPoint(self, viewWidget, ras, positive):
+        if not self.ensureSession():
+            return
+        volume, _, _ = self.nodes()
+        self.guarded(lambda: self.submitPrompt(self.promptState.add_point(volume, self.sliceToRas(viewWidget), ras, positive)))
+
+    def submitPrompt(self, prompt, propagate=False):
+        from medsamkit.mrml.interactive import prepare_slice_request, prepare_volume_request
+
+        volume, segmentation, segmentId = self.nodes()
+        window = self.scriptedEffect.parameter(WINDOW)
+        if propagate:
+            request = prepare_volume_request(volume, segmentation, "propagate", window, prompt=prompt,
+                                             cache=self.normalizationCache)
+        else:
+            refine = self.scriptedEffect.parameter(PROMPT_MODE) == "refine"
+            request = prepare_slice_request(volume, segmentation, prompt, window,
+                                            mask_input=self.promptState.previous if refine else None,
+                                            cache=self.normalizationCache)
+        self.submit(request, "propagation" if propagate else f"slice {prompt.view.index}")
+
+    def submitPlan(self, plan, refine):
+        from medsamkit.mrml.interactive import prepare_volume_request
+
+        volume, segmentation, _ = self.nodes()
+        request = prepare_volume_request(volume, segmentation, "markers", self.scriptedEffect.parameter(WINDOW),
+                                         plan=plan, refine=refine, cache=self.normalizationCache)
+        self.submit(request, f"markers ({len(plan.boxes)} slices)")
+
+    def submit(self, request, label):
+        from medsamkit.mrml.interactive import run_request
+
+        if self.worker.busy:
+            self.setStatus("Still segmenting; press Esc or Cancel to stop it first.")
+            return
+        if not self.scriptedEffect.confirmCurrentSegmentVisible():
+            return
+        volume, segmentation, segmentId = self.nodes()
+        self.jobContext = (volume.GetID(), segmentation.GetID(), segmentId, label)
+        holder = self.engineHolder
+        options = {k: self.scriptedEffect.parameter(k) for k in (MODEL, CHECKPOINT_PATH, DEVICE, BACKEND)}
+
+        def work(progress=None, cancel=None):  # worker thread: no MRML here
+            return run_request(holder.get(**options), request, progress=progress, cancel=cancel)
+
+        self.job = self.worker.submit(work, label=label)
+        qt.QApplication.setOverrideCursor(qt.Qt.BusyCursor)  # busy, but the UI stays usable
+        self.cancelButton.enabled = True
+        self.progressBar.visible = True
+        self.progressBar.setRange(0, 0)
+        self.setStatus(f"Segmenting {label}...")
+        self.pollTimer.start()
+
+    def pollJob(self):
+        job = self.job
+        if job is None:
+            self.pollTimer.stop()
+            return
+        done, total, text = job.progress()
+        if total:
+            self.progressBar.setRange(0, total)
+            self.progressBar.value = done
+        if not job.done():
+            return
+        self.pollTimer.stop()
+        self.job = None
+        try:
+            result = job.result()
+            self.applyResult(result)
+        except Exception as exc:
+            self.reportError(exc)
+        finally:
+            qt.QApplication.restoreOverrideCursor()
+            self.cancelButton.enabled = False
+            self.progressBar.visible = False
+
+    def applyResult(self, result):
+        from medsamkit.mrml.interactive import apply_result
+
+        volume, segmentation, segmentId = self.nodes()
+        volumeId, segmentationId, submittedSegmentId, label = self.jobContext
+        if (volume.GetID(), segmentation.GetID(), segmentId) != (volumeId, segmentationId, submittedSegmentId):
+            self.setStatus(f"The selection changed while segmenting {label}; the result was not written. Prompt again.")
+            return
+        apply_result(ScriptedEffectTarget(self.scriptedEffect), result, self.scriptedEffect.parameter(WRITE_MODE))
+        self.promptState.remember(result)
+        warnings = "".join(f"\n{w}" for w in result.warnings)
+        self.setStatus(f"{result.summary} ({result.seconds:.1f} s).{warnings}")
+
+    def waitForResult(self, timeoutSeconds=600.0):
+        """Process events until the running job has been applied (scripting and the module self-test)."""
+        import time
+
+        deadline = time.monotonic() + timeoutSeconds
+        while self.job is not None and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.02)
+        slicer.app.processEvents()
+        return self.job is None
+
+    def cancelJob(self):
+        if self.job is not None:
+            self.job.cancel()
+            self.setStatus("Cancelling...")
+
+    def clearPrompts(self):
+        if self.promptState is not None:
+            self.promptState.reset()
+        if self.markerPanel is not None:
+            self.markerPanel.cancelClick()
+
+    def guarded(self, call):
+        """Run a main-thread step; user errors (MedSAMError) become a status message, not a traceback."""
+        try:
+            call()
+        except Exception as exc:
+            self.reportError(exc)
+
+    def reportError(self, exc):
+        from medsamkit.errors import MedSAMError
+
+        if isinstance(exc, MedSAMError):
+            self.setStatus(str(exc))
+        else:
+            logging.exception("MedSAM effect failed")
+            self.setStatus(f"Unexpected error ({type(exc).__name__}: {exc}); see the Python console.")
+
+    def setStatus(self, text):
+        self.statusLabel.text = text
+        slicer.util.showStatusMessage(text.split("\n")[0], 5000)
+
+    def boxPipeline(self, viewWidget):
+        if viewWidget not in self.boxPipelines:
+            from MedSAMSegmentLib.RubberBand import BoxPipeline
+
+            pipeline = BoxPipeline()
+            self.scriptedEffect.addActor2D(viewWidget, pipeline.actor)
+            self.boxPipelines[viewWidget] = pipeline
+        pipeline = self.boxPipelines[viewWidget]
+        pipeline.view = viewWidget
+        return pipeline

@@ -1,0 +1,1 @@
+# MedSAM Segment Editor effect: the Qt shell over medsamkit.mrml (see SegmentEditorEffect.py).

@@ -1,0 +1,65 @@
+"""``.seg.nrrd`` written by the engine (no slicer import) is a segmentation for slicer-core."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medsamkit.errors import InputError
+from medsamkit.geometry import VolumeGeometry
+from medsamkit.io import read_image
+from medsamkit.segmentation_file import write_segmentation
+
+
+def test_two_segments_read_back_by_slicer_core(tmp_path, test_data):
+    image = read_image(test_data / "brain1.img.nii.gz")
+    lesion = read_image(test_data / "brain1.seg.nii.gz").array > 0
+    labels = lesion.astype(np.uint8)
+    labels[3:6, 20:40, 30:60] = 2  # a second structure far from the lesion
+    path = write_segmentation(labels, tmp_path / "two.seg.nrrd", image, [(1, "lesion"), (2, "box")],
+                              colors=[(1, 0, 0), (0, 0, 1)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two.seg.nrrd"]
+    assert np.array_equal(read_image(path).array, labels)  # a plain NRRD for every other reader
+
+    slicer = pytest.importorskip("slicer", reason="slicer-core not installed: Slicer read-back not checked")
+    from vtkmodules.vtkCommonCore import vtkLogger
+    from vtkmodules.vtkCommonMath import vtkMatrix4x4
+
+    vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_ERROR)
+    scene = slicer.vtkMRMLScene()
+    segs = slicer.vtkSlicerSegmentationsModuleLogic()
+    segs.SetMRMLScene(scene)
+    volumes = slicer.vtkSlicerVolumesLogic()
+    volumes.SetMRMLScene(scene)
+    node = segs.LoadSegmentationFromFile(str(path), False, "two")
+    assert node is not None
+    seg = node.GetSegmentation()
+    ids = [seg.GetNthSegmentID(n) for n in range(seg.GetNumberOfSegments())]
+    assert [seg.GetSegment(i).GetName() for i in ids] == ["lesion", "box"]
+    assert np.allclose(seg.GetSegment(ids[1]).GetColor(), (0, 0, 1))
+    # Compare voxels in Slicer's own IJK: load the label file as a labelmap with the same reader.
+    ours_geometry = VolumeGeometry.from_image(image)
+    reference = volumes.AddArchetypeVolume(str(test_data / "brain1.img.nii.gz"), "brain", 0)
+    for n, seg_id in enumerate(ids, start=1):
+        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+        assert segs.ExportSegmentsToLabelmapNode(node, [seg_id], labelmap, reference)
+        ours = slicer.util.arrayFromVolume(labelmap) > 0
+        # Slicer's NIfTI reader may order k differently from SimpleITK's (same physical grid), so
+        # map every voxel Slicer holds through RAS into our grid instead of comparing indices.
+        matrix = vtkMatrix4x4()
+        labelmap.GetIJKToRASMatrix(matrix)
+        slicer_geometry = VolumeGeometry.from_ijk_to_ras([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)],
+                                                         ours.shape)
+        kji = np.argwhere(ours)
+        ras = slicer_geometry.ijk_to_ras_points(kji[:, ::-1])
+        i, j, k = np.rint(ours_geometry.ras_to_ijk_points(ras)).astype(int).T
+        assert ours.sum() == (labels == n).sum()
+        assert np.all(labels[k, j, i] == n)
+
+
+def test_bad_segmentation_outputs(tmp_path, test_data):
+    image = read_image(test_data / "brain1.img.nii.gz")
+    with pytest.raises(InputError, match=r"\.seg\.nrrd"):
+        write_segmentation(np.zeros(image.array.shape, np.uint8), tmp_path / "x.nrrd", image)
+    with pytest.raises(InputError, match="does not match"):
+        write_segmentation(np.zeros((2, 3, 4), np.uint8), tmp_path / "x.seg.nrrd", image)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,146 @@
+"""The effect's flow without Qt: prompt state, prepare (main) -> worker thread -> apply (main), refine.
+
+Real LiteMedSAM on the dev CT (lung tumour, slice 11), loaded with Slicer's reader; the worker is the
+same :class:`medsamkit.mrml.jobs.Worker` the effect uses.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mrml_fixtures import ctx, engine, slicer_core  # noqa: F401  (pytest fixtures)
+
+DATA = Path(__file__).resolve().parents[2] / "medsamkit" / "data"
+K = 11
+
+
+@pytest.fixture()
+def ct(ctx):
+    from types import SimpleNamespace
+
+    from medsamkit.io import read_image
+    from medsamkit.mrml.segments import EditorLogicTarget, new_segmentation
+    from medsamkit.mrml.volumes import load_volume, volume_geometry, volume_plane_slice_to_ras
+
+    node = load_volume(ctx, DATA / "sample_lung_ct.nii.gz")
+    label = read_image(DATA / "sample_lung_ct.label.nii.gz").array > 0
+    seg, sid = new_segmentation(ctx, node, segment_name="tumour")
+    g = volume_geometry(node)
+    return SimpleNamespace(ctx=ctx, node=node, label=label, seg=seg, sid=sid, g=g,
+                           view=volume_plane_slice_to_ras(g, 0, K), target=EditorLogicTarget(ctx, seg, node, sid))
+
+
+def _ras(ct, xy):
+    return ct.g.ijk_to_ras_points(ct.g.slice_to_ijk([xy], K, 0))[0]
+
+
+def _dice(a, b):
+    return 2.0 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+
+
+def test_prompt_state_resets_on_another_slice(ct):
+    from medsamkit.mrml.interactive import PromptState
+    from medsamkit.mrml.volumes import volume_plane_slice_to_ras
+
+    state = PromptState()
+    p = state.set_box(ct.node, ct.view, _ras(ct, (90, 91)), _ras(ct, (125, 124)))
+    np.testing.assert_allclose(p.box, [90, 91, 125, 124], atol=1e-4)
+    p = state.add_point(ct.node, ct.view, _ras(ct, (100, 100)), positive=False)
+    assert p.box is not None and p.labels.tolist() == [0]
+    other = volume_plane_slice_to_ras(ct.g, 0, K + 1)
+    p = state.add_point(ct.node, other, ct.g.ijk_to_ras_points([[100, 100, K + 1]])[0])
+    assert p.box is None and p.labels.tolist() == [1] and p.view.index == K + 1
+
+
+def test_worker_thread_box_then_refine_with_negative_point(ct, engine):
+    """Box -> result on the worker while the main thread keeps running; then a negative click refines it."""
+    from medsamkit.mrml.interactive import PromptState, apply_result, prepare_slice_request, run_request
+    from medsamkit.mrml.jobs import Worker
+    from medsamkit.mrml.segments import segment_array
+
+    ys, xs = np.nonzero(ct.label[K])
+    state = PromptState()
+    prompt = state.set_box(ct.node, ct.view, _ras(ct, (xs.min() - 3, ys.min() - 3)), _ras(ct, (xs.max() + 3, ys.max() + 3)))
+    request = prepare_slice_request(ct.node, ct.seg, prompt, window="lung")
+    worker = Worker()
+    try:
+        main_ticks = 0
+        job = worker.submit(run_request, engine, request, label="box")
+        assert worker.busy or job.done()
+        while not job.done():  # what the effect's QTimer does: the main thread is free meanwhile
+            main_ticks += 1
+            time.sleep(0.005)
+        result = job.result()
+        assert threading.current_thread() is threading.main_thread()
+        apply_result(ct.target, result, "replace")  # main thread
+        first = segment_array(ct.ctx, ct.seg, ct.sid, ct.node)[K].astype(bool)
+        assert np.array_equal(first, result.prediction.mask)
+        assert _dice(first, ct.label[K]) > 0.75  # measured 0.814 (same as `medsamkit demo`)
+        state.remember(result)
+        # A negative click on a foreground pixel the model got wrong (outside the label), refine mode.
+        wrong = np.argwhere(first & ~ct.label[K])
+        assert len(wrong) > 0
+        y, x = wrong[len(wrong) // 2]
+        prompt = state.add_point(ct.node, ct.view, _ras(ct, (float(x), float(y))), positive=False)
+        request = prepare_slice_request(ct.node, ct.seg, prompt, window="lung", mask_input=state.previous)
+        calls = engine.predictor.model.encoder_calls
+        job = worker.submit(run_request, engine, request, label="refine")
+        refined = job.result(timeout=120)
+        assert engine.predictor.model.encoder_calls == calls  # same slice: embedding cached, decoder only
+        apply_result(ct.target, refined, "replace")
+        second = segment_array(ct.ctx, ct.seg, ct.sid, ct.node)[K].astype(bool)
+        assert np.array_equal(second, refined.prediction.mask)
+        assert not second[y, x]  # the clicked pixel is background now
+        ct.target.undo()  # one undo step per result
+        assert np.array_equal(segment_array(ct.ctx, ct.seg, ct.sid, ct.node)[K].astype(bool), first)
+    finally:
+        worker.shutdown()
+    assert main_ticks > 0
+
+
+def test_cancel_stops_the_job_and_writes_nothing(ct, engine):
+    from medsamkit.mrml.interactive import PromptState, prepare_slice_request, run_request
+    from medsamkit.mrml.jobs import Worker
+    from medsamkit.mrml.segments import segment_array
+    from medsamkit.progress import Cancelled
+
+    prompt = PromptState().set_box(ct.node, ct.view, _ras(ct, (20, 20)), _ras(ct, (60, 60)))
+    request = prepare_slice_request(ct.node, ct.seg, prompt, window="lung")
+    worker = Worker()
+    started = threading.Event()
+    release = threading.Event()
+
+    def blocked_then_run(*args, progress=None, cancel=None):
+        started.set()
+        release.wait(10)
+        return run_request(*args, progress=progress, cancel=cancel)
+
+    try:
+        job = worker.submit(blocked_then_run, engine, request)
+        assert started.wait(10)
+        job.cancel()
+        release.set()
+        with pytest.raises(Cancelled):
+            job.result(timeout=60)
+    finally:
+        worker.shutdown()
+    assert segment_array(ct.ctx, ct.seg, ct.sid, ct.node).sum() == 0
+
+
+def test_backend_engine_gives_the_local_engines_mask(ct, engine):
+    """The same prompt through medsamkit.backend's LocalBackend (the interface RemoteBackend shares)."""
+    from medsamkit.backend.local import LocalBackend
+    from medsamkit.mrml.engine import BackendEngine
+    from medsamkit.mrml.interactive import PromptState, prepare_slice_request, run_request
+
+    ys, xs = np.nonzero(ct.label[K])
+    prompt = PromptState().set_box(ct.node, ct.view, _ras(ct, (xs.min() - 3, ys.min() - 3)),
+                                   _ras(ct, (xs.max() + 3, ys.max() + 3)))
+    request = prepare_slice_request(ct.node, ct.seg, prompt, window="lung")
+    direct = run_request(engine, request)
+    via_backend = run_request(BackendEngine(LocalBackend(predictor=engine.predictor)), request)
+    assert np.array_equal(direct.prediction.mask, via_backend.prediction.mask)
+    assert np.array_equal(direct.placement.mask, via_backend.placement.mask)

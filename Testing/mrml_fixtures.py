@@ -1,0 +1,43 @@
+"""Fixtures shared by the MRML-layer tests (Testing/mrml) and the extension tests (Testing/extension).
+
+Imported by those test modules (``from mrml_fixtures import ctx, engine, slicer_core``) rather than
+living in per-folder conftest.py files: other test modules do ``from conftest import ...`` and expect
+Testing/conftest.py, which a second module named ``conftest`` would shadow.
+
+``import slicer`` (slicer-core) takes 1-2 s, so it happens once per session (``slicer_core``); a scene
+with its module logics costs ~35 ms, so each test gets a fresh one (``ctx``). Importing this module
+skips the importing test module, visibly, when slicer-core is not installed.
+"""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("slicer", reason="slicer-core is not installed (pip install 'medsamkit[slicer]')")
+
+
+@pytest.fixture(scope="session")
+def slicer_core():
+    import slicer
+
+    from medsamkit.mrml.context import quiet_vtk
+
+    quiet_vtk("ERROR")
+    return slicer
+
+
+@pytest.fixture()
+def ctx(slicer_core):
+    from medsamkit.mrml.context import make_context
+
+    context = make_context()
+    yield context
+    context.scene.Clear(1)
+
+
+@pytest.fixture(scope="session")
+def engine(shared_predictor):
+    """The in-process engine on the session's shared predictor: slices encoded by one test are cache
+    hits in the next (the dev CT's tumour slices recur across these tests)."""
+    from medsamkit.mrml.engine import PredictorEngine
+
+    return PredictorEngine(shared_predictor)

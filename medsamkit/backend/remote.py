@@ -1,0 +1,408 @@
+"""RemoteBackend: the Backend interface on a ``medsamkit serve`` server (typically a CUDA machine).
+
+The image or volume is compressed and uploaded once per session (wire.py); each prompt then sends
+a few dozen bytes of JSON and gets back the mask's bounding-box region, bit-packed and compressed,
+from which the full-size mask is rebuilt here. Low-res logits (the mask prompt for refinement)
+stay on the server: a :class:`RemotePrediction` passed as ``mask_input`` travels as its id, and
+its ``low_res_logits``/``logits`` are downloaded only if read.
+
+Failure handling, so the caller never hangs and always gets a MedSAMError saying what to do:
+
+- every request has a time limit (``timeout`` seconds for the server's answer, ``upload_timeout``
+  for uploads); a server that stops answering raises ServerUnreachableError within it;
+- refused or broken connections are retried ``retries`` times with a short back-off inside the
+  same limit, then raise ServerUnreachableError (a server killed mid-request: at once);
+- 401 -> AuthenticationError, 409 or another API version at /version -> VersionMismatchError;
+- a session the server no longer knows (restart, expiry) is re-created from the kept upload and
+  the request repeated, once; predictions it lost are recomputed from their prompts (the model is
+  deterministic), so a server restart costs one upload and one encoding, not the user's work;
+- a daemon thread sends a heartbeat every ``heartbeat_s`` so an idle session does not expire.
+
+Thread safety: one worker thread issues requests (worker.py); the heartbeat thread only reads the
+session id. Needs ``httpx`` (the ``server`` extra); ``zstandard`` is used when present.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import numpy as np
+
+from .. import __version__
+from ..embedding_cache import digest
+from ..errors import InputError
+from ..predictor import Prediction
+from ..preprocess import Normalization, validate_image
+from ..prompts import make_prompt
+from ..progress import check_cancel
+from ..server import protocol, wire
+from ..volume import numpy_axis
+from .base import Backend, BackendInfo, ImageInfo, check_volume, slice_hw
+from .errors import SessionLostError, VersionMismatchError
+from .transport import Transport, resolve_token
+
+JOB_POLL_S = 0.25  # progress poll of long jobs: 4 small GETs a second
+
+
+class RemotePrediction(Prediction):
+    """A Prediction whose mask is here and whose logits stay on the server until read."""
+
+    def __init__(self, backend: "RemoteBackend", mask: np.ndarray, score: float, pid: str, generation: int,
+                 request: dict):
+        self.mask = mask
+        self.score = score
+        self._backend = backend
+        self._pid = pid
+        self._generation = generation
+        self._request = request          # the prompts that produced it (to recompute after a restart)
+        self._low_res: np.ndarray | None = None
+        self._full: np.ndarray | None = None
+        self.server_ms: float | None = None  # time the server spent on it (round trip minus this = transport)
+
+    @property
+    def low_res_logits(self) -> np.ndarray:
+        """(L, L) float32 low-res logits in the model frame (downloaded on first use)."""
+        if self._low_res is None:
+            self._low_res = self._backend._fetch_logits(self, full=False)
+        return self._low_res
+
+    @property
+    def logits(self) -> np.ndarray:
+        """(H, W) float32 logits on the image grid (downloaded on first use; mask = logits > 0)."""
+        if self._full is None:
+            self._full = self._backend._fetch_logits(self, full=True)
+        return self._full
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return f"RemotePrediction(mask={self.mask.shape} {int(self.mask.sum())} px, score={self.score:.3f})"
+
+
+class RemoteBackend(Backend):
+    """Client of a medsamkit server.
+
+    url: ``http://host:port`` (``host:port`` works too). token: the server's bearer token, else
+    the file ``token_file``, else the environment variable MEDSAMKIT_TOKEN, else none.
+    timeout: seconds to wait for an answer to a prompt; connect_timeout: to reach the server;
+    upload_timeout: for an image/volume upload; retries: extra attempts after a refused/broken
+    connection; heartbeat_s: seconds between heartbeats (None: a third of the server's session TTL);
+    job_timeout: longest propagation/markers job (its progress is polled every JOB_POLL_S, each poll
+    bounded by ``timeout``, so a dead or hung server is still reported within ``timeout``).
+
+    Raises ServerUnreachableError, VersionMismatchError or AuthenticationError at construction.
+    """
+
+    def __init__(self, url: str, token: str | None = None, token_file: "str | os.PathLike | None" = None,
+                 timeout: float = 30.0, connect_timeout: float = 5.0, upload_timeout: float = 300.0,
+                 retries: int = 2, heartbeat_s: float | None = None, job_timeout: float = 3600.0):
+        self.job_timeout = float(job_timeout)
+        self._t = Transport(url, resolve_token(token, token_file), timeout, connect_timeout, retries)
+        self.url = self._t.url
+        self.upload_timeout = float(upload_timeout)
+        self._lock = threading.RLock()
+        self._sid: str | None = None
+        self._generation = 0             # bumped whenever a (re)created session replaces the last one
+        self._upload: tuple[bytes, dict] | None = None
+        self._upload_key: tuple | None = None   # identity of the pixels + options last uploaded
+        self._info: ImageInfo | None = None
+        self._direction = None
+        self.sessions_created = 0
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        try:
+            self.version = self._check_server()
+        except BaseException:
+            self._t.close()
+            raise
+        self.heartbeat_s = float(heartbeat_s) if heartbeat_s else max(1.0, min(60.0, self.version["ttl_s"] / 3))
+        self._codec = wire.choose_codec(self.version.get("codecs"))
+
+    @property
+    def timeout(self) -> float:
+        """Seconds to wait for the server's answer to one request (may be changed at any time)."""
+        return self._t.timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self._t.timeout = seconds
+
+    @property
+    def server_alive(self) -> bool:
+        """False after a request or heartbeat found no server (for a status light in the GUI)."""
+        return self._t.server_alive
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._t.bytes_sent
+
+    @property
+    def bytes_received(self) -> int:
+        return self._t.bytes_received
+
+    # -- interface ---------------------------------------------------------------------------------
+    def info(self) -> BackendInfo:
+        v = self.version
+        return BackendInfo(kind=v["models"][0], device=v["device"], package_version=v["package"], remote=True,
+                           url=self.url, api_version=v["api"],
+                           extra={"model_id": v.get("model_id"), "engine": v.get("engine")})
+
+    def set_image(self, image, normalization="auto", modality=None) -> ImageInfo:
+        arr = validate_image(image)  # fail here, before uploading anything
+        return self._open(arr, "image", normalization, modality, None)
+
+    def set_volume(self, volume, normalization="auto", modality=None, direction=None) -> ImageInfo:
+        arr = check_volume(volume)
+        return self._open(arr, "volume", normalization, modality, direction)
+
+    def predict(self, box=None, points=None, point_labels=None, mask_input=None,
+                multimask_output=None, slice_index=None, axis=0) -> RemotePrediction:
+        ax = numpy_axis(axis, self._direction)
+        hw = slice_hw(self._info, slice_index, ax)
+        # The engine's own checks, here: a bad prompt raises the same InputError as locally, with no round trip
+        prompt = make_prompt(hw, box, points, point_labels, None)
+        if mask_input is not None and not isinstance(mask_input, Prediction):
+            make_prompt(hw, box, points, point_labels, mask_input, int(self.version["low_res_size"]))
+        request = {"box": _floats(box), "points": _points(points),
+                   "point_labels": None if prompt.labels is None else prompt.labels.tolist(),
+                   "multimask_output": multimask_output,
+                   "slice_index": None if slice_index is None else int(slice_index),
+                   "axis": ax, "parent": mask_input}
+        with self._lock:
+            return self._predict(request)
+
+    def propagate(self, slice_index, axis=0, box=None, points=None, point_labels=None, progress=None, cancel=None,
+                  margin_px=None, score_threshold=None, min_area=None, max_slices=None):
+        ax = numpy_axis(axis, self._direction)
+        prompt = make_prompt(slice_hw(self._info, slice_index, ax), box, points, point_labels)
+        body = {"slice_index": int(slice_index), "axis": ax, "box": _floats(box), "points": _points(points),
+                "point_labels": None if prompt.labels is None else prompt.labels.tolist(), "margin_px": margin_px,
+                "score_threshold": score_threshold, "min_area": min_area, "max_slices": max_slices}
+        return self._volume_job("propagate", {k: v for k, v in body.items() if v is not None}, progress, cancel)
+
+    def segment_plan(self, plan, refine=False, progress=None, cancel=None):
+        if not plan.boxes:
+            raise InputError("The box plan is empty: no slice to segment. Draw markers on at least one slice.")
+        body = {"axis": int(plan.axis), "boxes": {str(int(k)): _floats(b) for k, b in plan.boxes.items()},
+                "marked": [int(k) for k in plan.marked], "warnings": [str(w) for w in plan.warnings],
+                "refine": bool(refine)}
+        return self._volume_job("segment_plan", body, progress, cancel)
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._close_session()
+            self._upload = None
+        self._t.close()
+
+    # -- sessions ----------------------------------------------------------------------------------
+    def _open(self, arr, kind, normalization, modality, direction) -> ImageInfo:
+        norm = normalization
+        if isinstance(norm, Normalization):
+            norm = {"mode": norm.mode, "low": norm.low, "high": norm.high, "keep_zero": norm.keep_zero,
+                    "label": norm.label}
+        meta = {"kind": kind, "normalization": norm, "modality": modality,
+                "direction": None if direction is None else [float(v) for v in np.ravel(direction)]}
+        # Setting the same pixels and options again keeps the session: no second upload (a caller that
+        # sets the volume before every operation pays one hash, ~0.1 s per 100 MB, not an upload).
+        key = (digest(arr), json.dumps(meta, sort_keys=True))
+        if key == self._upload_key and self._upload is not None and self._info is not None:
+            return self._info
+        frame = wire.encode_array(arr, self._codec)
+        with self._lock:
+            self._close_session()
+            self._upload, self._direction, self._info, self._upload_key = (frame, meta), direction, None, None
+            try:
+                self._create_session()
+            except BaseException:
+                self._upload = None  # refused (too large, busy, ...): nothing is set
+                raise
+            self._upload_key = key
+            self._start_heartbeat()
+            return self._info
+
+    def _create_session(self) -> None:
+        frame, meta = self._upload
+        resp = self._request("POST", protocol.PATH_SESSIONS, content=frame, timeout=self.upload_timeout,
+                             headers={protocol.META_HEADER: json.dumps(meta), "Content-Type": protocol.OCTET})
+        body = resp.json()
+        self._sid = body["session"]
+        self._generation += 1
+        self.sessions_created += 1
+        self._info = ImageInfo(tuple(body["shape"]), bool(body["is_volume"]), body["normalization"],
+                               body.get("normalization_key", ""))
+
+    def _close_session(self) -> None:
+        sid, self._sid = self._sid, None
+        if sid is not None:  # best effort: an unreachable server forgets the session by itself (TTL)
+            self._t.quiet("DELETE", protocol.session_path(sid))
+
+    def _session(self) -> str:
+        if self._upload is None:
+            raise InputError("No image is set: call set_image() or set_volume() first.")
+        if self._sid is None:
+            self._create_session()
+        return self._sid
+
+    def _with_session(self, call):
+        """Run ``call(sid)``; if the server lost the session, re-create it from the upload and run once more."""
+        try:
+            return call(self._session())
+        except SessionLostError as exc:
+            if exc.code != "session_unknown":
+                raise
+            self._sid = None
+            return call(self._session())
+
+    # -- predictions -------------------------------------------------------------------------------
+    def _predict(self, request: dict) -> RemotePrediction:
+        def call(sid):
+            body = {k: v for k, v in request.items() if k != "parent" and v is not None}
+            body.update(self._mask_ref(request["parent"], sid))
+            try:
+                resp = self._request("POST", protocol.session_path(sid, "predict"), json=body)
+            except SessionLostError as exc:
+                if exc.code != "prediction_unknown" or not isinstance(request["parent"], RemotePrediction):
+                    raise
+                request["parent"]._pid = None  # evicted on the server: recompute it, then retry once
+                body.update(self._mask_ref(request["parent"], sid))
+                resp = self._request("POST", protocol.session_path(sid, "predict"), json=body)
+            return resp
+
+        resp = self._with_session(call)
+        meta = json.loads(resp.headers[protocol.META_HEADER])
+        mask = wire.decode_mask(resp.content)
+        pred = RemotePrediction(self, mask, float(meta["score"]), meta["prediction_id"], self._generation, request)
+        pred.server_ms = meta.get("server_ms")
+        return pred
+
+    def _mask_ref(self, parent, sid: str) -> dict:
+        """JSON fields naming the mask prompt on the server, uploading or recomputing it if needed."""
+        if parent is None:
+            return {}
+        if isinstance(parent, RemotePrediction) and parent._backend is self:
+            if parent._generation == self._generation and parent._pid is not None:
+                return {"mask_prediction": parent._pid}
+            if parent._low_res is None:  # lost with the old session or evicted: recompute it from its prompts
+                self._revive(parent)
+                return {"mask_prediction": parent._pid}
+        logits = parent.low_res_logits if isinstance(parent, Prediction) else np.asarray(parent, np.float32)
+        resp = self._request("POST", protocol.session_path(sid, "masks"),
+                             content=wire.encode_array(np.ascontiguousarray(logits, np.float32), self._codec),
+                             headers={"Content-Type": protocol.OCTET})
+        return {"mask_id": resp.json()["mask_id"]}
+
+    def _revive(self, pred: RemotePrediction) -> None:
+        """Recompute a prediction the server no longer holds (same prompts -> same logits)."""
+        again = self._predict(pred._request)
+        pred._pid, pred._generation = again._pid, again._generation
+
+    def _fetch_logits(self, pred: RemotePrediction, full: bool) -> np.ndarray:
+        with self._lock:
+            for attempt in range(2):
+                if pred._generation != self._generation or pred._pid is None or self._sid is None:
+                    self._revive(pred)
+                try:
+                    resp = self._request("GET", protocol.logits_path(self._sid, pred._pid), params={"full": int(full)})
+                    break
+                except SessionLostError:
+                    if attempt:
+                        raise
+                    pred._pid = None  # evicted or the session is gone: recompute once, then read again
+        return wire.decode_array(resp.content)
+
+    # -- long jobs ---------------------------------------------------------------------------------
+    def _volume_job(self, action: str, body: dict, progress, cancel):
+        """POST a long job and, while it runs, poll its progress (which also proves the server is
+        alive: a hung server raises within ``timeout``) and forward a cancel request."""
+        from ..volume_segmentation import VolumeSegmentation
+
+        if self._info is None or not self._info.is_volume:
+            raise InputError("Propagation and markers need a volume: call set_volume() first.")
+        check_cancel(cancel)
+        with self._lock:
+            resp = self._with_session(lambda sid: self._polled(sid, action, body, progress, cancel))
+        meta = json.loads(resp.headers[protocol.META_HEADER])
+        norm = meta.get("normalization")
+        return VolumeSegmentation(
+            mask=wire.decode_mask(resp.content).astype(np.uint8), axis=int(meta["axis"]),
+            scores={int(k): float(v) for k, v in meta["scores"].items()}, slices=[int(k) for k in meta["slices"]],
+            warnings=list(meta["warnings"]), boxes={int(k): np.asarray(v) for k, v in meta["boxes"].items()},
+            refined=[int(k) for k in meta["refined"]], normalization=None if norm is None else Normalization(**norm))
+
+    def _polled(self, sid: str, action: str, body: dict, progress, cancel):
+        outcome: dict = {}
+
+        def send():
+            try:
+                outcome["resp"] = self._request("POST", protocol.session_path(sid, action), json=body,
+                                                timeout=self.job_timeout)
+            except BaseException as exc:  # handed to the calling thread below
+                outcome["error"] = exc
+
+        sender = threading.Thread(target=send, name="medsamkit-job", daemon=True)
+        sender.start()
+        cancel_sent = False
+        while True:
+            sender.join(JOB_POLL_S)
+            if not sender.is_alive():
+                break
+            if cancel is not None and not cancel_sent and cancel():
+                self._t.quiet("POST", protocol.session_path(sid, "cancel"))
+                cancel_sent = True
+            try:
+                state = self._request("GET", protocol.session_path(sid, "progress")).json()
+            except SessionLostError:
+                continue  # the job's own reply says what happened
+            if progress is not None and state["total"]:
+                progress(state["done"], state["total"], state["text"])
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["resp"]
+
+    # -- transport ---------------------------------------------------------------------------------
+    def _check_server(self) -> dict:
+        resp = self._request("GET", protocol.PATH_VERSION)
+        try:
+            v = resp.json()
+            api = int(v["api"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise VersionMismatchError(f"{self.url} answers, but not as a medsamkit server ({exc}); check the URL.")
+        if api != protocol.API_VERSION:
+            raise VersionMismatchError(
+                f"The server at {self.url} runs medsamkit {v.get('package', '?')} (API {api}); this client is "
+                f"medsamkit {__version__} (API {protocol.API_VERSION}). "
+                "Install the same medsamkit version on both sides.")
+        v["ttl_s"] = float(v.get("limits", {}).get("session_ttl_s", protocol.DEFAULT_SESSION_TTL_S))
+        self._request("GET", protocol.PATH_STATS)  # a wrong token fails here, not at the first click
+        return v
+
+    def _request(self, method: str, path: str, timeout: float | None = None, **kwargs):
+        return self._t.request(method, path, timeout=timeout, **kwargs)
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is not None and self._heartbeat.is_alive():
+            return
+        self._heartbeat = threading.Thread(target=self._beat, name="medsamkit-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            sid = self._sid
+            if sid is not None and self._t.quiet("POST", protocol.session_path(sid, "heartbeat")) == 404:
+                if self._sid == sid:
+                    self._sid = None  # expired or the server restarted: the next request re-creates it
+
+
+def _floats(v):
+    return None if v is None else [float(x) for x in np.ravel(np.asarray(v, dtype=np.float64))]
+
+
+def _points(v):
+    if v is None or not len(np.atleast_1d(v)):
+        return None
+    return np.asarray(v, dtype=np.float64).reshape(-1, 2).tolist()
+
+

@@ -1,0 +1,131 @@
+"""Engine choice: ``torch`` (the reference), ``onnx`` (ONNX Runtime, CPU) or ``auto`` (fastest available).
+
+:func:`with_engine` takes the torch :class:`~medsamkit.models.base.PromptableModel` that
+``load_model`` built and returns the model to use: itself for ``torch``, or an
+:class:`~.onnx_model.OnnxPromptableModel` built from exported graphs cached per checkpoint
+(:mod:`.artifacts`). When the fast path cannot be used the torch model is returned and the reason
+is kept in ``model.fallback_reason``; a :class:`FastPathUnavailable` warning says what to do
+whenever the user could have had it (ONNX Runtime missing, export failed, ``onnx`` asked for a
+kind or device it does not serve). ``auto`` on a GPU stays on torch without a warning: the
+ONNX engine here is a CPU engine.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+from ..errors import InputError
+
+ENGINES = ("auto", "torch", "onnx")
+PRECISIONS = ("fp32", "int8")
+#: Kinds whose ONNX export was validated (masks vs torch on the dev set, speed measured).
+ONNX_KINDS = ("litemedsam",)
+#: fp32 by default: identical masks. int8 is opt-in (MEDSAMKIT_ONNX_PRECISION=int8), see docs/fast-inference.md.
+DEFAULT_PRECISION = "fp32"
+
+log = logging.getLogger("medsamkit.fast")
+
+
+class FastPathUnavailable(UserWarning):
+    """The ONNX engine could not be used; the PyTorch engine runs instead (slower, same masks)."""
+
+
+def resolve_engine(engine: str | None) -> str:
+    """None -> ``$MEDSAMKIT_ENGINE`` or ``torch``; validates the name (InputError lists choices)."""
+    name = (engine or os.environ.get("MEDSAMKIT_ENGINE") or "torch").strip().lower()
+    if name not in ENGINES:
+        raise InputError(f"Unknown engine '{engine}'. Choose one of: {', '.join(ENGINES)} "
+                         "(auto = ONNX Runtime on the CPU when installed, else PyTorch).")
+    return name
+
+
+def resolve_precision(precision: str | None) -> str:
+    name = (precision or os.environ.get("MEDSAMKIT_ONNX_PRECISION") or DEFAULT_PRECISION).strip().lower()
+    if name not in PRECISIONS:
+        raise InputError(f"Unknown ONNX precision '{precision}'. Choose one of: {', '.join(PRECISIONS)}.")
+    return name
+
+
+def onnxruntime_available() -> tuple[bool, str]:
+    """(available, reason). Needs both onnxruntime (to run) and onnx (the exporter writes with it)."""
+    try:
+        import onnxruntime  # noqa: F401
+        import onnx  # noqa: F401
+    except ImportError as exc:
+        return False, (f"ONNX Runtime is not installed ({exc}); install it for 2-3x faster CPU inference with the same masks: "
+                       "python -m pip install \"medsamkit[fast]\"")
+    return True, ""
+
+
+def _fallback(model, reason: str, warn: bool):
+    model.fallback_reason = reason
+    model.engine = "torch"
+    if warn:
+        warnings.warn(f"Using the PyTorch engine: {reason}", FastPathUnavailable, stacklevel=3)
+    else:
+        log.info("Using the PyTorch engine: %s", reason)
+    return model
+
+
+def with_engine(model, engine: str | None = "auto", precision: str | None = None,
+                cache_dir: "str | os.PathLike | None" = None, threads: int | None = None):
+    """Return ``model`` (a torch PromptableModel) or its ONNX Runtime equivalent.
+
+    engine: ``auto``/``torch``/``onnx`` (None = $MEDSAMKIT_ENGINE or torch). precision: ``fp32``
+    or ``int8`` (None = $MEDSAMKIT_ONNX_PRECISION or fp32). cache_dir: where exported graphs are
+    kept (None = :func:`.artifacts.cache_dir`). threads: ORT intra-op threads (None = all cores).
+    The first use of a checkpoint exports its graphs (~10 s on 2 cores); later starts load them.
+    Never raises for an unavailable fast path: falls back to ``model`` (see module docstring).
+    Raises InputError for unknown engine/precision names.
+    """
+    name = resolve_engine(engine)
+    prec = resolve_precision(precision)
+    if name == "torch":
+        model.engine = "torch"
+        model.fallback_reason = None
+        return model
+    explicit = name == "onnx"
+    if model.kind not in ONNX_KINDS:
+        return _fallback(model, f"the ONNX engine is validated for {', '.join(ONNX_KINDS)} only, not "
+                                f"'{model.kind}'.", warn=explicit)
+    if str(model.device) != "cpu":
+        return _fallback(model, f"the ONNX engine runs on the CPU; the model is on '{model.device}' "
+                                "(use --device cpu to use it).", warn=explicit)
+    ok, reason = onnxruntime_available()
+    if not ok:
+        return _fallback(model, reason, warn=True)
+    try:
+        return build_onnx_model(model, prec, cache_dir=cache_dir, threads=threads)
+    except Exception as exc:  # export/ORT failures must never stop segmentation: torch still works
+        return _fallback(model, f"the ONNX export or ONNX Runtime failed ({type(exc).__name__}: {exc}). "
+                                "Report this; use --engine torch to silence this message.", warn=True)
+
+
+def build_onnx_model(model, precision: str = "fp32", cache_dir: "str | os.PathLike | None" = None,
+                     threads: int | None = None):
+    """Export (once, cached) and load the ONNX graphs of ``model``; raises on failure."""
+    from . import onnx_export
+    from .artifacts import ArtifactKey, ensure_artifact
+    from .onnx_model import OnnxPromptableModel
+
+    if not model.checkpoint_sha256:
+        raise InputError("The ONNX engine needs a model loaded from a checkpoint file (its hash keys the cache).")
+    folder = Path(cache_dir) if cache_dir is not None else None
+    sha = model.checkpoint_sha256
+    size = model.transform.spec.size
+
+    def key(component, prec):
+        return ArtifactKey(model.kind, sha, component, prec)
+
+    enc32 = ensure_artifact(key("encoder", "fp32"), lambda p: onnx_export.export_encoder(model.net, size, p),
+                            folder, log.info)
+    enc = enc32
+    if precision == "int8":
+        enc = ensure_artifact(key("encoder", "int8"), lambda p: onnx_export.quantize_int8(str(enc32), p),
+                              folder, log.info)
+    dec = ensure_artifact(key("decoder", "fp32"), lambda p: onnx_export.export_decoder(model.net, p),
+                          folder, log.info)
+    fast = OnnxPromptableModel(model, enc, dec, precision=precision, threads=threads)
+    return fast

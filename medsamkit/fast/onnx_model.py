@@ -1,0 +1,135 @@
+"""ONNX Runtime version of a loaded model, with PromptableModel's interface.
+
+``OnnxPromptableModel`` wraps the torch :class:`~medsamkit.models.base.PromptableModel` it was
+built from (kept as ``.reference``: the spec, the transform and the torch weights stay the single
+source of truth) and runs the encoder and decoder graphs exported by :mod:`.onnx_export` with
+ONNX Runtime on the CPU. ``encode`` returns a torch tensor (1, 256, E, E) and ``decode`` torch
+tensors, so the Predictor, the embedding cache and volume code use it unchanged.
+
+Design notes (measured on the 2-core AVX-512 dev machine, see benchmarks/RESULTS.md):
+- ORT with all graph optimisations (Conv+BN folding, GELU/LayerNorm fusion, NCHWc convolution
+  layouts) runs the LiteMedSAM encoder in 0.55x the CPU time of eager PyTorch fp32 (1 thread:
+  1.45 vs 2.60 CPU s; 2 threads under load: 3.0x shorter wall time) with the same result (max
+  |diff| of the embedding 5e-6); the decoder in 0.6x (69 vs 114 CPU ms, 1 thread). fp32 is
+  near this CPU's bound: the encoder's ~72 GFLOP run at ~50 GFLOP/s per core, and one core's
+  SGEMM peak measured ~80 GFLOP/s, so 5x over PyTorch (25 GFLOP/s) is out of reach in fp32.
+- intra-op threads = the machine's physical cores (ORT's default), so one encode uses all cores;
+  ORT sessions are thread-safe, so a background thread may encode while another decodes
+  (see :mod:`.prefetch`).
+- ``model_id`` differs from the torch model's (engine and precision are part of it), so an
+  embedding cache shared by several models never mixes embeddings from different engines.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .onnx_export import decoder_prompt_arrays
+
+
+def session_options(threads: int | None = None):
+    """ORT options used for both graphs: all graph optimisations, sequential execution.
+
+    threads: intra-op threads; None = ``$MEDSAMKIT_THREADS`` or ORT's default (physical cores).
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    env = os.environ.get("MEDSAMKIT_THREADS")
+    n = threads if threads is not None else (int(env) if env else 0)
+    if n > 0:
+        so.intra_op_num_threads = n
+    so.log_severity_level = 3  # errors only: ORT warns about hardware-specific NCHWc layouts otherwise
+    return so
+
+
+class OnnxPromptableModel:
+    """Same interface as PromptableModel (encode/decode/transform/spec/model_id/...), run by ORT."""
+
+    engine = "onnx"
+
+    def __init__(self, reference, encoder_path: str, decoder_path: str, precision: str = "fp32",
+                 threads: int | None = None):
+        import onnxruntime as ort
+
+        self.reference = reference
+        self.precision = precision
+        self.encoder_path = str(encoder_path)
+        self.decoder_path = str(decoder_path)
+        so = session_options(threads)
+        providers = ["CPUExecutionProvider"]
+        self._enc = ort.InferenceSession(self.encoder_path, so, providers=providers)
+        self._dec = ort.InferenceSession(self.decoder_path, so, providers=providers)
+        self.encoder_calls = 0
+        self.fallback_reason: str | None = None
+
+    # --- PromptableModel's attributes, delegated to the torch model it was built from -------------
+    @property
+    def spec(self):
+        return self.reference.spec
+
+    @property
+    def transform(self):
+        return self.reference.transform
+
+    @property
+    def kind(self) -> str:
+        return self.reference.kind
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    @property
+    def net(self):
+        return self.reference.net
+
+    @property
+    def checkpoint(self):
+        return self.reference.checkpoint
+
+    @property
+    def checkpoint_sha256(self):
+        return self.reference.checkpoint_sha256
+
+    @property
+    def low_res_size(self) -> int:
+        return self.reference.low_res_size
+
+    @property
+    def model_id(self) -> str:
+        """Cache identity: the torch model's id plus engine and precision (never mixed in a cache)."""
+        return f"{self.reference.model_id}:onnx-{self.precision}"
+
+    # --- inference ---------------------------------------------------------------------------------
+    def encode(self, model_input: np.ndarray):
+        """(3, S, S) float32 -> image embedding tensor (1, 256, E, E) float32 on the CPU."""
+        import torch
+
+        x = np.ascontiguousarray(model_input, dtype=np.float32)[None]
+        (emb,) = self._enc.run(None, {"image": x})
+        self.encoder_calls += 1
+        return torch.from_numpy(emb)
+
+    def decode(self, embedding, coords=None, labels=None, box=None, mask_input=None, multimask: bool = False):
+        """As PromptableModel.decode: returns (logits (M, L, L) tensor, iou (M,) tensor), M = 3 or 1.
+
+        embedding: (1, 256, E, E) torch tensor or numpy array (e.g. from the torch engine's cache).
+        """
+        import torch
+
+        if (coords is None or len(coords) == 0) and box is None:  # not reachable through the Predictor
+            emb = embedding if isinstance(embedding, torch.Tensor) else torch.from_numpy(np.asarray(embedding))
+            return self.reference.decode(emb, coords, labels, box, mask_input, multimask)
+        emb = embedding.detach().cpu().numpy() if isinstance(embedding, torch.Tensor) else np.asarray(embedding)
+        feeds = decoder_prompt_arrays(coords, labels, box, mask_input, self.low_res_size)
+        feeds["embedding"] = np.ascontiguousarray(emb, dtype=np.float32)
+        low_res, iou = self._dec.run(None, feeds)
+        sl = slice(1, None) if multimask else slice(0, 1)
+        return torch.from_numpy(low_res[0, sl]), torch.from_numpy(iou[0, sl])
+
+    def __repr__(self) -> str:
+        return f"OnnxPromptableModel({self.kind}, {self.precision}, {os.path.basename(self.encoder_path)})"

@@ -1,0 +1,196 @@
+"""One interactive prompt, split by thread: prepare (main thread) -> run (worker) -> apply (main thread).
+
+The Segment Editor effect must never block the UI during inference and must only touch MRML on the
+main thread. So each prompt is three calls:
+
+1. ``prepare_*`` reads the scene (volume voxels, geometry, view, prompts in RAS) and returns a request
+   holding plain numpy copies — nothing in it refers to a MRML node.
+2. ``run_request`` runs the engine on the request; it is safe on a worker thread (it touches no MRML),
+   takes ``progress``/``cancel`` callables and may take seconds.
+3. ``apply_result`` writes the result into the selected segment as one undo step
+   (:func:`medsamkit.mrml.segments.write_mask`).
+
+:class:`PromptState` keeps what the user has drawn on the current slice (box, +/- points, the last
+low-res logits for refinement) and forgets it when the view moves to another slice or volume.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError
+from ..predictor import Prediction
+from ..preprocess import Normalization, resolve_normalization
+from ..progress import CancelFn, ProgressFn
+from .prompts import SlicePrompt, box_from_ras, ras_to_slice_pixels
+from .segments import MaskPlacement, SegmentTarget, WriteReport, ijk_to_segmentation, place_slice_mask, \
+    place_volume_mask, write_mask
+from .volumes import ViewSlice, array_from_volume, display_window_normalization, slice_image, slice_in_view, \
+    volume_geometry
+
+DISPLAY_WINDOW = "display"  # window option meaning "use the volume's current display window/level"
+
+
+class NormalizationCache:
+    """Intensity mappings resolved once per volume content (percentiles over a volume take ~0.1-1 s)."""
+
+    def __init__(self):
+        self._cache: dict[tuple, Normalization] = {}
+
+    def resolve(self, volume_node, volume: np.ndarray, window: "str | Normalization") -> Normalization:
+        """``window``: a preset/"W,L"/"auto"/"percentile"/"none", :data:`DISPLAY_WINDOW`, or a Normalization."""
+        if isinstance(window, Normalization) and window.mode == "range":
+            return window
+        if window == DISPLAY_WINDOW:
+            return display_window_normalization(volume_node)
+        key = (volume_node.GetID(), volume_node.GetImageData().GetMTime(), str(window))
+        if key not in self._cache:
+            self._cache = {k: v for k, v in self._cache.items() if k[0] != key[0]}  # one entry per volume
+            self._cache[key] = resolve_normalization(window, volume)
+        return self._cache[key]
+
+
+@dataclass
+class SliceRequest:
+    """Everything a worker needs to segment one slice (plain data, no MRML)."""
+
+    image: np.ndarray                # (H, W) raw intensities of the slice (storage order)
+    normalization: Normalization
+    prompt: SlicePrompt              # XY pixels of ``image``
+    mask_input: object               # previous Prediction on this slice (or its (L, L) logits), or None
+    ijk_to_target: np.ndarray        # (4, 4) volume IJK -> segmentation node RAS
+
+
+@dataclass
+class VolumeRequest:
+    """A 3D run: ``kind`` "markers" (``plan`` = BoxPlan) or "propagate" (``prompt`` on one slice)."""
+
+    kind: str
+    volume: np.ndarray               # (K, J, I) raw intensities
+    normalization: Normalization
+    ijk_to_target: np.ndarray
+    plan: object = None
+    prompt: SlicePrompt | None = None
+    refine: bool = False
+
+
+@dataclass
+class Result:
+    request: "SliceRequest | VolumeRequest"
+    placement: MaskPlacement
+    seconds: float
+    prediction: Prediction | None = None   # slice runs: for the next refinement
+    warnings: list = field(default_factory=list)
+    summary: str = ""
+
+
+def read_view(volume_node, slice_to_ras) -> tuple[object, ViewSlice]:
+    """(VolumeGeometry in world RAS, the ViewSlice shown by a view with ``slice_to_ras``)."""
+    geometry = volume_geometry(volume_node)
+    return geometry, slice_in_view(geometry, slice_to_ras)
+
+
+def prepare_slice_request(volume_node, segmentation_node, prompt: SlicePrompt, window="auto",
+                          mask_input=None, cache: NormalizationCache | None = None) -> SliceRequest:
+    """Main thread: copy the prompt's slice and resolve the intensity mapping on the whole volume."""
+    volume = array_from_volume(volume_node, copy=False)
+    norm = (cache or NormalizationCache()).resolve(volume_node, volume, window)
+    return SliceRequest(slice_image(volume, prompt.view), norm, prompt, mask_input,
+                        ijk_to_segmentation(volume_node, segmentation_node))
+
+
+def prepare_volume_request(volume_node, segmentation_node, kind: str, window="auto", plan=None,
+                           prompt: SlicePrompt | None = None, refine: bool = False,
+                           cache: NormalizationCache | None = None) -> VolumeRequest:
+    """Main thread: copy the volume for a "markers" (needs ``plan``) or "propagate" (needs ``prompt``) run."""
+    if kind not in ("markers", "propagate"):
+        raise InputError(f"Unknown 3D run '{kind}'; use markers or propagate.")
+    if (kind == "markers" and plan is None) or (kind == "propagate" and prompt is None):
+        raise InputError("Markers need at least one line; propagation needs a box or points on a slice.")
+    volume = array_from_volume(volume_node, copy=True)
+    norm = (cache or NormalizationCache()).resolve(volume_node, volume, window)
+    return VolumeRequest(kind, volume, norm, ijk_to_segmentation(volume_node, segmentation_node), plan, prompt, refine)
+
+
+def run_request(engine, request, progress: ProgressFn = None, cancel: CancelFn = None) -> Result:
+    """Worker thread: run the engine. Touches no MRML. Raises MedSAMError (incl. Cancelled) on failure."""
+    t0 = time.perf_counter()
+    if isinstance(request, SliceRequest):
+        p = request.prompt
+        pred = engine.segment_slice(request.image, request.normalization, box=p.box, points=p.points,
+                                    point_labels=p.labels, mask_input=request.mask_input, cancel=cancel)
+        placement = place_slice_mask(pred.mask, p.view, request.ijk_to_target)
+        return Result(request, placement, time.perf_counter() - t0, prediction=pred,
+                      summary=f"slice {p.view.index}: {int(pred.mask.sum())} pixels, predicted IoU {pred.score:.2f}")
+    if request.kind == "markers":
+        seg = engine.segment_plan(request.volume, request.plan, request.normalization, refine=request.refine,
+                                  progress=progress, cancel=cancel)
+    else:
+        p = request.prompt
+        seg = engine.propagate(request.volume, p.view.index, p.view.axis, box=p.box, points=p.points,
+                               point_labels=p.labels, normalization=request.normalization, progress=progress,
+                               cancel=cancel)
+    placement = place_volume_mask(seg.mask, request.ijk_to_target, seg.axis, seg.slices)
+    return Result(request, placement, time.perf_counter() - t0, warnings=list(seg.warnings),
+                  summary=f"{len(seg.slices)} slices, {int(seg.mask.sum())} voxels")
+
+
+def apply_result(target: SegmentTarget, result: Result, mode: str = "replace") -> WriteReport:
+    """Main thread: write a result into the selected segment as one undo step."""
+    return write_mask(target, result.placement, mode)
+
+
+@dataclass
+class PromptState:
+    """What the user drew on the current slice, in that slice's pixels.
+
+    A box starts a new object (points and the previous result are dropped); points accumulate;
+    ``previous`` is the last result's Prediction, the mask prompt in refine mode (kept as the Prediction,
+    not its logits: a remote backend fetches logits only when needed, and on the worker thread). Moving
+    to another slice or volume (a different ``key``) starts afresh.
+    """
+
+    key: tuple | None = None
+    view: ViewSlice | None = None
+    box: np.ndarray | None = None
+    points: list = field(default_factory=list)
+    labels: list = field(default_factory=list)
+    previous: Prediction | None = None
+
+    def _enter(self, volume_id: str, view: ViewSlice) -> None:
+        key = (volume_id, view.axis, view.index, view.shape)
+        if key != self.key:
+            self.key, self.view = key, view
+            self.box, self.points, self.labels, self.previous = None, [], [], None
+
+    def set_box(self, volume_node, slice_to_ras, corner_a_ras, corner_b_ras) -> SlicePrompt:
+        geometry, view = read_view(volume_node, slice_to_ras)
+        box = box_from_ras(geometry, view, corner_a_ras, corner_b_ras)
+        self._enter(volume_node.GetID(), view)
+        self.box, self.points, self.labels, self.previous = box, [], [], None
+        return self.prompt()
+
+    def add_point(self, volume_node, slice_to_ras, point_ras, positive: bool = True) -> SlicePrompt:
+        geometry, view = read_view(volume_node, slice_to_ras)
+        xy = ras_to_slice_pixels(geometry, view, point_ras)[0]
+        self._enter(volume_node.GetID(), view)
+        self.points.append(xy)
+        self.labels.append(1 if positive else 0)
+        return self.prompt()
+
+    def remember(self, result: Result) -> None:
+        if result.prediction is not None:
+            self.previous = result.prediction
+
+    def prompt(self) -> SlicePrompt:
+        if self.view is None or (self.box is None and not self.points):
+            raise InputError("Drag a box or click a point on the slice first.")
+        pts = np.array(self.points, dtype=float).reshape(-1, 2) if self.points else None
+        labels = np.array(self.labels, dtype=np.int64) if self.points else None
+        return SlicePrompt(self.view, None if self.box is None else self.box.copy(), pts, labels)
+
+    def reset(self) -> None:
+        self.key = self.view = self.box = self.previous = None
+        self.points, self.labels = [], []

@@ -1,0 +1,273 @@
+"""``make_app(model, ...)``: the FastAPI application behind ``medsamkit serve``.
+
+Every model feature is the engine's own code: a session is a LocalBackend (backend/local.py),
+volume operations call medsamkit.volume_segmentation (volume_routes.py). This module only
+translates HTTP <-> engine calls and errors <-> status codes (table in protocol.py).
+
+Concurrency: routes are plain ``def`` functions, so FastAPI runs them in its worker threads; all
+model calls queue on one ModelThread (GPU work serialised, in arrival order), per-session locks keep
+one request at a time per session, and nothing but the read-only weights is shared between sessions. Any exception
+becomes a JSON error reply; none stops the server.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+
+from .. import __version__
+from ..errors import InputError, MedSAMError, require
+from ..preprocess import Normalization
+from ..progress import Cancelled
+from . import protocol, wire
+from .guard import BodyTooLarge, Guard
+from ..backend.local import ModelThread
+from .sessions import PredictionUnknown, SessionStore, SessionUnknown, StoreFull
+
+require("fastapi", "medsamkit serve", "server")  # a clear message naming the extra when it is missing
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.concurrency import run_in_threadpool  # noqa: E402
+from fastapi.responses import JSONResponse, Response  # noqa: E402
+from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
+
+from .models import PredictRequest  # noqa: E402  (pydantic comes with fastapi)
+from .volume_routes import add_volume_routes  # noqa: E402
+
+
+log = logging.getLogger("medsamkit.server")
+
+
+def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEFAULT_MAX_SESSIONS,
+             session_ttl_s: float = protocol.DEFAULT_SESSION_TTL_S,
+             max_upload_bytes: int = protocol.DEFAULT_MAX_UPLOAD_BYTES,
+             max_session_bytes: int = protocol.DEFAULT_MAX_SESSION_BYTES,
+             max_total_bytes: int = protocol.DEFAULT_MAX_TOTAL_BYTES,
+             session_cache_bytes: int = protocol.DEFAULT_SESSION_CACHE_BYTES,
+             sweep_interval_s: float | None = None):
+    """Build the app for one loaded model (a PromptableModel from medsamkit.load_model).
+
+    token: bearer token required on every path except /version (None = no auth; the CLI only
+    allows that on loopback). Limits: sessions open at once, idle seconds before a session is
+    closed, compressed upload bytes, decoded bytes per session, bytes held by all sessions,
+    embedding-cache bytes per session.
+    """
+    model_thread = ModelThread()
+    store = SessionStore(model, model_thread, max_sessions, session_ttl_s, max_session_bytes, max_total_bytes,
+                         session_cache_bytes)
+    sweep_every = sweep_interval_s if sweep_interval_s is not None else max(1.0, min(30.0, session_ttl_s / 4))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        async def sweeper():
+            while True:
+                await asyncio.sleep(sweep_every)
+                try:
+                    await run_in_threadpool(store.sweep)
+                except Exception:  # keep sweeping; a bad session must not stop expiry of the others
+                    log.exception("session sweep failed")
+
+        task = asyncio.create_task(sweeper())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            store.close_all()
+            model_thread.shutdown()
+
+    app = FastAPI(title="medsamkit segmentation server", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.store = store
+    app.add_middleware(Guard, token=token.encode() if token else None, max_upload_bytes=max_upload_bytes)
+
+    def error(status: int, detail: str, code: str, headers: dict | None = None):
+        return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
+
+    @app.exception_handler(SessionUnknown)
+    async def _unknown_session(_req, exc):
+        return error(404, str(exc), "session_unknown")
+
+    @app.exception_handler(PredictionUnknown)
+    async def _unknown_prediction(_req, exc):
+        return error(404, str(exc), "prediction_unknown")
+
+    @app.exception_handler(StoreFull)
+    async def _full(_req, exc):
+        return error(503, str(exc), "busy", {"Retry-After": "10"})
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(_req, exc):
+        return error(413, str(exc), "too_large")
+
+    @app.exception_handler(wire.WireTooLarge)
+    async def _frame_too_large(_req, exc):
+        return error(413, str(exc), "too_large")
+
+    @app.exception_handler(wire.WireError)
+    async def _bad_frame(_req, exc):
+        return error(422, str(exc), "malformed")
+
+    @app.exception_handler(Cancelled)
+    async def _cancelled(_req, exc):
+        return error(protocol.STATUS_CANCELLED, str(exc), "cancelled")
+
+    @app.exception_handler(MedSAMError)
+    async def _engine_error(_req, exc):
+        return error(400, str(exc), "input")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req, exc):
+        # This app raises none itself: a 400 comes from FastAPI failing to parse a body (bytes that are
+        # not UTF-8 JSON), i.e. a malformed request like any other -> 422. 404/405: unknown path/method.
+        if exc.status_code == 400:
+            return error(422, f"Malformed request body: {exc.detail}", "malformed")
+        return error(exc.status_code, str(exc.detail), "http")
+
+    @app.exception_handler(Exception)
+    async def _bug(_req, exc):
+        log.exception("unhandled error")
+        return error(500, f"Server error ({type(exc).__name__}: {exc}); the server log has the details.", "server")
+
+    def meta_of(request: Request) -> dict:
+        raw = request.headers.get(protocol.META_HEADER)
+        if not raw:
+            return {}
+        try:
+            meta = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise wire.WireError(f"Header {protocol.META_HEADER} is not JSON: {exc}") from exc
+        if not isinstance(meta, dict):
+            raise wire.WireError(f"Header {protocol.META_HEADER} must be a JSON object.")
+        return meta
+
+    def binary(body: bytes, meta: dict) -> Response:
+        return Response(content=body, media_type=protocol.OCTET,
+                        headers={protocol.META_HEADER: json.dumps(meta, separators=(",", ":"))})
+
+    # ---------------------------------------------------------------- routes
+    @app.get(protocol.PATH_VERSION)
+    def version() -> dict:
+        return {"api": protocol.API_VERSION, "wire": wire.WIRE_VERSION, "package": __version__,
+                "models": [model.kind], "model_id": model.model_id, "device": str(model.device),
+                "engine": getattr(model, "engine", "torch"),
+                "low_res_size": model.low_res_size, "codecs": wire.available_codecs(), "auth": token is not None,
+                "limits": {"max_upload_bytes": max_upload_bytes, "max_session_bytes": max_session_bytes,
+                           "max_sessions": max_sessions, "session_ttl_s": session_ttl_s}}
+
+    @app.get(protocol.PATH_STATS)
+    def stats() -> dict:
+        return store.stats()
+
+    @app.post(protocol.PATH_SESSIONS)
+    async def create_session(request: Request):
+        meta = meta_of(request)
+        kind = meta.get("kind", "image")
+        if kind not in ("image", "volume"):
+            raise wire.WireError(f"Session kind must be 'image' or 'volume'; got {kind!r}.")
+        norm = _normalization(meta.get("normalization", "auto"))
+        modality = meta.get("modality")
+        direction = meta.get("direction")
+        body = await request.body()
+        shape, dtype = wire.peek_array(body)
+        nbytes = int(dtype.itemsize) * math.prod(shape)
+        if nbytes > max_session_bytes:
+            raise wire.WireTooLarge(f"The {kind} {tuple(shape)} {dtype} needs {nbytes / 2**20:.0f} MiB; this server "
+                                    f"accepts at most {max_session_bytes / 2**20:.0f} MiB per session.")
+        budget = store.budget(shape, dtype.itemsize, kind == "volume")
+        store.reserve(budget)
+
+        def build():
+            array = wire.decode_array(body, max_session_bytes)
+            backend = store.new_backend()
+            if kind == "volume":
+                info = backend.set_volume(array, norm, modality, direction)
+            else:
+                info = backend.set_image(array, norm, modality)
+            return store.add(backend, budget), info
+
+        try:
+            session, info = await run_in_threadpool(build)
+        finally:
+            store.release_reservation(budget)
+        return {"session": session.sid, "shape": list(info.shape), "is_volume": info.is_volume,
+                "normalization": info.normalization, "normalization_key": info.normalization_key,
+                "ttl_s": store.ttl_s}
+
+    @app.delete(protocol.PATH_SESSIONS + "/{sid}")
+    def close_session(sid: str) -> dict:
+        return {"closed": store.close(sid)}  # idempotent: closing an unknown session is not an error
+
+    @app.post(protocol.PATH_SESSIONS + "/{sid}/heartbeat")
+    def heartbeat(sid: str) -> dict:
+        store.get(sid)
+        return {"expires_in": store.ttl_s}
+
+    @app.post(protocol.PATH_SESSIONS + "/{sid}/masks")
+    async def upload_mask(sid: str, request: Request) -> dict:
+        session = store.get(sid)
+        size = model.low_res_size
+        array = wire.decode_array(await request.body(), max_bytes=size * size * 4)
+        if array.dtype.name != "float32" or array.shape != (size, size):
+            raise InputError(f"A mask prompt must be float32 low-res logits of shape ({size}, {size}); "
+                             f"got {array.dtype} {array.shape}.")
+        with session.lock:
+            session.check_open()
+            return {"mask_id": session.remember_mask(array)}
+
+    @app.post(protocol.PATH_SESSIONS + "/{sid}/predict")
+    def predict(sid: str, req: PredictRequest, request: Request):
+        session = store.get(sid)
+        codec = wire.choose_codec(request.headers.get(protocol.CODECS_HEADER))
+        t0 = time.perf_counter()
+        with session.lock:
+            session.check_open()
+            mask_input = None
+            if req.mask_prediction:
+                mask_input = session.prediction(req.mask_prediction)[0]
+            elif req.mask_id:
+                mask_input = session.mask(req.mask_id)
+            pred = session.backend.predict(box=req.box, points=req.points, point_labels=req.point_labels,
+                                           mask_input=mask_input, multimask_output=req.multimask_output,
+                                           slice_index=req.slice_index, axis=req.axis)
+            pid = session.remember_prediction(pred.low_res_logits, pred.mask.shape)
+        frame = wire.encode_mask(pred.mask, codec)
+        return binary(frame, {"score": pred.score, "prediction_id": pid, "shape": list(pred.mask.shape),
+                              "server_ms": round(1000 * (time.perf_counter() - t0), 2)})
+
+    @app.get(protocol.PATH_SESSIONS + "/{sid}/predictions/{pid}/logits")
+    def logits(sid: str, pid: str, request: Request, full: bool = False):
+        session = store.get(sid)
+        with session.lock:
+            low, hw = session.prediction(pid)
+        codec = wire.choose_codec(request.headers.get(protocol.CODECS_HEADER))
+        if not full:
+            return binary(wire.encode_array(low, codec), {"shape": list(low.shape)})
+        import torch
+
+        # The predictor's own conversion (same function, same input) -> identical values to local
+        out = model.transform.logits_to_original(torch.from_numpy(low)[None, None], *hw)[0, 0].numpy()
+        return binary(wire.encode_array(out.astype("float32"), codec), {"shape": list(out.shape)})
+
+    add_volume_routes(app, store, binary)
+    return app
+
+
+def _normalization(spec) -> "str | Normalization":
+    """The meta header's normalization: a user option string or a resolved Normalization as a dict."""
+    if spec is None or isinstance(spec, str):
+        return spec or "auto"
+    if isinstance(spec, dict):
+        try:
+            norm = Normalization(mode=str(spec["mode"]), low=spec.get("low"), high=spec.get("high"),
+                                 keep_zero=bool(spec.get("keep_zero", False)), label=str(spec.get("label", "")))
+        except (KeyError, TypeError) as exc:
+            raise wire.WireError(f"Bad normalization object {spec!r}: {exc}") from exc
+        if norm.mode not in ("range", "percentile", "none", "auto") or (
+                norm.mode == "range" and not all(isinstance(v, (int, float)) for v in (norm.low, norm.high))):
+            raise wire.WireError(f"Bad normalization object {spec!r}.")
+        return norm
+    raise wire.WireError(f"normalization must be a string or an object; got {type(spec).__name__}.")

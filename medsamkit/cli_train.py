@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 from pathlib import Path
@@ -117,6 +118,8 @@ def cmd_train(args) -> int:
         signal.signal(signal.SIGTERM, previous)
         if progress is not None:
             progress.close()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun only rank 0 reports
     before = "n/a" if result.dice_before is None else f"{result.dice_before:.3f}"
     best = "n/a" if result.best_dice is None else f"{result.best_dice:.3f}"
     print(f"{result.status}: {result.step} steps, {result.epoch} epochs; validation Dice {before} before, best {best}")

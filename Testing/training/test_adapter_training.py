@@ -15,6 +15,7 @@ from medsamkit.predictor import Predictor
 from medsamkit.training.adapter_io import apply_adapter, read_adapter
 from medsamkit.training.config import TrainConfig
 from medsamkit.training.trainer import Trainer
+from training_fixtures import fresh_model, tiny_sam  # noqa: F401  (pytest fixtures)
 
 
 def _cfg(test_data, out, **kw):

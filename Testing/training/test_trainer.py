@@ -15,6 +15,7 @@ from medsamkit.errors import CheckpointError
 from medsamkit.training.adapter_io import apply_adapter, read_adapter, save_adapter
 from medsamkit.training.config import TrainConfig
 from medsamkit.training.trainer import Trainer
+from training_fixtures import fresh_model, jsrt_dev_cases, train_cache  # noqa: F401  (pytest fixtures)
 
 CLAVICLES = [4, 5]
 
@@ -34,7 +35,7 @@ def overfit(lite_model, jsrt_dev_cases, train_cache, tmp_path_factory):
                             checkpoint_sha256=lite_model.checkpoint_sha256)
     out = tmp_path_factory.mktemp("overfit") / "run"
     cfg = TrainConfig(pairs=[[str(i), str(m)] for i, m, _ in jsrt_dev_cases], labels=CLAVICLES, parts="decoder",
-                      epochs=8, batch_size=4, lr=3e-4, warmup=0.1, augment="none", box_jitter=10, val_fraction=0,
+                      epochs=5, batch_size=2, lr=3e-4, warmup=0.1, augment="none", box_jitter=10, val_fraction=0,
                       validate_before=False, patience=0, out=str(out))
     result = Trainer(model, cfg, embedding_cache=train_cache).fit()
     return model, cfg, result
@@ -57,9 +58,9 @@ def test_decoder_tuning_lowers_the_loss_and_raises_dice(overfit, shared_predicto
     from medsamkit.predictor import Predictor
 
     model, cfg, result = overfit
-    assert result.status == "finished" and result.step == 24  # 10 samples / batch 4 -> 3 steps x 8 epochs
+    assert result.status == "finished" and result.step == 25  # 10 samples / batch 2 -> 5 steps x 5 epochs
     losses = np.array([loss for _, loss in result.losses])
-    assert losses[-6:].mean() < 0.8 * losses[:6].mean()
+    assert losses[-5:].mean() < 0.8 * losses[:5].mean()
     before = _case_dices(shared_predictor, jsrt_dev_cases)
     tuned = load_tuned(lite_model, result.adapter)
     # The encoder is frozen (checked below), so the base predictor's embeddings are valid for the tuned
@@ -91,27 +92,33 @@ def test_frozen_parameters_stay_bit_identical(overfit, lite_model):
     assert all(torch.equal(base[k], tuned[k]) for k in frozen) and len(frozen) > 300
 
 
-def test_adapter_file_loads_into_the_predictor(overfit, lite_model, test_data, tmp_path):
+def test_adapter_file_loads_into_the_predictor(overfit, lite_model, shared_predictor, test_data, tmp_path):
     from PIL import Image
 
     from medsamkit.cli import main
+    from medsamkit.predictor import Predictor
 
     model, cfg, result = overfit
     tensors, manifest = read_adapter(result.adapter)
     assert set(tensors) == {k for k in model.net.state_dict() if k.startswith("mask_decoder.")}
     assert manifest["base"] == {"kind": "litemedsam", "checkpoint_sha256": lite_model.checkpoint_sha256,
                                 "checkpoint_name": "lite_medsam.pth"}
-    assert manifest["parts"] == ["decoder"] and manifest["metrics"]["step"] == 24
+    assert manifest["parts"] == ["decoder"] and manifest["metrics"]["step"] == 25
     tuned = load_tuned(lite_model, result.adapter)
     assert tuned.checkpoint_sha256 != lite_model.checkpoint_sha256 and tuned.model_id != lite_model.model_id
     assert all(torch.equal(v, model.net.state_dict()[k]) for k, v in tuned.net.state_dict().items())
     # the CLI's --adapter gives the tuned model's mask, which differs from the base model's
-    box = ["150", "40", "250", "110"]
-    args = ["segment", str(test_data / "JPCLN091.img.png"), "--box", *box, "--device", "cpu"]
-    assert main(args + ["--out", str(tmp_path / "base.png")]) == 0
-    assert main(args + ["--adapter", str(result.adapter), "--out", str(tmp_path / "tuned.png")]) == 0
-    base_mask = np.array(Image.open(tmp_path / "base.png")) > 0
+    box = [150, 40, 250, 110]
+    image = np.array(Image.open(test_data / "JPCLN091.img.png"))
+    shared_predictor.set_image(image)  # the same pixels as the dev copy encoded above: a cache hit
+    base_mask = shared_predictor.predict(box=box).mask
+    args = ["segment", str(test_data / "JPCLN091.img.png"), "--box", *map(str, box), "--device", "cpu",
+            "--engine", "torch", "--adapter", str(result.adapter), "--out", str(tmp_path / "tuned.png")]
+    assert main(args) == 0
     tuned_mask = np.array(Image.open(tmp_path / "tuned.png")) > 0
+    predictor = Predictor(tuned)
+    predictor.set_image(image)
+    assert np.array_equal(tuned_mask, predictor.predict(box=box).mask)
     assert (base_mask != tuned_mask).sum() > 100
 
 
@@ -143,31 +150,32 @@ def test_wrong_base_model_or_file_is_refused(overfit, fresh_model, tmp_path):
 
 
 def test_resume_reproduces_the_uninterrupted_run(fresh_model, test_data, train_cache, tmp_path):
-    """Stopped mid-epoch at step 3 of 6 and resumed: the same losses and bit-identical weights."""
+    """Stopped mid-epoch (inside gradient accumulation's schedule) at step 2 of 3 and resumed: the same last
+    step and bit-identical weights."""
     pair = [[str(test_data / "JPCLN091.img.png"), str(test_data / "JPCLN091.mask.png")]]
 
-    def cfg(out):  # 5 samples, batch 2, accumulation 2 -> 3 micro-batches = 2 optimizer steps per epoch
-        return TrainConfig(pairs=pair, parts="decoder", epochs=3, batch_size=2, accumulate=2, lr=3e-4, warmup=2,
+    def cfg(out):  # 5 samples, batch 1, accumulation 2 -> 5 micro-batches = 3 optimizer steps (2+2+1)
+        return TrainConfig(pairs=pair, parts="decoder", epochs=1, batch_size=1, accumulate=2, lr=3e-4, warmup=2,
                            augment="none", box_jitter=20, val_fraction=0, validate_before=False, out=str(out))
 
     full = fresh_model()
     res_full = Trainer(full, cfg(tmp_path / "a"), embedding_cache=train_cache).fit()
-    assert res_full.step == 6
+    assert res_full.step == 3
 
     first = fresh_model()
     flag = {"stop": False}
 
     def progress(step, total, text):
-        flag["stop"] = step == 3
+        flag["stop"] = step == 2
 
     res1 = Trainer(first, cfg(tmp_path / "b"), embedding_cache=train_cache, progress=progress,
                    cancel=lambda: flag["stop"]).fit()
-    assert res1.status == "stopped" and res1.step == 3
+    assert res1.status == "stopped" and res1.step == 2
     second = fresh_model()
     res2 = Trainer(second, cfg(tmp_path / "b"), embedding_cache=train_cache).fit(resume=True)
-    assert res2.status == "finished" and res2.step == 6
-    assert [s for s, _ in res2.losses] == [4, 5, 6]
-    assert [loss for _, loss in res2.losses] == [loss for s, loss in res_full.losses if s > 3]
+    assert res2.status == "finished" and res2.step == 3
+    assert [s for s, _ in res2.losses] == [3]
+    assert [loss for _, loss in res2.losses] == [loss for s, loss in res_full.losses if s > 2]
     a, b = full.net.state_dict(), second.net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     base = fresh_model().net.state_dict()

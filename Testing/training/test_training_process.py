@@ -41,7 +41,7 @@ def test_killed_while_writing_a_checkpoint_keeps_the_last_good_one(tmp_path, tes
     from medsamkit.cli import main
 
     run = tmp_path / "run"
-    cfg = _config(test_data, run, epochs=3)  # JPCLN091 labels 1+4, 043_HC label 1 -> 3 samples, 2 steps/epoch
+    cfg = _config(test_data, run, epochs=2, labels=[4])  # JPCLN091's label 4 only: 1 sample, 1 step per epoch
     (tmp_path / "c.yaml").write_text(dump_yaml(cfg))
     child = tmp_path / "child.py"
     child.write_text(textwrap.dedent("""
@@ -74,14 +74,14 @@ def test_killed_while_writing_a_checkpoint_keeps_the_last_good_one(tmp_path, tes
     partial = [p for p in ckdir.iterdir() if ".partial" in p.name]
     assert len(partial) == 1 and partial[0].stat().st_size > 0  # the half-written file, under a temporary name
     state = load_checkpoint(ckdir / "last.pt")  # the epoch-1 checkpoint, complete
-    assert state["epoch"] == 1 and state["step"] == 2 and state["batch_in_epoch"] == 0
+    assert state["epoch"] == 1 and state["step"] == 1 and state["batch_in_epoch"] == 0
     events = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4]  # it died saving epoch 2
+    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2]  # it died saving epoch 2
 
     assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 0
     assert not [p for p in ckdir.iterdir() if ".partial" in p.name]
     final = load_checkpoint(ckdir / "last.pt")
-    assert final["epoch"] == 3 and final["step"] == 6
+    assert final["epoch"] == 2 and final["step"] == 2
     assert not torch.equal(final["trained_state"]["mask_decoder.iou_token.weight"],
                            state["trained_state"]["mask_decoder.iou_token.weight"])
     events = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -96,12 +96,12 @@ def test_launcher_progress_stop_resume_and_registry(tmp_path, test_data, monkeyp
     monkeypatch.setenv("MEDSAMKIT_CONFIG_DIR", str(tmp_path / "config"))
     run = tmp_path / "run"
     proc = TrainingProcess(run, env=_env())
-    proc.start(_config(test_data, "ignored", epochs=50, max_steps=5, labels=[4]))
+    proc.start(_config(test_data, "ignored", epochs=50, max_steps=8, labels=[4]))  # 1 sample -> 1 step/epoch
     state = proc.wait_until(lambda s: s["step"] >= 1, timeout=600)
-    assert state["status"] == "running" and state["total_steps"] == 5
+    assert state["status"] == "running" and state["total_steps"] == 8
     assert proc.stop(timeout=300) == 0
     state = proc.poll()
-    assert state["status"] == "stopped" and 1 <= state["step"] < 5
+    assert state["status"] == "stopped" and 1 <= state["step"] < 8
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == state["step"]
     stopped_at = state["step"]
 
@@ -109,9 +109,9 @@ def test_launcher_progress_stop_resume_and_registry(tmp_path, test_data, monkeyp
     assert proc.poll()["status"] == "starting"
     assert proc.wait(timeout=600) == 0
     state = proc.poll()
-    assert state["status"] == "finished" and state["step"] == 5, proc.log_tail()
+    assert state["status"] == "finished" and state["step"] == 8, proc.log_tail()
     steps = [e["step"] for e in proc._events if e["event"] == "step"]
-    assert steps == list(range(1, 6)) and steps.index(stopped_at) == stopped_at - 1
+    assert steps == list(range(1, 9)) and steps.index(stopped_at) == stopped_at - 1
     assert state["adapter"] and Path(state["adapter"]).is_file()
 
     entry = register_adapter(state["adapter"], name="clavicle")

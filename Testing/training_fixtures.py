@@ -1,4 +1,6 @@
-"""Fixtures of the training tests: fresh copies of the real LiteMedSAM, a shared embedding cache, case lists.
+"""Fixtures of the training tests: fresh copies of the real LiteMedSAM, a shared embedding cache, case lists,
+a tiny random-init SAM. Imported by the test modules (``from training_fixtures import ...``) rather than
+living in Testing/training/conftest.py, which would shadow Testing/conftest.py for ``from conftest import``.
 
 Budget (CI, 2 cores): every distinct 256² LiteMedSAM encoding costs ≈1.5 s, so the decoder-tuning
 tests share one cache of frozen-encoder embeddings (``train_cache``, keyed by the base weights'
@@ -8,11 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")

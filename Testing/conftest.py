@@ -41,7 +41,7 @@ def test_data() -> Path:
 
 @pytest.fixture(scope="session")
 def test_manifest() -> dict:
-    return json.loads((TEST_DATA / "manifest.json").read_text())
+    return json.loads((TEST_DATA / "manifest.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +53,7 @@ def dev_data() -> Path:
 
 @pytest.fixture(scope="session")
 def dev_manifest(dev_data) -> dict:
-    return json.loads((dev_data / "manifest.json").read_text())
+    return json.loads((dev_data / "manifest.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ def fresh_model(lite_model):
 @pytest.fixture(scope="session")
 def jsrt_dev_cases(dev_data):
     """The first 5 JSRT chest radiographs of the dev set (sorted ids): [(image path, mask path, case dict)]."""
-    manifest = json.loads((dev_data / "manifest.json").read_text())
+    manifest = json.loads((dev_data / "manifest.json").read_text(encoding="utf-8"))
     cases = sorted((c for c in manifest["cases"] if c["dataset"] == "jsrt"), key=lambda c: c["case_id"])[:5]
     if len(cases) < 5:
         pytest.skip("the dev set has fewer than 5 JSRT cases")

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         if proc.returncode != 0:
             print(proc.stderr[-2000:], file=sys.stderr)
             return proc.returncode
-        rows.append((name, json.loads(out.read_text())))
+        rows.append((name, json.loads(out.read_text(encoding="utf-8"))))
     print()
     print(f"{'protocol':<11} {'n':>3} {'DSC':>6} {'NSD':>6} {'n3D':>4} {'DSC3D':>6} {'NSD3D':>6} {'/box3D':>7} "
           f"{'wall s':>7} {'RSS MiB':>8}")

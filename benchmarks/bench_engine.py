@@ -37,7 +37,7 @@ def slices(quick: bool):
     from medsamkit.io import read_image
 
     data = REPO / "Testing" / "Data"
-    man = json.loads((data / "manifest.json").read_text())
+    man = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
     out = []
     for case in man["cases"]:
         if case["kind"] == "2d":

@@ -77,7 +77,7 @@ def dev_slices(per_modality: int):
         sources.insert(0, (DEV, "manifest.json"))
     counts: dict = {}
     for folder, man in sources:
-        for case in json.loads((folder / man).read_text())["cases"]:
+        for case in json.loads((folder / man).read_text(encoding="utf-8"))["cases"]:
             mod = case["modality"]
             if case["kind"] != "2d" or counts.get(mod, 0) >= per_modality:
                 continue
@@ -281,7 +281,7 @@ def rss_probe(engine: str, cache_dir: str, int8: bool) -> None:
 def peak_rss_mib() -> float:
     """Peak resident memory of this process. Linux: VmHWM (ru_maxrss is inherited across exec)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     except OSError:

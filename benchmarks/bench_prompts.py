@@ -68,7 +68,7 @@ def objects(folder: Path, quick: bool, max_cases: int | None):
     """Yield (case_id, label, image array, bool gt mask) for the 2D cases, in manifest order."""
     from PIL import Image
 
-    cases = [c for c in json.loads((folder / "manifest.json").read_text())["cases"] if c["kind"] == "2d"]
+    cases = [c for c in json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["cases"] if c["kind"] == "2d"]
     if quick:  # the first few cases of each dataset, in manifest order
         seen: dict = {}
         kept = []

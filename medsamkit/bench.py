@@ -55,7 +55,7 @@ def load_cases(dataset_dir, settings: BenchSettings) -> list[dict]:
     root = Path(dataset_dir)
     if not (root / "manifest.json").is_file():
         raise InputError(f"{root} has no manifest.json; give a folder in the shared dev-set format.")
-    cases = json.loads((root / "manifest.json").read_text())["cases"]
+    cases = json.loads((root / "manifest.json").read_text(encoding="utf-8"))["cases"]
     if settings.datasets:
         unknown = set(settings.datasets) - {c["dataset"] for c in cases}
         if unknown:

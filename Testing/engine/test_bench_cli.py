@@ -126,7 +126,7 @@ def test_bench_box_and_markers_on_test_data(tmp_path, test_data, capsys):
     code, stdout, err = _run(["bench", test_data, "--protocol", "box", "--datasets", "hc18", "--json", out,
                               "--overlays", tmp_path / "ov"], capsys)
     assert code == 0, err
-    result = json.loads(out.read_text())
+    result = json.loads(out.read_text(encoding="utf-8"))
     assert [c["case_id"] for c in result["cases"]] == ["043_HC", "319_HC"]
     assert result["cases"][0]["spacing_unit"] == "mm" and result["peak_rss_mb"] > 0
     # Measured: DSC 0.96 / 0.97 with tight boxes on these two fetal heads.
@@ -135,7 +135,7 @@ def test_bench_box_and_markers_on_test_data(tmp_path, test_data, capsys):
     assert len(list((tmp_path / "ov").glob("*.png"))) == 2
     code, stdout, err = _run(["bench", test_data, "--protocol", "markers", "--every", "2", "--json", out], capsys)
     assert code == 0, err
-    (case,) = json.loads(out.read_text())["cases"]
+    (case,) = json.loads(out.read_text(encoding="utf-8"))["cases"]
     assert case["case_id"] == "brain1" and case["marked"] == [11, 13, 15, 17]
     assert case["dsc"] >= 0.70 and 0 < case["nsd"] <= 1  # measured 0.76
     code, _, err = _run(["bench", test_data, "--protocol", "box", "--datasets", "nope", "--json", out], capsys)

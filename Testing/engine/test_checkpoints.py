@@ -55,7 +55,7 @@ def test_wrong_kind_file_names_what_it_looks_like(tmp_path):
                             ("image_encoder.blocks.0.attn.qkv.weight", torch.zeros(3, 3))])
     path = tmp_path / "sam.pth"
     torch.save(fake_sam, path)
-    with pytest.raises(CheckpointError, match="looks like a 'sam-vit-b'"):
+    with pytest.raises(CheckpointError, match="looks like a SAM ViT-B checkpoint"):
         load_model("litemedsam", path, device="cpu")
 
 

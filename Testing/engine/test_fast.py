@@ -38,7 +38,7 @@ def _cases():
     """(name, image, normalization, [(box XYXY, gt mask)]) for one slice of every modality."""
     from medsamkit.io import read_image
 
-    manifest = json.loads((TEST_DATA / "manifest.json").read_text())
+    manifest = json.loads((TEST_DATA / "manifest.json").read_text(encoding="utf-8"))
     out = []
     seen = set()
     for case in manifest["cases"]:

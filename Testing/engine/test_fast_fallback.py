@@ -79,7 +79,7 @@ def test_artifact_built_once_verified_and_rebuilt_when_damaged(tmp_path):
     second = artifacts.ensure_artifact(key, build, tmp_path)  # a second start: reused
     assert first == second and len(builds) == 1
     assert first.parent == tmp_path and key.checkpoint_sha256[:16] in first.name
-    meta = json.loads(first.with_suffix(".json").read_text())
+    meta = json.loads(first.with_suffix(".json").read_text(encoding="utf-8"))
     assert meta["sha256"] == artifacts.sha256_file(first)
 
     first.write_bytes(b"graph-bytes" * 999)  # truncated by a crash / disk error

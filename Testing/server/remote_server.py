@@ -97,7 +97,7 @@ def read_2d_cases(names: list[str]) -> list[dict]:
 
     from PIL import Image
 
-    manifest = json.loads((TEST_DATA / "manifest.json").read_text())
+    manifest = json.loads((TEST_DATA / "manifest.json").read_text(encoding="utf-8"))
     by_id = {c["case_id"]: c for c in manifest["cases"]}
     cases = []
     for name in names:

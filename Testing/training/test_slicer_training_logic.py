@@ -71,7 +71,7 @@ def test_scene_export_is_voxel_exact_with_labels_by_name(ctx, tmp_path, test_dat
     lung[1].GetSegmentation().AddEmptySegment("empty", "empty", [0.5, 0.5, 0.5])  # exported as nothing
     logic = TrainingLogic(ctx.scene, ctx.segs)
     manifest_path = logic.export_scene_dataset([(*brain, None), (*lung, None)], tmp_path / "data", "MR", "auto")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     assert manifest["labels"] == {"1": "Lesion", "2": "tumour", "3": "empty"}
     assert [c["case_id"] for c in manifest["cases"]] == ["brain_one", "lung"]
     assert manifest["cases"][1]["labels_present"] == [2] and manifest["cases"][1]["labels"] == {"2": "tumour"}

@@ -75,7 +75,7 @@ def test_killed_while_writing_a_checkpoint_keeps_the_last_good_one(tmp_path, tes
     assert len(partial) == 1 and partial[0].stat().st_size > 0  # the half-written file, under a temporary name
     state = load_checkpoint(ckdir / "last.pt")  # the epoch-1 checkpoint, complete
     assert state["epoch"] == 1 and state["step"] == 1 and state["batch_in_epoch"] == 0
-    events = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    events = [json.loads(x) for x in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2]  # it died saving epoch 2
 
     assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 0
@@ -84,7 +84,7 @@ def test_killed_while_writing_a_checkpoint_keeps_the_last_good_one(tmp_path, tes
     assert final["epoch"] == 2 and final["step"] == 2
     assert not torch.equal(final["trained_state"]["mask_decoder.iou_token.weight"],
                            state["trained_state"]["mask_decoder.iou_token.weight"])
-    events = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    events = [json.loads(x) for x in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert events[-1]["event"] == "end" and events[-1]["status"] == "finished"
     assert (run / "adapter.safetensors").is_file()
 

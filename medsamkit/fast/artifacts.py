@@ -87,7 +87,7 @@ def _verified(onnx_path: Path, meta_path: Path) -> tuple[bool, str]:
     if not onnx_path.is_file() or not meta_path.is_file():
         return False, "not exported yet"
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
         expected = str(meta["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         return False, f"its record {meta_path.name} is unreadable"

@@ -92,7 +92,7 @@ def read_cases(path: "str | Path") -> list[Case]:
         raise InputError(f"Case list not found: {path}")
     try:
         if path.suffix.lower() == ".json":
-            rows = json.loads(path.read_text())
+            rows = json.loads(path.read_text(encoding="utf-8"))
         else:
             with open(path, newline="") as f:
                 rows = list(csv.DictReader(f))
@@ -118,7 +118,7 @@ def read_boxes_file(path: "str | Path"):
     if not path.is_file():
         raise InputError(f"Boxes file not found: {path}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         axis = numpy_axis(data.get("axis", 0))
         boxes = {int(k): np.asarray(v, dtype=float).reshape(4) for k, v in data["boxes"].items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

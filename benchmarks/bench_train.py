@@ -21,7 +21,6 @@ import os
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -93,26 +92,8 @@ def cpu_decoder(quick: bool) -> dict:
     return out
 
 
-def sam_med2d_layout_vit_b():
-    """SAM-Med2D's architecture (ViT-B at 256, adapters in every block) from segment-anything's modules, random init."""
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    from medsamkit.models.adapters import insert_adapters
-
-    enc = ImageEncoderViT(img_size=256, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4,
-                          out_chans=256, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-                          use_rel_pos=True, global_attn_indexes=(2, 5, 8, 11), window_size=14)
-    net = Sam(enc, PromptEncoder(embed_dim=256, image_embedding_size=(16, 16), input_image_size=(256, 256),
-                                 mask_in_chans=16),
-              MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=2, embedding_dim=256,
-                                                                                 mlp_dim=2048, num_heads=8),
-                          transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256),
-              pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
-    insert_adapters(net.image_encoder)
-    return net
-
-
 def gpu_adapters(batches, device) -> list:
+    from medsamkit.models import sam_med2d
     from medsamkit.training.losses import FocalDiceIoULoss
     from medsamkit.training.parts import configure_trainable, set_train_modes
     from medsamkit.training.train_step import TrainStep
@@ -120,7 +101,7 @@ def gpu_adapters(batches, device) -> list:
     rows = []
     for bs in batches:
         torch.cuda.empty_cache()
-        net = sam_med2d_layout_vit_b().to(device)
+        net = sam_med2d.build().to(device)  # SAM-Med2D's architecture (adapters included), random weights
         parts = ("adapters", "decoder")
         params = [net.get_parameter(n) for n in configure_trainable(net, parts)]
         set_train_modes(net, parts)

@@ -10,15 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..metrics import dice
 from .dataset import SampleDataset, TrainingData, collate
 from .train_step import TrainStep, batch_to_device
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two boolean masks; 1.0 when both are empty."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2.0 * np.logical_and(a, b).sum() / total)
 
 
 def evaluate(step: TrainStep, data: TrainingData, refs: list, prompt, device, embed=None,

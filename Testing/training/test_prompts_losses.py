@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from medsamkit.training.losses import DiceBCELoss, FocalDiceIoULoss, make_loss
-from medsamkit.training.prompt_simulation import (BoxPrompt, CorrectionClick, MixedPrompt, PointPrompt,
-                                                  _own_next_click, next_click)
+from medsamkit.training.prompt_simulation import BoxPrompt, CorrectionClick, MixedPrompt, PointPrompt
 from medsamkit.training.trainer import WarmupCosine
 
 
@@ -54,7 +53,7 @@ def test_correction_click_is_at_the_centre_of_the_largest_error():
     pred = gt.copy()
     pred[50:90, 20:80] = False                    # a big missed part (lower half)
     pred |= _disk(100, 100, 10, 90, 4)            # a small false positive elsewhere
-    xy, label = next_click(pred, gt)
+    xy, label = CorrectionClick()(pred, gt)
     assert label == 1 and gt[int(xy[1]), int(xy[0])] and not pred[int(xy[1]), int(xy[0])]
     missed = gt & ~pred
     from scipy import ndimage
@@ -62,7 +61,7 @@ def test_correction_click_is_at_the_centre_of_the_largest_error():
     dist = ndimage.distance_transform_edt(np.pad(missed, 1))[1:-1, 1:-1]
     assert dist[int(xy[1]), int(xy[0])] == dist.max()  # farthest from the region's border
     over = gt | _disk(100, 100, 50, 85, 12)
-    xy, label = _own_next_click(over, gt)
+    xy, label = CorrectionClick()(over, gt)
     assert label == 0 and over[int(xy[1]), int(xy[0])] and not gt[int(xy[1]), int(xy[0])]
     assert CorrectionClick()(gt, gt) is None
 

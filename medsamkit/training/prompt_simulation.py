@@ -10,13 +10,12 @@ so that every prompt is reproducible from the sample's seed (exact resume).
 - :class:`PointPrompt` — SAM-Med2D's initial clicks: positives drawn uniformly from the label,
   optional negatives from the background near it.
 - :class:`MixedPrompt` — SAM-Med2D: a box or points with probability ``p_box``.
-- :func:`next_click` / :class:`CorrectionClick` — the iterative-training click: the centre (the
+- :class:`CorrectionClick` — the iterative-training click: the centre (the
   point farthest from the region's border) of the largest error region; positive when the model
   missed foreground there, negative when it over-segmented.
 
-Design note: ``next_click`` is the contract name of ``medsamkit.refinement.next_click`` (model-family
-branch). Until that module exists this file provides the implementation; when it is present it is
-used instead, so training and interactive refinement place clicks the same way.
+Design note: the click itself is :func:`medsamkit.refinement.next_click` (the model-family code's
+simulated user), so training, benchmarks and interactive refinement place clicks the same way.
 """
 from __future__ import annotations
 
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..refinement import next_click
 
 
 @dataclass
@@ -116,43 +116,12 @@ class MixedPrompt:
         return f"MixedPrompt({self.box!r}, {self.points!r}, p_box={self.p_box})"
 
 
-def _own_next_click(pred_mask: np.ndarray, gt_mask: np.ndarray):
-    """Centre of the largest error region -> ((x, y) float array, label 1|0), or None when pred == gt."""
-    from scipy import ndimage
-
-    pred = np.asarray(pred_mask, dtype=bool)
-    gt = np.asarray(gt_mask, dtype=bool)
-    best = None
-    for region, label in ((gt & ~pred, 1), (pred & ~gt, 0)):  # missed foreground -> positive click
-        if not region.any():
-            continue
-        comps, n = ndimage.label(region)
-        sizes = np.bincount(comps.ravel())[1:]
-        k = int(np.argmax(sizes)) + 1
-        if best is None or sizes[k - 1] > best[0]:
-            best = (int(sizes[k - 1]), comps == k, label)
-    if best is None:
-        return None
-    _, comp, label = best
-    # The point farthest from the region's border (padding makes the image edge count as border).
-    dist = ndimage.distance_transform_edt(np.pad(comp, 1))[1:-1, 1:-1]
-    row, col = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return np.array([float(col), float(row)]), label
-
-
-try:  # the model-family branch's implementation, when merged (same contract)
-    from ..refinement import next_click  # type: ignore[attr-defined]
-except ImportError:
-    next_click = _own_next_click
-
-
 class CorrectionClick:
     """Iterative-training click: ``(pred (H, W) bool, gt (H, W) bool) -> ((x, y), label) | None``."""
 
     def __call__(self, pred_mask: np.ndarray, gt_mask: np.ndarray):
-        if not np.any(pred_mask != gt_mask):
-            return None
-        return next_click(pred_mask, gt_mask)
+        xy, label = next_click(pred_mask, gt_mask)
+        return None if xy is None else (xy, label)
 
     def __repr__(self) -> str:
         return "CorrectionClick()"

@@ -18,6 +18,15 @@ import pytest
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="timm")
 
+# Exported fast-engine models (CLI default --engine auto) go to a per-run folder, never the user's cache.
+if "MEDSAMKIT_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["MEDSAMKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="medsamkit-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["MEDSAMKIT_CACHE_DIR"], True)
+
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO / "Testing" / "Data"
 SAMPLE_DIR = REPO / "medsamkit" / "data"

@@ -12,7 +12,7 @@ from conftest import REPO, SAMPLE_DIR, dice
 
 
 def test_demo_writes_mask_and_overlay(tmp_path, capsys):
-    assert main(["demo", "--out-dir", str(tmp_path), "--device", "cpu"]) == 0
+    assert main(["demo", "--out-dir", str(tmp_path), "--device", "cpu", "--engine", "torch"]) == 0
     out = capsys.readouterr().out
     mask = read_image(tmp_path / "demo_mask.nii.gz")
     ref = read_image(SAMPLE_DIR / "sample_lung_ct.nii.gz")

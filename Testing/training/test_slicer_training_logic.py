@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -25,24 +24,12 @@ from MedSAMTrainingLib import TrainingLogic  # noqa: E402
 def ctx():
     from vtkmodules.vtkCommonCore import vtkLogger
 
+    from medsamkit.mrml.context import make_context
+
     vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_ERROR)
-    scene = slicer.vtkMRMLScene()
-    app = slicer.vtkSlicerApplicationLogic()
-    app.SetMRMLScene(scene)
-    colors = app.GetColorLogic()
-    colors.SetMRMLScene(scene)
-    colors.AddDefaultColorNodes()
-    app.SetModuleLogic("Colors", colors)
-    volumes = slicer.vtkSlicerVolumesLogic()
-    volumes.SetMRMLScene(scene)
-    volumes.SetMRMLApplicationLogic(app)
-    app.SetModuleLogic("Volumes", volumes)
-    segs = slicer.vtkSlicerSegmentationsModuleLogic()
-    segs.SetMRMLScene(scene)
-    segs.SetMRMLApplicationLogic(app)
-    app.SetModuleLogic("Segmentations", segs)
-    yield types.SimpleNamespace(scene=scene, app=app, volumes=volumes, segs=segs)
-    scene.Clear(1)
+    context = make_context()  # the same scene wiring the MRML layer uses
+    yield context
+    context.scene.Clear(1)
 
 
 def _load_pair(ctx, image, label, name, segment_name):
@@ -52,7 +39,7 @@ def _load_pair(ctx, image, label, name, segment_name):
     seg = ctx.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     seg.CreateDefaultDisplayNodes()
     seg.SetReferenceImageGeometryParameterFromVolumeNode(vol)
-    assert ctx.segs.ImportLabelmapToSegmentationNode(lab, seg, "")
+    assert ctx.segmentations.ImportLabelmapToSegmentationNode(lab, seg, "")
     segmentation = seg.GetSegmentation()
     assert segmentation.GetNumberOfSegments() == 1
     segmentation.GetNthSegment(0).SetName(segment_name)
@@ -69,7 +56,7 @@ def test_scene_export_is_voxel_exact_with_labels_by_name(ctx, tmp_path, test_dat
     brain = _load_pair(ctx, test_data / "brain1.img.nii.gz", test_data / "brain1.seg.nii.gz", "brain one", "Lesion")
     lung = _load_pair(ctx, sample / "sample_lung_ct.nii.gz", sample / "sample_lung_ct.label.nii.gz", "lung", "tumour")
     lung[1].GetSegmentation().AddEmptySegment("empty", "empty", [0.5, 0.5, 0.5])  # exported as nothing
-    logic = TrainingLogic(ctx.scene, ctx.segs)
+    logic = TrainingLogic(ctx.scene, ctx.segmentations)
     manifest_path = logic.export_scene_dataset([(*brain, None), (*lung, None)], tmp_path / "data", "MR", "auto")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     assert manifest["labels"] == {"1": "Lesion", "2": "tumour", "3": "empty"}
@@ -111,7 +98,7 @@ def test_logic_trains_in_a_separate_process_and_registers(ctx, tmp_path, test_da
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     brain = _load_pair(ctx, test_data / "brain1.img.nii.gz", test_data / "brain1.seg.nii.gz", "brain1", "lesion")
-    logic = TrainingLogic(ctx.scene, ctx.segs, python=sys.executable, env=env)
+    logic = TrainingLogic(ctx.scene, ctx.segmentations, python=sys.executable, env=env)
     manifest = logic.export_scene_dataset([(*brain, None)], tmp_path / "data", "MR")
     cfg = logic.make_config(manifest.parent, tmp_path / "run", epochs=1, batch_size=2, device="cpu", max_steps=1,
                             slices_per_volume=2, foreground_fraction=1.0, val_fraction=0, augment="none",

@@ -51,20 +51,18 @@ def test_markers_command_writes_a_slicer_segmentation(tmp_path, phantom_files, c
     assert dice(seg, label) >= 0.85
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tumour.seg.nrrd"]
     slicer = pytest.importorskip("slicer", reason="slicer-core not installed: .seg.nrrd read-back not checked")
-    from vtkmodules.vtkCommonCore import vtkLogger
 
-    vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_ERROR)
-    scene = slicer.vtkMRMLScene()
-    logic = slicer.vtkSlicerSegmentationsModuleLogic()
-    logic.SetMRMLScene(scene)
+    from medsamkit.mrml.context import make_context, quiet_vtk
+
+    quiet_vtk("ERROR")
+    ctx = make_context()  # keeps every logic (and the application logic they point to) alive
+    scene, logic, volumes = ctx.scene, ctx.segmentations, ctx.volumes
     node = logic.LoadSegmentationFromFile(str(out), False, "loaded")
     assert node is not None
     segmentation = node.GetSegmentation()
     assert segmentation.GetNumberOfSegments() == 1
     segment_id = segmentation.GetNthSegmentID(0)
     assert segmentation.GetSegment(segment_id).GetName() == "tumour"
-    volumes = slicer.vtkSlicerVolumesLogic()
-    volumes.SetMRMLScene(scene)
     volume_node = volumes.AddArchetypeVolume(str(volume), "phantom")
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
     assert logic.ExportSegmentsToLabelmapNode(node, [segment_id], labelmap, volume_node)

@@ -178,21 +178,17 @@ def test_non_line_markups_and_empty_files_are_errors(tmp_path):
 @pytest.fixture(scope="module")
 def markups_scene():
     slicer = pytest.importorskip("slicer", reason="slicer-core not installed (pip install slicer-core)")
-    from vtkmodules.vtkCommonCore import vtkLogger
+    from medsamkit.mrml.context import make_context, quiet_vtk
 
-    vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_ERROR)
-    scene = slicer.vtkMRMLScene()
-    app = slicer.vtkSlicerApplicationLogic()
-    app.SetMRMLScene(scene)
-    markups = slicer.vtkSlicerMarkupsLogic()
-    markups.SetMRMLScene(scene)
-    markups.SetMRMLApplicationLogic(app)
-    app.SetModuleLogic("Markups", markups)
-    return slicer, scene, markups
+    quiet_vtk("ERROR")
+    # The context keeps the application logic alive: the markups logic holds only a raw pointer
+    # to it, and a fixture that let it be garbage-collected crashed LoadMarkups (segfault in CI).
+    ctx = make_context()
+    yield slicer, ctx.scene, ctx.markups, ctx
 
 
 def test_slicer_core_loads_our_file_and_we_read_slicers(tmp_path, markups_scene):
-    slicer, scene, logic = markups_scene
+    slicer, scene, logic, _ctx = markups_scene
     markers = [Marker([1.5, -2.0, 30.0], [11.5, 4.0, 30.0], "long"), Marker([5.0, -6.0, 31.0], [7.0, 8.0, 31.0], "short")]
     ours = write_markers(markers, tmp_path / "ours.mrk.json")
     before = scene.GetNumberOfNodesByClass("vtkMRMLMarkupsLineNode")

@@ -21,15 +21,13 @@ def test_two_segments_read_back_by_slicer_core(tmp_path, test_data):
     assert np.array_equal(read_image(path).array, labels)  # a plain NRRD for every other reader
 
     slicer = pytest.importorskip("slicer", reason="slicer-core not installed: Slicer read-back not checked")
-    from vtkmodules.vtkCommonCore import vtkLogger
     from vtkmodules.vtkCommonMath import vtkMatrix4x4
 
-    vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_ERROR)
-    scene = slicer.vtkMRMLScene()
-    segs = slicer.vtkSlicerSegmentationsModuleLogic()
-    segs.SetMRMLScene(scene)
-    volumes = slicer.vtkSlicerVolumesLogic()
-    volumes.SetMRMLScene(scene)
+    from medsamkit.mrml.context import make_context, quiet_vtk
+
+    quiet_vtk("ERROR")
+    ctx = make_context()  # keeps every logic (and the application logic they point to) alive
+    scene, segs, volumes = ctx.scene, ctx.segmentations, ctx.volumes
     node = segs.LoadSegmentationFromFile(str(path), False, "two")
     assert node is not None
     seg = node.GetSegmentation()

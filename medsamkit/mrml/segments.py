@@ -295,6 +295,7 @@ class EditorLogicTarget:
         self.logic = slicer.vtkSlicerSegmentEditorLogic()
         self.logic.SetMRMLScene(ctx.scene)
         self.logic.SetMRMLApplicationLogic(ctx.app)
+        self.ctx = ctx  # the logic keeps raw pointers to the application logic: keep it alive with us
         self.logic.SetSegmentEditorNode(self.editor_node)
         self.logic.SetSegmentationNode(segmentation_node)
         self.logic.SetSourceVolumeNode(source_volume_node)

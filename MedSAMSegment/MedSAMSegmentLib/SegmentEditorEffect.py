@@ -275,7 +275,8 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.guarded(lambda: self.submitPrompt(self.promptState.add_point(volume, self.sliceToRas(viewWidget), ras, positive)))
 
     def submitPrompt(self, prompt, propagate=False):
-        from medsamkit.mrml.interactive import prepare_slice_request, prepare_volume_request
+        from medsamkit.mrml.interactive import engine_wants_volume, prepare_slice_request, prepare_volume_request, \
+            volume_key
 
         volume, segmentation, segmentId = self.nodes()
         window = self.scriptedEffect.parameter(WINDOW)
@@ -284,9 +285,12 @@ The slice view must be aligned with the volume (click the orientation warning bu
                                              cache=self.normalizationCache)
         else:
             refine = self.scriptedEffect.parameter(PROMPT_MODE) == "refine"
+            # a remote server gets the whole volume once; later clicks on any of its slices send coordinates
+            wholeVolume = engine_wants_volume(self.engineHolder.engine, self.scriptedEffect.parameter(BACKEND),
+                                              volume_key(volume))
             request = prepare_slice_request(volume, segmentation, prompt, window,
                                             mask_input=self.promptState.previous if refine else None,
-                                            cache=self.normalizationCache)
+                                            cache=self.normalizationCache, whole_volume=wholeVolume)
         self.submit(request, "propagation" if propagate else f"slice {prompt.view.index}")
 
     def submitPlan(self, plan, refine):

@@ -144,3 +144,47 @@ def test_backend_engine_gives_the_local_engines_mask(ct, engine):
     via_backend = run_request(BackendEngine(LocalBackend(predictor=engine.predictor)), request)
     assert np.array_equal(direct.prediction.mask, via_backend.prediction.mask)
     assert np.array_equal(direct.placement.mask, via_backend.placement.mask)
+
+
+def test_backend_engine_keeps_the_volume_and_clicks_name_slices(ct, engine):
+    """A remote-style engine gets the whole volume once; clicks on other slices then send only the
+    slice index (no set_image, no second set_volume), with the same masks as the in-process engine."""
+    from medsamkit.backend.local import LocalBackend
+    from medsamkit.mrml.engine import BackendEngine
+    from medsamkit.mrml.interactive import PromptState, engine_wants_volume, prepare_slice_request, run_request, \
+        volume_key
+    from medsamkit.mrml.volumes import volume_plane_slice_to_ras
+
+    calls = []
+
+    class CountingBackend(LocalBackend):
+        def set_volume(self, *a, **kw):
+            calls.append("set_volume")
+            return super().set_volume(*a, **kw)
+
+        def set_image(self, *a, **kw):
+            calls.append("set_image")
+            return super().set_image(*a, **kw)
+
+    remote_like = BackendEngine(CountingBackend(predictor=engine.predictor))
+    key = volume_key(ct.node)
+    url = "http://gpu-box:8765"
+    assert engine_wants_volume(None, url, key) and not engine_wants_volume(None, "local", key)
+    for k in (K, K - 1, K + 1):
+        ys, xs = np.nonzero(ct.label[k])
+        view = volume_plane_slice_to_ras(ct.g, 0, k)
+        ras = [ct.g.ijk_to_ras_points(ct.g.slice_to_ijk([xy], k, 0))[0]
+               for xy in ((xs.min() - 3, ys.min() - 3), (xs.max() + 3, ys.max() + 3))]
+        prompt = PromptState().set_box(ct.node, view, *ras)
+        request = prepare_slice_request(ct.node, ct.seg, prompt, window="lung",
+                                        whole_volume=engine_wants_volume(remote_like, url, key))
+        assert (request.volume is not None) == (k == K)  # only the first request carries the volume
+        got, want = run_request(remote_like, request), run_request(engine, request)
+        assert np.array_equal(got.prediction.mask, want.prediction.mask) and got.prediction.mask.any()
+        assert np.array_equal(got.placement.mask, want.placement.mask)
+        assert remote_like.holds_volume(key)
+    assert calls == ["set_volume"]
+    # a changed window re-sets the volume only if the request carries one; else it falls back to the slice
+    request = prepare_slice_request(ct.node, ct.seg, prompt, window="soft-tissue")
+    assert run_request(remote_like, request).prediction.mask.shape == request.image.shape
+    assert calls == ["set_volume", "set_image"] and not remote_like.holds_volume(key)

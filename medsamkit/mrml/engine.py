@@ -79,11 +79,17 @@ class PredictorEngine:
 
 class BackendEngine:
     """The same three calls on a ``medsamkit.backend`` Backend (set_image / set_volume, predict,
-    propagate, segment_plan). A slice prompt uploads that slice (a remote server then encodes it once
-    and answers further clicks on it from its cache); a 3D run uploads the volume once."""
+    propagate, segment_plan), plus :meth:`segment_view` for slice prompts on a volume the backend keeps.
+
+    A remote server holds the volume once uploaded: the effect sends the whole volume with its first
+    slice request (``SliceRequest.volume``), and every later click on any slice of it sends only
+    coordinates and the slice index; propagation and markers reuse the same upload (the client skips
+    an upload of identical voxels). Without a volume in the request it uploads just the slice.
+    """
 
     def __init__(self, backend):
         self.backend = backend
+        self._volume_key = None   # (SliceRequest.volume_key, normalization key) of the volume the backend holds
 
     @property
     def description(self) -> str:
@@ -91,20 +97,44 @@ class BackendEngine:
         where = f"remote {info.url}" if getattr(info, "remote", False) else "local backend"
         return f"{info.kind} on {info.device} ({where})"
 
+    def holds_volume(self, volume_key) -> bool:
+        """True if the backend holds the volume with this key (any intensity mapping set with it)."""
+        return volume_key is not None and self._volume_key is not None and self._volume_key[0] == volume_key
+
+    def segment_view(self, request, cancel: CancelFn = None):
+        """Predict on slice ``request.prompt.view`` of the kept volume; None if the backend does not hold
+        that volume and the request carries none (the caller then sends the slice: segment_slice)."""
+        p = request.prompt
+        key = (request.volume_key, request.normalization.key)
+        if request.volume_key is None or (key != self._volume_key and request.volume is None):
+            return None
+        make_prompt(tuple(request.image.shape[:2]), p.box, p.points, p.labels, None)
+        check_cancel(cancel)
+        if key != self._volume_key:
+            self._volume_key = None
+            self.backend.set_volume(request.volume, request.normalization)
+            self._volume_key = key
+        check_cancel(cancel)
+        return self.backend.predict(box=p.box, points=p.points, point_labels=p.labels,
+                                    mask_input=request.mask_input, slice_index=p.view.index, axis=p.view.axis)
+
     def segment_slice(self, image, normalization, box=None, points=None, point_labels=None, mask_input=None,
                       cancel: CancelFn = None):
         make_prompt(tuple(image.shape[:2]), box, points, point_labels, None)
         check_cancel(cancel)
+        self._volume_key = None
         self.backend.set_image(image, normalization)
         check_cancel(cancel)
         return self.backend.predict(box=box, points=points, point_labels=point_labels, mask_input=mask_input)
 
     def segment_plan(self, volume, plan, normalization, refine: bool = False, progress=None, cancel=None):
+        self._volume_key = None  # the volume set below is the request's copy; its key is not known here
         self.backend.set_volume(volume, normalization)
         return self.backend.segment_plan(plan, refine=refine, progress=progress, cancel=cancel)
 
     def propagate(self, volume, slice_index, axis, box=None, points=None, point_labels=None,
                   normalization="auto", progress=None, cancel=None):
+        self._volume_key = None
         self.backend.set_volume(volume, normalization)
         return self.backend.propagate(slice_index, axis, box=box, points=points, point_labels=point_labels,
                                       progress=progress, cancel=cancel)

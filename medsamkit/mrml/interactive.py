@@ -61,6 +61,8 @@ class SliceRequest:
     prompt: SlicePrompt              # XY pixels of ``image``
     mask_input: object               # previous Prediction on this slice (or its (L, L) logits), or None
     ijk_to_target: np.ndarray        # (4, 4) volume IJK -> segmentation node RAS
+    volume_key: tuple | None = None  # (volume node ID, image data MTime): which voxels the slice was cut from
+    volume: np.ndarray | None = None  # a copy of the whole volume, when the engine asked for it (see below)
 
 
 @dataclass
@@ -92,13 +94,34 @@ def read_view(volume_node, slice_to_ras) -> tuple[object, ViewSlice]:
     return geometry, slice_in_view(geometry, slice_to_ras)
 
 
+def volume_key(volume_node) -> tuple:
+    """Identifies a volume's current voxels: (node ID, image data MTime); changes when the voxels change."""
+    return volume_node.GetID(), volume_node.GetImageData().GetMTime()
+
+
 def prepare_slice_request(volume_node, segmentation_node, prompt: SlicePrompt, window="auto",
-                          mask_input=None, cache: NormalizationCache | None = None) -> SliceRequest:
-    """Main thread: copy the prompt's slice and resolve the intensity mapping on the whole volume."""
+                          mask_input=None, cache: NormalizationCache | None = None,
+                          whole_volume: bool = False) -> SliceRequest:
+    """Main thread: copy the prompt's slice and resolve the intensity mapping on the whole volume.
+
+    ``whole_volume``: also copy the whole volume into the request, for an engine that keeps volumes
+    (a remote server: uploaded once, then every click on any slice sends only coordinates). The effect
+    asks ``engine_wants_volume`` whether its engine needs it for this volume.
+    """
     volume = array_from_volume(volume_node, copy=False)
     norm = (cache or NormalizationCache()).resolve(volume_node, volume, window)
     return SliceRequest(slice_image(volume, prompt.view), norm, prompt, mask_input,
-                        ijk_to_segmentation(volume_node, segmentation_node))
+                        ijk_to_segmentation(volume_node, segmentation_node), volume_key(volume_node),
+                        array_from_volume(volume_node, copy=True) if whole_volume else None)
+
+
+def engine_wants_volume(engine, backend_option: str, key: tuple) -> bool:
+    """Should the next slice request carry the whole volume? Yes for a remote backend that does not
+    hold this volume yet (``engine`` may still be None before the first run creates it)."""
+    if not str(backend_option or "").lower().startswith(("http://", "https://")):
+        return False
+    holds = getattr(engine, "holds_volume", None)
+    return not (holds is not None and holds(key))
 
 
 def prepare_volume_request(volume_node, segmentation_node, kind: str, window="auto", plan=None,
@@ -119,8 +142,12 @@ def run_request(engine, request, progress: ProgressFn = None, cancel: CancelFn =
     t0 = time.perf_counter()
     if isinstance(request, SliceRequest):
         p = request.prompt
-        pred = engine.segment_slice(request.image, request.normalization, box=p.box, points=p.points,
-                                    point_labels=p.labels, mask_input=request.mask_input, cancel=cancel)
+        pred = None
+        if hasattr(engine, "segment_view"):  # engines that keep the volume: predict on a slice of it
+            pred = engine.segment_view(request, cancel=cancel)
+        if pred is None:
+            pred = engine.segment_slice(request.image, request.normalization, box=p.box, points=p.points,
+                                        point_labels=p.labels, mask_input=request.mask_input, cancel=cancel)
         placement = place_slice_mask(pred.mask, p.view, request.ijk_to_target)
         return Result(request, placement, time.perf_counter() - t0, prediction=pred,
                       summary=f"slice {p.view.index}: {int(pred.mask.sum())} pixels, predicted IoU {pred.score:.2f}")

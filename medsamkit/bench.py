@@ -28,6 +28,7 @@ import numpy as np
 
 from .errors import InputError
 from .metrics import DEFAULT_TOLERANCE_MM, evaluate
+from .backend.base import Backend
 from .predictor import Predictor
 from .preprocess import Normalization, normalize_to_uint8, resolve_normalization
 from .progress import CancelFn, ProgressFn, check_cancel, report
@@ -120,8 +121,28 @@ def _reference_masks(root: Path, case: dict, labels_array: np.ndarray) -> dict[i
     return out
 
 
-def run_case(predictor: Predictor, root: Path, case: dict, settings: BenchSettings, cancel: CancelFn = None) -> list[dict]:
-    """Segment every label of one case with the protocol; one record (dict) per label."""
+def as_backend(model_or_backend) -> Backend:
+    """A Backend as it is; a Predictor wrapped in a LocalBackend (sharing its embedding cache)."""
+    if isinstance(model_or_backend, Backend):
+        return model_or_backend
+    from .backend.local import LocalBackend
+
+    return LocalBackend(predictor=model_or_backend)
+
+
+def _encoder_calls(backend: Backend) -> "int | None":
+    """Image encodings so far, when the model runs in this process (None on a server)."""
+    predictor = getattr(backend, "predictor", None)
+    return None if predictor is None else int(predictor.model.encoder_calls)
+
+
+def run_case(backend: "Backend | Predictor", root: Path, case: dict, settings: BenchSettings,
+             cancel: CancelFn = None) -> list[dict]:
+    """Segment every label of one case with the protocol; one record (dict) per label.
+
+    ``backend``: where the model runs (a local Predictor/LocalBackend or a server's RemoteBackend).
+    """
+    backend = as_backend(backend)
     from .io import read_image
 
     image = read_image(root / case["image"])
@@ -136,57 +157,58 @@ def run_case(predictor: Predictor, root: Path, case: dict, settings: BenchSettin
         if not ref.any():
             continue
         rng = np.random.default_rng([settings.seed, int(value), len(case["case_id"])])
-        calls0, t0 = predictor.model.encoder_calls, time.perf_counter()
+        calls0, t0 = _encoder_calls(backend), time.perf_counter()
         if is_3d:
-            pred, info = _run_3d(predictor, image, ref, norm, settings, rng)
+            pred, info = _run_3d(backend, image, ref, norm, settings, rng)
         else:
-            pred, info = _run_2d(predictor, image.array, ref, norm, settings, rng)
+            pred, info = _run_2d(backend, image.array, ref, norm, settings, rng)
+        calls = None if calls0 is None else _encoder_calls(backend) - calls0
         seconds = time.perf_counter() - t0
         scores = evaluate(pred, ref, spacing, settings.tolerance_mm)
         rec = {"dataset": case["dataset"], "case_id": case["case_id"], "label": int(value),
                "label_name": (case.get("labels") or {}).get(str(value), ""), "kind": case["kind"],
                "modality": case.get("modality"), "protocol": settings.protocol, **scores,
                "spacing_unit": "mm" if is_3d or "pixel_spacing_mm" in case else "px",
-               "seconds": round(seconds, 3), "encoder_calls": predictor.model.encoder_calls - calls0, **info}
+               "seconds": round(seconds, 3), "encoder_calls": calls, **info}
         records.append(rec)
         if settings.overlays:
             _overlay(image.array, pred, ref, norm, Path(settings.overlays) / f"{case['dataset']}_{case['case_id']}_{value}.png")
     return records
 
 
-def _run_2d(predictor, array, ref, norm, settings, rng):
-    predictor.set_image(array, normalization=norm)
+def _run_2d(backend, array, ref, norm, settings, rng):
+    backend.set_image(array, normalization=norm)
     if settings.protocol == "box":
         box = tight_box(ref, settings.jitter, rng)
-        res = predictor.predict(box=box)
+        res = backend.predict(box=box)
         return res.mask, {"box": box.tolist(), "score": res.score}
     if settings.protocol == "points":
         pt = deepest_point(ref)
-        res = predictor.predict(points=pt, point_labels=[1])
+        res = backend.predict(points=pt, point_labels=[1])
         return res.mask, {"point": pt[0].tolist(), "score": res.score}
     raise InputError(f"Protocol '{settings.protocol}' applies to 3D cases only.")
 
 
-def _run_3d(predictor, image, ref, norm, settings, rng):
+def _run_3d(backend, image, ref, norm, settings, rng):
     from .geometry import VolumeGeometry
     from .markers import DEFAULT_MARGIN_MM, BoxPlan, boxes_from_markers
     from .reader import simulate_markers
     from .volume import extract_slice, numpy_axis, put_slice
-    from .volume_segmentation import propagate, segment_volume
 
     axis = numpy_axis("axial", image.direction)
     other = tuple(a for a in range(3) if a != axis)
     present = [int(k) for k in np.nonzero(ref.any(axis=other))[0]]
+    # resolved on the whole volume, here, so that a server maps intensities exactly as local runs do
+    backend.set_volume(image.array, normalization=resolve_normalization(norm, image.array), direction=image.direction)
     if settings.protocol == "box":
         plan = BoxPlan(axis, {k: tight_box(extract_slice(ref, k, axis), settings.jitter, rng) for k in present}, present)
-        res = segment_volume(predictor, image.array, plan, normalization=norm)
+        res = backend.segment_plan(plan)
         return res.mask, {"slices": len(present)}
     if settings.protocol == "points":
-        norm = resolve_normalization(norm, image.array)
         out = np.zeros(ref.shape, dtype=np.uint8)
         for k in present:
-            predictor.set_display_image(normalize_to_uint8(extract_slice(image.array, k, axis), norm), norm)
-            res = predictor.predict(points=deepest_point(extract_slice(ref, k, axis)), point_labels=[1])
+            res = backend.predict(points=deepest_point(extract_slice(ref, k, axis)), point_labels=[1],
+                                  slice_index=k, axis=axis)
             put_slice(out, res.mask.astype(np.uint8), k, axis)
         return out, {"slices": len(present)}
     if settings.protocol == "markers":
@@ -194,12 +216,12 @@ def _run_3d(predictor, image, ref, norm, settings, rng):
         markers = simulate_markers(ref, geom, axis, settings.every)
         margin = DEFAULT_MARGIN_MM if settings.margin_mm is None else settings.margin_mm
         plan = boxes_from_markers(markers, geom, axis=axis, margin_mm=margin)
-        res = segment_volume(predictor, image.array, plan, normalization=norm, refine=settings.refine)
+        res = backend.segment_plan(plan, refine=settings.refine)
         return res.mask, {"slices": len(plan.boxes), "marked": plan.marked, "refined": res.refined}
     if settings.protocol == "propagate":
         k0 = int(np.argmax(ref.sum(axis=other)))
         box = tight_box(extract_slice(ref, k0, axis), settings.jitter, rng)
-        res = propagate(predictor, image.array, k0, axis, box=box, normalization=norm)
+        res = backend.propagate(k0, axis, box=box)
         return res.mask, {"start_slice": k0, "slices": len(res.slices), "reference_slices": len(present),
                           "stops": res.warnings}
     raise InputError(f"Unknown protocol '{settings.protocol}'; choose one of {', '.join(PROTOCOLS)}.")
@@ -247,9 +269,13 @@ def peak_rss_mb() -> float:
     return peak / (1 << 20) if os.uname().sysname == "Darwin" else peak / 1024
 
 
-def run_bench(predictor: Predictor, dataset_dir, settings: BenchSettings, progress: ProgressFn = None,
+def run_bench(backend: "Backend | Predictor", dataset_dir, settings: BenchSettings, progress: ProgressFn = None,
               cancel: CancelFn = None) -> dict:
-    """Run one protocol over the cases; returns {"settings", "model", "cases", "summary", "wall_s", ...}."""
+    """Run one protocol over the cases; returns {"settings", "model", "cases", "summary", "wall_s", ...}.
+
+    ``backend``: a Predictor, a LocalBackend, or a RemoteBackend (``medsamkit bench --backend URL``).
+    """
+    backend = as_backend(backend)
     if settings.protocol not in PROTOCOLS:
         raise InputError(f"Unknown protocol '{settings.protocol}'; choose one of {', '.join(PROTOCOLS)}.")
     root = Path(dataset_dir)
@@ -259,9 +285,13 @@ def run_bench(predictor: Predictor, dataset_dir, settings: BenchSettings, progre
     t0, records = time.perf_counter(), []
     for n, case in enumerate(cases):
         report(progress, n, len(cases), f"{case['dataset']}/{case['case_id']}")
-        records.extend(run_case(predictor, root, case, settings, cancel))
+        records.extend(run_case(backend, root, case, settings, cancel))
     report(progress, len(cases), len(cases), "done")
-    return {"settings": asdict(settings), "model": {"kind": predictor.model.kind, "device": predictor.model.device,
-                                                   "checkpoint_sha256": predictor.model.checkpoint_sha256},
+    info = backend.info()
+    predictor = getattr(backend, "predictor", None)
+    model = {"kind": info.kind, "device": str(info.device), "remote": info.url if info.remote else None,
+             "checkpoint_sha256": predictor.model.checkpoint_sha256 if predictor is not None else
+             info.extra.get("checkpoint_sha256")}
+    return {"settings": asdict(settings), "model": model,
             "cases": records, "summary": summarize(records), "wall_s": round(time.perf_counter() - t0, 2),
-            "peak_rss_mb": round(peak_rss_mb(), 1), "encoder_calls": int(predictor.model.encoder_calls)}
+            "peak_rss_mb": round(peak_rss_mb(), 1), "encoder_calls": _encoder_calls(backend)}

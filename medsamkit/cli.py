@@ -66,22 +66,25 @@ def _points(args):
 
 def cmd_segment(args) -> int:
     from .io import read_image, write_mask, write_overlay_png, suffix_of
-    from .segment import segment_image
+    from .segment import segment_with_backend
 
     if args.box is None and not args.point:
         raise InputError("Give a prompt: --box X0 Y0 X1 Y1 and/or --point X Y LABEL.")
     out = Path(args.out)
     if suffix_of(out) not in (".nii.gz", ".nii", ".nrrd", ".mha", ".png"):
         raise InputError(f"--out must end in .nii.gz, .nii, .nrrd, .mha or .png (got '{out.name}').")
+    from .backend.cli_options import backend_from_args, describe
+
     steps = _Steps(4)
     image = read_image(args.image)
-    steps("image read")
-    predictor = load_predictor(args)
-    steps(f"{predictor.model.kind} on {predictor.model.device}")
     points, labels = _points(args)
-    t0 = time.perf_counter()
-    res = segment_image(predictor, image, box=args.box, points=points, point_labels=labels,
-                        slice_index=args.slice, axis=args.axis, normalization=args.window)
+    steps("image read")
+    with backend_from_args(args) as backend:
+        model = describe(backend)
+        steps(model)
+        t0 = time.perf_counter()
+        res = segment_with_backend(backend, image, box=args.box, points=points, point_labels=labels,
+                                   slice_index=args.slice, axis=args.axis, normalization=args.window)
     steps("segmented")
     if suffix_of(out) == ".png":
         write_mask(res.slice_mask, out)
@@ -91,7 +94,7 @@ def cmd_segment(args) -> int:
         write_overlay_png(res.display, res.slice_mask, args.overlay, box=args.box)
     steps("written")
     print(f"mask: {out} ({int(res.slice_mask.sum())} pixels, predicted IoU {res.prediction.score:.3f}, "
-          f"{predictor.model.kind}, window {res.normalization.label}, {time.perf_counter() - t0:.2f} s)")
+          f"{model}, window {res.normalization.label}, {time.perf_counter() - t0:.2f} s)")
     if args.overlay:
         print(f"overlay: {args.overlay}")
     return 0
@@ -144,6 +147,7 @@ class _Steps:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .backend.cli_options import add_backend_options
 
     parser = argparse.ArgumentParser(prog="medsamkit", description="Promptable medical image segmentation "
                                      "(LiteMedSAM, MedSAM, SAM, SAM-Med2D, MedicoSAM).")
@@ -154,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", help="NIfTI/NRRD/MHA file, DICOM folder, or PNG/JPEG/TIFF")
     _add_prompt_options(p)
     _add_model_options(p)
+    add_backend_options(p)
     p.add_argument("--out", required=True, help="mask file: .nii.gz/.nrrd/.mha (input geometry) or .png (2D)")
     p.add_argument("--overlay", default=None, help="also write a PNG of the slice with the mask overlaid")
     p.set_defaults(func=cmd_segment)

@@ -16,6 +16,7 @@ SEG_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
 
 
 def add_parser(subparsers) -> None:
+    from .backend.cli_options import add_backend_options
     from .cli import _add_model_options
     from .markers import DEFAULT_MARGIN_MM
     from .volume_segmentation import DEFAULT_SCORE_THRESHOLD
@@ -30,6 +31,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--window", default="auto", metavar="PRESET", help="intensity: soft-tissue, lung, brain, bone, W,L, percentile, auto")
     p.add_argument("--name", default="lesion", help="segment name in a .seg.nrrd")
     _add_model_options(p)
+    add_backend_options(p)
     p.set_defaults(func=cmd_markers)
 
     p = subparsers.add_parser("propagate", help="segment one slice from a box/points and propagate through the volume")
@@ -46,6 +48,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--window", default="auto", metavar="PRESET", help="intensity preset (as for segment)")
     p.add_argument("--name", default="structure", help="segment name in a .seg.nrrd")
     _add_model_options(p)
+    add_backend_options(p)
     p.set_defaults(func=cmd_propagate)
 
     from .bench import PROTOCOLS
@@ -63,6 +66,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", required=True, metavar="OUT", help="write settings, per-case records and summary here")
     p.add_argument("--overlays", default=None, metavar="DIR", help="write one overlay PNG per case/label here")
     _add_model_options(p)
+    add_backend_options(p)
     p.set_defaults(func=cmd_bench)
 
 
@@ -95,12 +99,11 @@ def _volume(path: str):
 
 
 def cmd_markers(args) -> int:
-    from .cli import load_predictor
+    from .backend.cli_options import backend_from_args, describe
     from .geometry import VolumeGeometry
     from .markers import boxes_from_markers, read_markers
     from .progress import tqdm_progress
     from .volume import numpy_axis
-    from .volume_segmentation import segment_volume
 
     out = _check_out(args.out)
     image = _volume(args.volume)
@@ -108,24 +111,26 @@ def cmd_markers(args) -> int:
     geometry = VolumeGeometry.from_image(image)
     axis = None if args.axis == "auto" else numpy_axis(args.axis, image.direction)
     plan = boxes_from_markers(markers, geometry, axis=axis, margin_mm=args.margin)  # errors before any model work
-    predictor = load_predictor(args)
-    t0 = time.perf_counter()
-    res = segment_volume(predictor, image.array, plan, normalization=args.window, refine=args.refine,
-                         progress=tqdm_progress("markers"), modality=image.modality)
+    with backend_from_args(args) as backend:
+        model = describe(backend)
+        t0 = time.perf_counter()
+        backend.set_volume(image.array, normalization=args.window, modality=image.modality, direction=image.direction)
+        res = backend.segment_plan(plan, refine=args.refine, progress=tqdm_progress("markers"))
     _write(res.mask, out, image, args.name)
     for w in res.warnings:
         print(f"warning: {w}")
     print(f"segmentation: {out} ({len(markers)} lines on slices {plan.marked} along numpy axis {plan.axis}; "
-          f"{len(res.slices)} slices segmented, {int(res.mask.sum())} voxels, {predictor.model.kind}, "
-          f"window {res.normalization.label}, {time.perf_counter() - t0:.1f} s)")
+          f"{len(res.slices)} slices segmented, {int(res.mask.sum())} voxels, {model}, "
+          f"window {res.normalization.label if res.normalization else args.window}, "
+          f"{time.perf_counter() - t0:.1f} s)")
     return 0
 
 
 def cmd_propagate(args) -> int:
-    from .cli import _points, load_predictor
+    from .backend.cli_options import backend_from_args
+    from .cli import _points
     from .progress import tqdm_progress
     from .volume import numpy_axis
-    from .volume_segmentation import propagate
 
     if args.box is None and not args.point:
         raise InputError("Give a prompt on the start slice: --box X0 Y0 X1 Y1 and/or --point X Y LABEL.")
@@ -133,11 +138,12 @@ def cmd_propagate(args) -> int:
     image = _volume(args.volume)
     axis = numpy_axis(args.axis, image.direction)
     points, labels = _points(args)
-    predictor = load_predictor(args)
-    t0 = time.perf_counter()
-    res = propagate(predictor, image.array, args.slice, axis, box=args.box, points=points, point_labels=labels,
-                    normalization=args.window, progress=tqdm_progress("propagate"), margin_px=args.margin,
-                    score_threshold=args.threshold, modality=image.modality)
+    with backend_from_args(args) as backend:
+        t0 = time.perf_counter()
+        backend.set_volume(image.array, normalization=args.window, modality=image.modality, direction=image.direction)
+        res = backend.propagate(args.slice, axis, box=args.box, points=points, point_labels=labels,
+                                progress=tqdm_progress("propagate"), margin_px=args.margin,
+                                score_threshold=args.threshold)
     _write(res.mask, out, image, args.name)
     for w in res.warnings:
         print(f"warning: {w}")
@@ -158,8 +164,8 @@ def _finite(obj):
 
 
 def cmd_bench(args) -> int:
+    from .backend.cli_options import backend_from_args
     from .bench import BenchSettings, format_table, run_bench
-    from .cli import load_predictor
     from .io import atomic_output
     from .progress import tqdm_progress
 
@@ -167,13 +173,13 @@ def cmd_bench(args) -> int:
                              tolerance_mm=args.tolerance, refine=args.refine,
                              datasets=tuple(args.datasets.split(",")) if args.datasets else None,
                              limit=args.limit, overlays=args.overlays)
-    predictor = load_predictor(args)
-    result = run_bench(predictor, args.dataset_dir, settings, progress=tqdm_progress(f"bench {args.protocol}"))
+    with backend_from_args(args) as backend:
+        result = run_bench(backend, args.dataset_dir, settings, progress=tqdm_progress(f"bench {args.protocol}"))
     out = Path(args.json)
     with atomic_output(out) as tmp:
         Path(tmp).write_text(json.dumps(_finite(result), indent=1))
     extra = f", every {args.every}" if args.protocol == "markers" else ""
-    print(format_table(result["summary"], f"{predictor.model.kind} / {args.protocol}{extra}, NSD at {args.tolerance:g} mm "
+    print(format_table(result["summary"], f"{result['model']['kind']} / {args.protocol}{extra}, NSD at {args.tolerance:g} mm "
                        f"({len(result['cases'])} structures, {result['wall_s']:.0f} s, peak RSS {result['peak_rss_mb']:.0f} MiB)"))
     print(f"per-case results: {out}")
     return 0

@@ -57,3 +57,34 @@ def segment_image(predictor: Predictor, image: ImageData, box=None, points=None,
     else:
         full = pred.mask.astype(np.uint8)
     return SegmentResult(full, pred.mask, display, pred, norm, slice_index, ax)
+
+
+def segment_with_backend(backend, image: ImageData, box=None, points=None, point_labels=None,
+                         slice_index: int | None = None, axis: "str | int" = "axial",
+                         normalization: "str | Normalization | None" = "auto") -> SegmentResult:
+    """:func:`segment_image` through a :class:`medsamkit.backend.Backend` (local or a server).
+
+    The intensity mapping is resolved here (the display image for overlays needs it) and sent
+    resolved, so both ends map intensities identically. A 3D volume is set whole: on a server the
+    prompt then names the slice.
+    """
+    if image.is_3d:
+        if slice_index is None:
+            raise InputError(f"The input is a 3D volume {image.array.shape[::-1]} (x, y, z); choose a slice with "
+                             "--slice K (and --axis axial|coronal|sagittal).")
+        ax = numpy_axis(axis, image.direction)
+        norm = resolve_normalization(normalization, image.array, image.modality)
+        plane = extract_slice(image.array, slice_index, ax)
+        backend.set_volume(image.array, normalization=norm, modality=image.modality, direction=image.direction)
+        pred = backend.predict(box=box, points=points, point_labels=point_labels, slice_index=slice_index, axis=ax)
+        full = np.zeros(image.array.shape, dtype=np.uint8)
+        put_slice(full, pred.mask, slice_index, ax)
+    else:
+        if slice_index not in (None, 0):
+            raise InputError("--slice only applies to 3D volumes; this input is a 2D image.")
+        ax, plane = None, image.array
+        norm = resolve_normalization(normalization, plane, image.modality)
+        backend.set_image(plane, normalization=norm, modality=image.modality)
+        pred = backend.predict(box=box, points=points, point_labels=point_labels)
+        full = pred.mask.astype(np.uint8)
+    return SegmentResult(full, pred.mask, normalize_to_uint8(plane, norm), pred, norm, slice_index, ax)

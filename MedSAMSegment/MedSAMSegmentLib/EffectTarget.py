@@ -35,11 +35,12 @@ class EngineHolder:
         self.engine = None
         self.key = None
 
-    def get(self, Model="litemedsam", CheckpointPath="", Device="auto", Backend="local"):
+    def get(self, Model="litemedsam", CheckpointPath="", Device="auto", Backend="local", ServerTokenFile=""):
         from medsamkit.mrml.engine import make_engine
 
-        key = (Model, CheckpointPath, Device, Backend)
+        key = (Model, CheckpointPath, Device, Backend, ServerTokenFile)
         if self.engine is None or key != self.key:
-            self.engine = make_engine(Model or None, CheckpointPath or None, Device or None, Backend or "local")
+            self.engine = make_engine(Model or None, CheckpointPath or None, Device or None, Backend or "local",
+                                      token_file=ServerTokenFile or None)
             self.key = key
         return self.engine

@@ -7,6 +7,7 @@ Shared by SegmentEditorEffect.py and MarkerPanel.py; no Qt or slicer import.
 MODEL = "Model"                        # model kind: litemedsam (default), medsam, sam-vit-b, ...
 CHECKPOINT_PATH = "CheckpointPath"     # weights file; empty = the model's bundled weights
 BACKEND = "Backend"                    # "local" or a server URL (http://host:8765)
+SERVER_TOKEN_FILE = "ServerTokenFile"  # file holding the server's token (the token itself is never stored)
 DEVICE = "Device"                      # auto, cpu, cuda, mps
 WINDOW = "Window"                      # display, auto, soft-tissue, lung, brain, bone, percentile, "W,L"
 PROMPT_MODE = "PromptMode"             # box, points, refine, propagate, markers

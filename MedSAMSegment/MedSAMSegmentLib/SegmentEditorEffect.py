@@ -21,7 +21,7 @@ import slicer
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
 from MedSAMSegmentLib.EffectTarget import EngineHolder, ScriptedEffectTarget
-from MedSAMSegmentLib.Parameters import (BACKEND, CHECKPOINT_PATH, DEVICE, MARKER_MARGIN_MM, MARKER_REFINE,
+from MedSAMSegmentLib.Parameters import (BACKEND, SERVER_TOKEN_FILE, CHECKPOINT_PATH, DEVICE, MARKER_MARGIN_MM, MARKER_REFINE,
                                           MIN_DRAG_PIXELS, MODEL, MODEL_KINDS, POLL_INTERVAL_MS, PROMPT_MODE,
                                           PROMPT_MODES, WINDOW, WINDOWS, WRITE_MODE)
 
@@ -85,6 +85,12 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.backendEdit.setToolTip("'local' runs the model in Slicer; a URL (http://host:8765) uses a MedSAM server.")
         self.scriptedEffect.addLabeledOptionsWidget("Backend:", self.backendEdit)
 
+        self.tokenFileEdit = ctk.ctkPathLineEdit()
+        self.tokenFileEdit.filters = ctk.ctkPathLineEdit.Files
+        self.tokenFileEdit.setToolTip("File holding the server's token (empty: the MEDSAMKIT_TOKEN environment "
+                                      "variable). Only the path is saved with the scene, never the token.")
+        self.scriptedEffect.addLabeledOptionsWidget("Server token file:", self.tokenFileEdit)
+
         self.windowSelector = qt.QComboBox()
         self.windowSelector.addItems(WINDOWS)
         self.windowSelector.setEditable(True)  # also accepts "W,L", e.g. 400,40
@@ -126,6 +132,7 @@ The slice view must be aligned with the volume (click the orientation warning bu
         for widget, signal in ((self.modelSelector, "currentIndexChanged(int)"),
                                (self.checkpointEdit, "currentPathChanged(QString)"),
                                (self.backendEdit, "editingFinished()"),
+                               (self.tokenFileEdit, "currentPathChanged(QString)"),
                                (self.windowSelector, "currentTextChanged(QString)"),
                                (self.writeModeSelector, "currentIndexChanged(int)")):
             widget.connect(signal, self.updateMRMLFromGUI)
@@ -137,6 +144,7 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.scriptedEffect.setParameterDefault(MODEL, "litemedsam")
         self.scriptedEffect.setParameterDefault(CHECKPOINT_PATH, "")
         self.scriptedEffect.setParameterDefault(BACKEND, "local")
+        self.scriptedEffect.setParameterDefault(SERVER_TOKEN_FILE, "")
         self.scriptedEffect.setParameterDefault(DEVICE, "auto")
         self.scriptedEffect.setParameterDefault(WINDOW, "auto")
         self.scriptedEffect.setParameterDefault(PROMPT_MODE, "box")
@@ -146,16 +154,17 @@ The slice view must be aligned with the volume (click the orientation warning bu
 
     def updateGUIFromMRML(self):
         p = self.scriptedEffect.parameter
-        for widget in (self.modelSelector, self.checkpointEdit, self.backendEdit, self.windowSelector,
-                       self.writeModeSelector):
+        for widget in (self.modelSelector, self.checkpointEdit, self.backendEdit, self.tokenFileEdit,
+                       self.windowSelector, self.writeModeSelector):
             widget.blockSignals(True)
         self.modelSelector.currentText = p(MODEL)
         self.checkpointEdit.currentPath = p(CHECKPOINT_PATH)
         self.backendEdit.text = p(BACKEND)
+        self.tokenFileEdit.currentPath = p(SERVER_TOKEN_FILE)
         self.windowSelector.currentText = p(WINDOW)
         self.writeModeSelector.currentIndex = max(0, self.writeModeSelector.findData(p(WRITE_MODE)))
-        for widget in (self.modelSelector, self.checkpointEdit, self.backendEdit, self.windowSelector,
-                       self.writeModeSelector):
+        for widget in (self.modelSelector, self.checkpointEdit, self.backendEdit, self.tokenFileEdit,
+                       self.windowSelector, self.writeModeSelector):
             widget.blockSignals(False)
         mode = p(PROMPT_MODE)
         for key, button in self.modeButtons.items():
@@ -169,6 +178,7 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.scriptedEffect.setParameter(MODEL, self.modelSelector.currentText)
         self.scriptedEffect.setParameter(CHECKPOINT_PATH, self.checkpointEdit.currentPath)
         self.scriptedEffect.setParameter(BACKEND, self.backendEdit.text.strip() or "local")
+        self.scriptedEffect.setParameter(SERVER_TOKEN_FILE, self.tokenFileEdit.currentPath)
         self.scriptedEffect.setParameter(WINDOW, self.windowSelector.currentText.strip() or "auto")
         self.scriptedEffect.setParameter(WRITE_MODE, self.writeModeSelector.currentData)
 
@@ -312,7 +322,8 @@ The slice view must be aligned with the volume (click the orientation warning bu
         volume, segmentation, segmentId = self.nodes()
         self.jobContext = (volume.GetID(), segmentation.GetID(), segmentId, label)
         holder = self.engineHolder
-        options = {k: self.scriptedEffect.parameter(k) for k in (MODEL, CHECKPOINT_PATH, DEVICE, BACKEND)}
+        options = {k: self.scriptedEffect.parameter(k)
+                   for k in (MODEL, CHECKPOINT_PATH, DEVICE, BACKEND, SERVER_TOKEN_FILE)}
 
         def work(progress=None, cancel=None):  # worker thread: no MRML here
             return run_request(holder.get(**options), request, progress=progress, cancel=cancel)

@@ -107,3 +107,8 @@ def test_list_of_three_with_one_bad_case(ctx, tmp_path, test_data):
 def test_usage_errors_exit_2(tmp_path):
     proc = _run("--volume", CT, "--markers", tmp_path / "m.mrk.json")
     assert proc.returncode == 2 and "--out" in proc.stderr
+    # a server runs its own model: asking for another one with --backend is refused, not ignored
+    proc = _run("--volume", CT, "--markers", tmp_path / "m.mrk.json", "--out", tmp_path / "x.seg.nrrd",
+                "--backend", "http://127.0.0.1:9", "--model", "medsam")
+    assert proc.returncode == 2 and "choose a local model" in proc.stderr, proc.stderr
+    assert not (tmp_path / "x.seg.nrrd").exists()

@@ -316,3 +316,96 @@ def test_concurrent_clients_get_their_own_results_and_memory_is_released(server,
           f"MiB (RSS {(held['rss'] - base_rss) / 2**20:+.1f} MiB); after closing RSS {grown / 2**20:+.1f} MiB "
           "vs before")
     assert grown < session_bytes / 2, f"server RSS grew by {grown / 2**20:.1f} MiB after all sessions closed"
+
+
+def test_cli_commands_run_on_the_server_with_one_option(server, lite_model, test_data, tmp_path, monkeypatch, capsys):
+    """``--backend URL`` moves segment, markers and bench to the server: same outputs as local runs."""
+    from medsamkit import cli
+    from medsamkit.geometry import VolumeGeometry
+    from medsamkit.io import read_image
+    from medsamkit.markers import write_markers
+    from medsamkit.predictor import Predictor
+    from medsamkit.reader import simulate_markers
+
+    local_predictor = Predictor(lite_model)  # the local runs: the same torch model as the server's
+    monkeypatch.setattr(cli, "load_predictor", lambda args, progress=None: local_predictor)
+    remote = ["--backend", server.url, "--server-token-file", server.log_dir / "token.txt"]
+
+    def run(argv):
+        code = cli.main([str(a) for a in argv])
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        return out.out
+
+    data = test_data.parent.parent / "medsamkit" / "data"
+    ct_path = data / "sample_lung_ct.nii.gz"
+    label = read_image(data / "sample_lung_ct.label.nii.gz").array > 0
+    k = int(np.argmax(label.sum(axis=(1, 2))))
+    ys, xs = np.nonzero(label[k])
+    box = [xs.min() - 3, ys.min() - 3, xs.max() + 3, ys.max() + 3]
+    case = read_2d_cases(CASES[:1])[0]
+    jobs = {"slice": ["segment", ct_path, "--slice", k, "--window", "lung", "--box", *box],
+            "png": ["segment", test_data / f"{CASES[0]}.img.png", "--box", *case["box"],
+                    "--point", *centre_point(case["gt"]), 1]}
+    for name, argv in jobs.items():
+        suffix = ".png" if name == "png" else ".nii.gz"
+        run([*argv, "--out", tmp_path / f"local{suffix}"])
+        text = run([*argv, "--out", tmp_path / f"remote{suffix}", *remote])
+        assert f"at {server.url}" in text
+        want, got = read_image(tmp_path / f"local{suffix}").array, read_image(tmp_path / f"remote{suffix}").array
+        assert np.array_equal(got, want) and got.any(), name
+
+    ct = read_image(ct_path)
+    markers = write_markers(simulate_markers(label.astype(np.uint8), VolumeGeometry.from_image(ct), 0, 2),
+                            tmp_path / "axes.mrk.json")
+    run(["markers", ct_path, markers, "--window", "lung", "--out", tmp_path / "local.seg.nrrd"])
+    run(["markers", ct_path, markers, "--window", "lung", "--out", tmp_path / "remote.seg.nrrd", *remote])
+    got, want = read_image(tmp_path / "remote.seg.nrrd").array, read_image(tmp_path / "local.seg.nrrd").array
+    assert np.array_equal(got, want) and dice(got > 0, label) > 0.6
+
+    bench = ["bench", test_data, "--protocol", "box", "--datasets", "hc18"]
+    run([*bench, "--json", tmp_path / "local.json"])
+    run([*bench, "--json", tmp_path / "remote.json", *remote])
+    local_run = json.loads((tmp_path / "local.json").read_text(encoding="utf-8"))
+    remote_run = json.loads((tmp_path / "remote.json").read_text(encoding="utf-8"))
+    assert remote_run["model"]["remote"] == server.url and remote_run["cases"][0]["encoder_calls"] is None
+    assert [c["dsc"] for c in remote_run["cases"]] == [c["dsc"] for c in local_run["cases"]]
+    assert remote_run["summary"]["hc18"]["dsc_mean"] >= 0.9
+
+    code = cli.main(["segment", str(ct_path), "--slice", str(k), "--box", *map(str, box), "--model", "medsam",
+                     "--out", str(tmp_path / "never.nii.gz"), *map(str, remote)])
+    err = capsys.readouterr().err
+    assert code == 2 and "the server's model is used" in err and not (tmp_path / "never.nii.gz").exists()
+
+
+def test_headless_batch_runs_on_the_server(server, lite_model, test_data, tmp_path):
+    """The Slicer batch script with ``--backend URL``: the server segments, the .seg.nrrd holds the local result."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("slicer", reason="slicer-core not installed: the batch needs it")
+    from medsamkit.geometry import VolumeGeometry
+    from medsamkit.io import read_image
+    from medsamkit.markers import write_markers
+    from medsamkit.reader import simulate_markers
+
+    repo = test_data.parent.parent
+    ct_path = repo / "medsamkit" / "data" / "sample_lung_ct.nii.gz"
+    ct = read_image(ct_path)
+    label = read_image(repo / "medsamkit" / "data" / "sample_lung_ct.label.nii.gz").array > 0
+    geometry = VolumeGeometry.from_image(ct)
+    markers = simulate_markers(label, geometry, 0, slices=[10, 12])
+    write_markers(markers, tmp_path / "ct.mrk.json")
+    with LocalBackend(lite_model) as local:
+        local.set_volume(ct.array, normalization="lung")
+        want = local.segment_markers(markers, geometry)
+    out = tmp_path / "ct.seg.nrrd"
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, str(repo / "medsamkit" / "mrml" / "batch.py"), "--", "--volume", ct_path,
+                           "--markers", tmp_path / "ct.mrk.json", "--out", out, "--window", "lung", "--quiet",
+                           "--backend", server.url, "--server-token-file", server.log_dir / "token.txt"],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert f"remote {server.url}" in proc.stdout and "1 of 1 case(s) written" in proc.stdout
+    assert int((read_image(out).array > 0).sum()) == int(want.mask.sum()) > 300

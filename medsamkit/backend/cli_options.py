@@ -21,10 +21,31 @@ def add_backend_options(p: argparse.ArgumentParser) -> None:
                    help="seconds to wait for each answer of the server")
 
 
+MODEL_OPTIONS = ("model", "checkpoint", "adapter")
+
+
 def backend_from_args(args) -> Backend:
-    """A RemoteBackend for ``--backend URL``; else a LocalBackend on the model of --model/--checkpoint/--device."""
+    """A RemoteBackend for ``--backend URL``; else a LocalBackend on the model of --model/--checkpoint/--device.
+
+    With a server the model is the server's (``medsamkit serve --model ... --checkpoint ...``): giving
+    --model/--checkpoint/--adapter as well is refused rather than silently ignored.
+    """
     if is_remote_spec(args.backend):
+        given = [f"--{name}" for name in MODEL_OPTIONS if getattr(args, name, None)]
+        if given:
+            from ..errors import InputError
+
+            raise InputError(f"{' and '.join(given)} choose a local model; with --backend {args.backend} the server's "
+                             "model is used. Start the server with those options (medsamkit serve --model ... "
+                             "--checkpoint ...) or drop --backend.")
         return open_backend(args.backend, token_file=args.server_token_file, timeout=args.server_timeout)
     from ..cli import load_predictor
+    from .local import LocalBackend
 
-    return open_backend(args.backend, model=load_predictor(args).model)
+    return LocalBackend(predictor=load_predictor(args))
+
+
+def describe(backend: Backend) -> str:
+    """'litemedsam on cpu' or 'litemedsam on cuda at http://host:8765' for summaries."""
+    info = backend.info()
+    return f"{info.kind} on {info.device}" + (f" at {info.url}" if info.remote else "")

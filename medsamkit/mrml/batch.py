@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="weights file (default: the model's bundled weights)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from medsamkit.backend.cli_options import add_backend_options
+
+    add_backend_options(p)
     return p
 
 
@@ -226,7 +229,8 @@ def main(argv=None) -> int:
             if not args.out:
                 raise InputError("--out S.seg.nrrd is required with --volume.")
             cases = [Case(args.volume, args.out, args.markers, args.boxes, args.reference, name=Path(args.volume).name)]
-        engine = make_engine(args.model, args.checkpoint, args.device)
+        engine = make_engine(args.model, args.checkpoint, args.device, args.backend,
+                             token_file=args.server_token_file, timeout=args.server_timeout)
     except MedSAMError as exc:
         print(f"medsam-batch: error: {exc}", file=sys.stderr)
         return 2

@@ -141,8 +141,11 @@ class BackendEngine:
 
 
 def make_engine(model: str | None = None, checkpoint: str | None = None, device: str | None = None,
-                backend: str = "local"):
+                backend: str = "local", token_file=None, timeout: float | None = None):
     """Build the engine the user chose: ``backend`` "local" (in-process), or a server URL.
+
+    With a server, ``token_file`` holds its token (else $MEDSAMKIT_TOKEN); the model is the server's,
+    so ``model``/``checkpoint`` other than the default are refused rather than silently ignored.
 
     Raises InputError for an unknown backend; DependencyError when the remote client is not available;
     the remote client's errors (server unreachable, wrong token, version mismatch) as they are.
@@ -157,6 +160,10 @@ def make_engine(model: str | None = None, checkpoint: str | None = None, device:
         except ImportError as exc:
             raise DependencyError(f"The remote backend {backend} needs medsamkit.backend.remote, which this "
                                   f"installation lacks ({exc}). Choose the local backend.") from exc
-        # The server's token: MEDSAMKIT_TOKEN or a token file, as RemoteBackend resolves it.
-        return BackendEngine(RemoteBackend(backend))
+        if checkpoint or (model and model != "litemedsam"):
+            raise InputError(f"Model '{model}' / checkpoint '{checkpoint or ''}' choose a local model; a server "
+                             f"({backend}) uses its own (medsamkit serve --model ... --checkpoint ...). Clear them "
+                             "or choose the local backend.")
+        options = {} if timeout is None else {"timeout": float(timeout)}
+        return BackendEngine(RemoteBackend(backend, token_file=token_file or None, **options))
     raise InputError(f"Unknown backend '{backend}'. Use 'local' or a server URL such as http://host:8765.")

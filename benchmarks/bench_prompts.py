@@ -111,7 +111,8 @@ def run(args) -> dict:
     folder = dev_dir(args.data)
     model = load_model(args.model, args.checkpoint, args.device)
     predictor = TimedPredictor(Predictor(model))
-    rows = {k: [] for k in ("box", "1 pt", "3 pts", "5 pts", "box + 1", "box + 2", "box + 4")}
+    rows = {k: [] for k in ("box", "1 pt", "3 pts", "5 pts", "box + 1", "box + 2", "box + 4",
+                            "box + 1 merged", "box + 2 merged", "box + 4 merged", "3 pts merged", "5 pts merged")}
     encode_s, datasets = [], []
     for dataset, case_id, label, image, gt in objects(folder, args.quick, args.max_cases):
         calls = predictor.model.encoder_calls
@@ -122,7 +123,16 @@ def run(args) -> dict:
         box = box_of(gt)
         boxed = refine(predictor, gt, box=box, n_clicks=4, use_mask_prompt=not args.no_mask_prompt)
         clicks = refine(predictor, gt, box=None, n_clicks=5, use_mask_prompt=not args.no_mask_prompt)
+        # the same sessions with progressive merge (each correction changes only the region it touches)
+        merged_box = refine(predictor, gt, box=box, n_clicks=4, use_mask_prompt=not args.no_mask_prompt,
+                            merge="progressive").masks
+        merged_clicks = refine(predictor, gt, box=None, n_clicks=5, use_mask_prompt=not args.no_mask_prompt,
+                               merge="progressive").masks
         b, c = boxed.masks, clicks.masks
+        for k in (1, 2, 4):
+            rows[f"box + {k} merged"].append(dice(merged_box[min(k, len(merged_box) - 1)], gt))
+        for name, k in (("3 pts merged", 2), ("5 pts merged", 4)):
+            rows[name].append(dice(merged_clicks[min(k, len(merged_clicks) - 1)], gt))
         rows["box"].append(dice(b[0], gt))
         for k in (1, 2, 4):  # a session that reached a perfect mask early keeps its last mask
             rows[f"box + {k}"].append(dice(b[min(k, len(b) - 1)], gt))
@@ -138,19 +148,19 @@ def run(args) -> dict:
 
 def report(res: dict) -> None:
     print(f"\n{res['model']} on {res['device']}, {res['objects']} objects (2D dev cases), mean Dice %")
-    print(f"{'prompt':<10s} {'medsamkit':>10s} {'SAM-Med2D paper':>16s} {'ratio':>6s}")
+    print(f"{'prompt':<15s} {'medsamkit':>10s} {'SAM-Med2D paper':>16s} {'ratio':>6s}")
     for name, values in res["dice"].items():
         ours = 100 * float(np.mean(values)) if values else float("nan")
         paper = PAPER.get(name)
         ref = f"{paper:16.2f} {ours / paper:6.2f}" if paper else f"{'-':>16s} {'-':>6s}"
-        print(f"{name:<10s} {ours:10.2f} {ref}")
+        print(f"{name:<15s} {ours:10.2f} {ref}")
     names = sorted(set(res["datasets"]))
     ds = np.array(res["datasets"])
     print("\nper dataset, mean Dice % (objects: " + ", ".join(f"{d} {int((ds == d).sum())}" for d in names) + ")")
-    print(f"{'prompt':<10s} " + " ".join(f"{d:>8s}" for d in names))
+    print(f"{'prompt':<15s} " + " ".join(f"{d:>8s}" for d in names))
     for name, values in res["dice"].items():
         v = np.array(values)
-        print(f"{name:<10s} " + " ".join(f"{100 * v[ds == d].mean():8.2f}" for d in names))
+        print(f"{name:<15s} " + " ".join(f"{100 * v[ds == d].mean():8.2f}" for d in names))
     dec, enc = res["decode_ms"], res["encode_s"]
     print(f"\nper-click decode (prompt encoder + mask decoder + resize to image, cached embedding): "
           f"median {statistics.median(dec):.1f} ms, mean {statistics.mean(dec):.1f} ms over {len(dec)} clicks/boxes")

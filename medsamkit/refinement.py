@@ -17,7 +17,7 @@ random-click protocol. All coordinates are XY pixels (x = column, y = row) of th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -75,6 +75,39 @@ def _centre(region: np.ndarray) -> np.ndarray:
     return np.array([float(xs[0] + c0), float(ys[0] + r0)])
 
 
+MERGE_MODES = ("none", "progressive")
+
+
+def progressive_merge(previous_mask: np.ndarray, new_mask: np.ndarray, click_xy, positive: bool) -> np.ndarray:
+    """Apply a correction click locally: only the changed region that the click touches is updated.
+
+    FocalClick's progressive merge (Chen et al., CVPR 2022): a positive click adds the connected
+    region of (new & ~previous) that contains the click; a negative click removes the connected
+    region of (previous & ~new) that contains it; everything else keeps the previous mask. A click
+    thus never undoes correct parts far from it, which matters for a box-trained model such as
+    LiteMedSAM, whose whole mask shifts when a click is added. When the model did not change the
+    clicked pixel in the asked direction, the previous mask is returned unchanged.
+    Returns a new (H, W) bool array; the inputs are not modified.
+    """
+    from scipy import ndimage
+
+    prev = np.asarray(previous_mask, dtype=bool)
+    new = np.asarray(new_mask, dtype=bool)
+    if prev.shape != new.shape or prev.ndim != 2:
+        raise InputError(f"progressive_merge needs two 2D masks of one shape; got {prev.shape} and {new.shape}.")
+    x, y = (int(round(float(v))) for v in np.asarray(click_xy, dtype=np.float64).ravel()[:2])
+    if not (0 <= y < prev.shape[0] and 0 <= x < prev.shape[1]):
+        raise InputError(f"Click ({x}, {y}) is outside the {prev.shape[1]}x{prev.shape[0]} image.")
+    changed = (new & ~prev) if positive else (prev & ~new)
+    out = prev.copy()
+    if not changed[y, x]:
+        return out
+    labels, _ = ndimage.label(changed, structure=_EIGHT)
+    region = labels == labels[y, x]
+    out[region] = bool(positive)
+    return out
+
+
 @dataclass
 class RefinementResult:
     """A simulated click session. predictions[0] comes from the initial prompt, predictions[i] after click i."""
@@ -89,7 +122,7 @@ class RefinementResult:
 
 
 def refine(predictor, gt_mask: np.ndarray, box=None, n_clicks: int = 5, first_click: bool | None = None,
-           use_mask_prompt: bool = True) -> RefinementResult:
+           use_mask_prompt: bool = True, merge: str = "none") -> RefinementResult:
     """Simulate a user correcting a segmentation with clicks on the image set in ``predictor``.
 
     predictor: a :class:`medsamkit.predictor.Predictor` with the image already set.
@@ -99,9 +132,14 @@ def refine(predictor, gt_mask: np.ndarray, box=None, n_clicks: int = 5, first_cl
     ``box=B, n_clicks=k`` is a box followed by k corrections). first_click: start with a positive
     click at the centre of the object (default: only when there is no box).
     use_mask_prompt: feed the previous step's low-res logits as mask prompt (SAM-Med2D, micro-sam).
+    merge: "none" (the model's mask after each click, as SAM-Med2D/micro-sam evaluate) or "progressive"
+    (:func:`progressive_merge`: each correction changes only the region it touches; the next mask
+    prompt is still the model's own logits). The recorded prediction then carries the merged mask.
     The session stops early when the prediction equals the ground truth. Raises InputError for a
     session with no prompt at all (no box, no clicks) or shape mismatches.
     """
+    if merge not in MERGE_MODES:
+        raise InputError(f"Unknown merge mode '{merge}'; choose one of {', '.join(MERGE_MODES)}.")
     gt = np.asarray(gt_mask, dtype=bool)
     if gt.shape != tuple(predictor.image_hw):
         raise InputError(f"Ground truth shape {gt.shape} differs from the image shape {tuple(predictor.image_hw)}.")
@@ -126,8 +164,11 @@ def refine(predictor, gt_mask: np.ndarray, box=None, n_clicks: int = 5, first_cl
             break
         points.append(xy)
         labels.append(label)
-        pred = predictor.predict(box=box, points=_arr(points), point_labels=_lab(labels),
-                                 mask_input=pred.low_res_logits if use_mask_prompt else None)
+        new = predictor.predict(box=box, points=_arr(points), point_labels=_lab(labels),
+                                mask_input=pred.low_res_logits if use_mask_prompt else None)
+        if merge == "progressive":
+            new = replace(new, mask=progressive_merge(pred.mask, new.mask, xy, label == 1))
+        pred = new
         result.predictions.append(pred)
     result.points, result.labels = _arr(points), _lab(labels)
     return result

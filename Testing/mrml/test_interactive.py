@@ -94,6 +94,7 @@ def test_worker_thread_box_then_refine_with_negative_point(ct, engine):
         second = segment_array(ct.ctx, ct.seg, ct.sid, ct.node)[K].astype(bool)
         assert np.array_equal(second, refined.prediction.mask)
         assert not second[y, x]  # the clicked pixel is background now
+        assert not (second & ~first).any()  # a negative correction only removes, and only what it touches
         ct.target.undo()  # one undo step per result
         assert np.array_equal(segment_array(ct.ctx, ct.seg, ct.sid, ct.node)[K].astype(bool), first)
     finally:

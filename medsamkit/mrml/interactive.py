@@ -148,6 +148,7 @@ def run_request(engine, request, progress: ProgressFn = None, cancel: CancelFn =
         if pred is None:
             pred = engine.segment_slice(request.image, request.normalization, box=p.box, points=p.points,
                                         point_labels=p.labels, mask_input=request.mask_input, cancel=cancel)
+        pred = _merge_correction(request, pred)
         placement = place_slice_mask(pred.mask, p.view, request.ijk_to_target)
         return Result(request, placement, time.perf_counter() - t0, prediction=pred,
                       summary=f"slice {p.view.index}: {int(pred.mask.sum())} pixels, predicted IoU {pred.score:.2f}")
@@ -162,6 +163,28 @@ def run_request(engine, request, progress: ProgressFn = None, cancel: CancelFn =
     placement = place_volume_mask(seg.mask, request.ijk_to_target, seg.axis, seg.slices)
     return Result(request, placement, time.perf_counter() - t0, warnings=list(seg.warnings),
                   summary=f"{len(seg.slices)} slices, {int(seg.mask.sum())} voxels")
+
+
+def _merge_correction(request: SliceRequest, pred):
+    """Refine mode: the newest click corrects only the region it touches (refinement.progressive_merge).
+
+    Applies when the request refines a previous prediction of the same slice (mask_input) with clicks;
+    the returned prediction carries the merged mask and the model's own logits (the next mask prompt).
+    """
+    p, previous = request.prompt, request.mask_input
+    if p.points is None or not len(p.points) or getattr(previous, "mask", None) is None:
+        return pred
+    if tuple(previous.mask.shape) != tuple(pred.mask.shape):
+        return pred
+    from dataclasses import is_dataclass, replace
+
+    from ..refinement import progressive_merge
+
+    merged = progressive_merge(previous.mask, pred.mask, p.points[-1], int(p.labels[-1]) == 1)
+    if is_dataclass(pred):
+        return replace(pred, mask=merged)
+    pred.mask = merged  # a remote prediction: its logits stay on the server
+    return pred
 
 
 def apply_result(target: SegmentTarget, result: Result, mode: str = "replace") -> WriteReport:

@@ -10,7 +10,7 @@ Prints, in one run and as ratios against the reference:
 3. peak RSS of a fresh process that loads each engine and segments one slice;
 4. masks: Dice of the ONNX path vs the reference (predict_array's own preprocessing) and vs the
    torch path (medsamkit preprocessing) on dev slices of every modality;
-5. the 40-slice marker workflow (one box per slice): torch, onnx, onnx + encode_ahead;
+5. the 40-slice marker workflow (segment_volume, one box per slice): torch, onnx (and int8);
 6. --device cuda: the same encoder/decoder table on a GPU (torch fp32/bf16, ORT CUDA/TensorRT EPs
    when installed), or a line saying that no GPU is available.
 
@@ -97,27 +97,28 @@ def dev_slices(per_modality: int):
     return out
 
 
-def workflow_slices(n: int):
-    """(description, [(image, box)], normalization) for the marker workflow: one box per slice."""
+def workflow_volume(n: int):
+    """(description, volume, BoxPlan, normalization) for the marker workflow: one box on each of up to
+    ``n`` distinct tumour slices (no slice twice: every slice costs an encode)."""
     from medsamkit.io import read_image
+    from medsamkit.markers import BoxPlan
     from medsamkit.preprocess import resolve_normalization
 
     brats = DEV / "brats" / "brats_2013_pat0002_1.img.nii.gz"
     if brats.is_file():
         vol = read_image(brats).array
         seg = read_image(DEV / "brats" / "brats_2013_pat0002_1.seg.nii.gz").array > 0
-        desc = f"BraTS FLAIR (dev set), {n} consecutive tumour slices"
+        name = "BraTS FLAIR (dev set)"
     else:
         vol = read_image(REPO / "Testing/Data/brain1.img.nii.gz").array
         seg = read_image(REPO / "Testing/Data/brain1.seg.nii.gz").array > 0
-        desc = f"brain1 MR (Testing/Data; dev set not found), {n} slices (repeated if fewer)"
-    ks = [int(k) for k in np.nonzero(seg.sum(axis=(1, 2)))[0]]
-    ks = (ks * (n // max(len(ks), 1) + 1))[:n]
-    items = []
+        name = "brain1 MR (Testing/Data; dev set not found)"
+    ks = [int(k) for k in np.nonzero(seg.sum(axis=(1, 2)))[0]][:n]
+    boxes = {}
     for k in ks:
         ys, xs = np.nonzero(seg[k])
-        items.append((vol[k], [xs.min() - 2, ys.min() - 2, xs.max() + 2, ys.max() + 2]))
-    return desc, items, resolve_normalization("auto", vol)
+        boxes[k] = np.array([xs.min() - 2, ys.min() - 2, xs.max() + 2, ys.max() + 2], dtype=np.float64)
+    return f"{name}, {len(ks)} distinct tumour slices", vol, BoxPlan(0, boxes, ks), resolve_normalization("auto", vol)
 
 
 # ---------------------------------------------------------------- models
@@ -340,31 +341,22 @@ def section_masks(models, slices):
 
 
 def section_workflow(models, n):
-    from medsamkit.fast.prefetch import encode_ahead
+    """The marker workflow as the product runs it: volume_segmentation.segment_volume over a BoxPlan."""
     from medsamkit.predictor import Predictor
+    from medsamkit.volume_segmentation import segment_volume
 
-    desc, items, norm = workflow_slices(n)
-    print(f"\n## 5. Marker workflow: {desc}; set_image + predict(box) per slice, wall s [{load()}]")
-    print("  (issue5-3d's volume_segmentation is not merged on this branch: the loop below is what it runs per slice)")
-    runs = [("torch", "torch", False), ("onnx", "onnx", False), ("onnx + encode_ahead", "onnx", True)]
-    if "onnx-int8" in models:
-        runs.append(("onnx-int8 + encode_ahead", "onnx-int8", True))
+    desc, vol, plan, norm = workflow_volume(n)
+    print(f"\n## 5. Marker workflow: {desc}; medsamkit.volume_segmentation.segment_volume, wall s [{load()}]")
+    runs = [("torch", "torch"), ("onnx", "onnx")] + ([("onnx-int8", "onnx-int8")] if "onnx-int8" in models else [])
     base = None
-    for label, key, ahead in runs:
-        p = Predictor(models[key])
-        t0 = time.perf_counter()
-        if ahead:
-            with encode_ahead(p, (im for im, _ in items), normalization=norm, depth=2):
-                for im, box in items:
-                    p.set_image(im, normalization=norm)
-                    p.predict(box=box)
-        else:
-            for im, box in items:
-                p.set_image(im, normalization=norm)
-                p.predict(box=box)
+    for label, key in runs:
+        p = Predictor(models[key])  # a fresh embedding cache: every slice is encoded
+        calls, t0 = models[key].encoder_calls, time.perf_counter()
+        res = segment_volume(p, vol, plan, normalization=norm)
         dt = time.perf_counter() - t0
         base = base or dt
-        print(f"{label:26s} {dt:7.1f} s  {dt / len(items):6.3f} s/slice   x{base / dt:5.2f}  [{load()}]", flush=True)
+        print(f"{label:26s} {dt:7.1f} s  {dt / len(plan.boxes):6.3f} s/slice   x{base / dt:5.2f}  "
+              f"({models[key].encoder_calls - calls} encodes, {int(res.mask.sum())} voxels) [{load()}]", flush=True)
 
 
 def section_cuda(rounds):
@@ -410,6 +402,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--cache-dir", default=None, help="exported-model cache (default: a fresh temp folder)")
+    ap.add_argument("--sections", default="1,2,3,4,5", help="which CPU sections to run (comma-separated numbers)")
     ap.add_argument("--rss-probe", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_probe:
@@ -430,11 +423,17 @@ def main() -> None:
     models = engines(cache_dir, args.int8)
     slices = dev_slices(1 if args.quick else 2)
     one_per_modality = list({s[0]: s for s in slices}.values())
-    section_per_slice(models, one_per_modality[:3] if args.quick else one_per_modality, rounds)
-    section_single_thread(models, rounds)
-    section_rss([k for k in models], cache_dir, args.int8)
-    section_masks(models, slices)
-    section_workflow(models, 8 if args.quick else 40)
+    wanted = {int(v) for v in args.sections.split(",") if v.strip()}
+    if 1 in wanted:
+        section_per_slice(models, one_per_modality[:3] if args.quick else one_per_modality, rounds)
+    if 2 in wanted:
+        section_single_thread(models, rounds)
+    if 3 in wanted:
+        section_rss([k for k in models], cache_dir, args.int8)
+    if 4 in wanted:
+        section_masks(models, slices)
+    if 5 in wanted:
+        section_workflow(models, 8 if args.quick else 40)
     section_cuda(rounds)
     tmp.cleanup()
 

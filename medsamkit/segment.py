@@ -28,6 +28,20 @@ class SegmentResult:
     axis: int | None = None
 
 
+def _plane(image: ImageData, slice_index, axis, normalization):
+    """(numpy axis or None, the 2D image to segment, the intensity mapping resolved on the whole input)."""
+    if image.is_3d:
+        if slice_index is None:
+            raise InputError(f"The input is a 3D volume {image.array.shape[::-1]} (x, y, z); choose a slice with "
+                             "--slice K (and --axis axial|coronal|sagittal).")
+        ax = numpy_axis(axis, image.direction)
+        norm = resolve_normalization(normalization, image.array, image.modality)
+        return ax, extract_slice(image.array, slice_index, ax), norm
+    if slice_index not in (None, 0):
+        raise InputError("--slice only applies to 3D volumes; this input is a 2D image.")
+    return None, image.array, resolve_normalization(normalization, image.array, image.modality)
+
+
 def segment_image(predictor: Predictor, image: ImageData, box=None, points=None, point_labels=None,
                   slice_index: int | None = None, axis: "str | int" = "axial",
                   normalization: "str | Normalization | None" = "auto", mask_input=None) -> SegmentResult:
@@ -36,18 +50,7 @@ def segment_image(predictor: Predictor, image: ImageData, box=None, points=None,
     Prompts are XY pixels of the 2D image / the extracted slice (see volume.py for which voxel
     axes a slice's X and Y are). Raises InputError for a missing slice index on 3D data or bad prompts.
     """
-    if image.is_3d:
-        if slice_index is None:
-            raise InputError(f"The input is a 3D volume {image.array.shape[::-1]} (x, y, z); choose a slice with "
-                             "--slice K (and --axis axial|coronal|sagittal).")
-        ax = numpy_axis(axis, image.direction)
-        norm = resolve_normalization(normalization, image.array, image.modality)
-        plane = extract_slice(image.array, slice_index, ax)
-    else:
-        if slice_index not in (None, 0):
-            raise InputError("--slice only applies to 3D volumes; this input is a 2D image.")
-        ax, plane = None, image.array
-        norm = resolve_normalization(normalization, plane, image.modality)
+    ax, plane, norm = _plane(image, slice_index, axis, normalization)
     display = normalize_to_uint8(plane, norm)
     predictor.set_display_image(display, norm)
     pred = predictor.predict(box=box, points=points, point_labels=point_labels, mask_input=mask_input)
@@ -68,22 +71,13 @@ def segment_with_backend(backend, image: ImageData, box=None, points=None, point
     resolved, so both ends map intensities identically. A 3D volume is set whole: on a server the
     prompt then names the slice.
     """
+    ax, plane, norm = _plane(image, slice_index, axis, normalization)
     if image.is_3d:
-        if slice_index is None:
-            raise InputError(f"The input is a 3D volume {image.array.shape[::-1]} (x, y, z); choose a slice with "
-                             "--slice K (and --axis axial|coronal|sagittal).")
-        ax = numpy_axis(axis, image.direction)
-        norm = resolve_normalization(normalization, image.array, image.modality)
-        plane = extract_slice(image.array, slice_index, ax)
         backend.set_volume(image.array, normalization=norm, modality=image.modality, direction=image.direction)
         pred = backend.predict(box=box, points=points, point_labels=point_labels, slice_index=slice_index, axis=ax)
         full = np.zeros(image.array.shape, dtype=np.uint8)
         put_slice(full, pred.mask, slice_index, ax)
     else:
-        if slice_index not in (None, 0):
-            raise InputError("--slice only applies to 3D volumes; this input is a 2D image.")
-        ax, plane = None, image.array
-        norm = resolve_normalization(normalization, plane, image.modality)
         backend.set_image(plane, normalization=norm, modality=image.modality)
         pred = backend.predict(box=box, points=points, point_labels=point_labels)
         full = pred.mask.astype(np.uint8)

@@ -21,9 +21,9 @@ import slicer
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
 from MedSAMSegmentLib.EffectTarget import EngineHolder, ScriptedEffectTarget
-from MedSAMSegmentLib.Parameters import (BACKEND, SERVER_TOKEN_FILE, CHECKPOINT_PATH, DEVICE, MARKER_MARGIN_MM, MARKER_REFINE,
+from MedSAMSegmentLib.Parameters import (BACKEND, CHECKPOINT_PATH, DEVICE, MARKER_MARGIN_MM, MARKER_REFINE,
                                           MIN_DRAG_PIXELS, MODEL, MODEL_KINDS, POLL_INTERVAL_MS, PROMPT_MODE,
-                                          PROMPT_MODES, WINDOW, WINDOWS, WRITE_MODE)
+                                          PROMPT_MODES, SERVER_TOKEN_FILE, WINDOW, WINDOWS, WRITE_MODE)
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):

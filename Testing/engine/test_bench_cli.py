@@ -50,23 +50,22 @@ def test_markers_command_writes_a_slicer_segmentation(tmp_path, phantom_files, c
     # Measured: Dice 0.95 against the phantom's label (the bar: 0.85).
     assert dice(seg, label) >= 0.85
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tumour.seg.nrrd"]
-    slicer = pytest.importorskip("slicer", reason="slicer-core not installed: .seg.nrrd read-back not checked")
+    pytest.importorskip("slicer", reason="slicer-core not installed: .seg.nrrd read-back not checked")
 
     from medsamkit.mrml.context import make_context, quiet_vtk
+    from medsamkit.mrml.segments import segment_array
+    from medsamkit.mrml.volumes import load_volume
 
     quiet_vtk("ERROR")
     ctx = make_context()  # keeps every logic (and the application logic they point to) alive
-    scene, logic, volumes = ctx.scene, ctx.segmentations, ctx.volumes
-    node = logic.LoadSegmentationFromFile(str(out), False, "loaded")
+    node = ctx.segmentations.LoadSegmentationFromFile(str(out), False, "loaded")
     assert node is not None
     segmentation = node.GetSegmentation()
     assert segmentation.GetNumberOfSegments() == 1
     segment_id = segmentation.GetNthSegmentID(0)
     assert segmentation.GetSegment(segment_id).GetName() == "tumour"
-    volume_node = volumes.AddArchetypeVolume(str(volume), "phantom")
-    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-    assert logic.ExportSegmentsToLabelmapNode(node, [segment_id], labelmap, volume_node)
-    assert np.array_equal(slicer.util.arrayFromVolume(labelmap) > 0, seg > 0)
+    volume_node = load_volume(ctx, volume, "phantom")
+    assert np.array_equal(segment_array(ctx, node, segment_id, volume_node) > 0, seg > 0)
 
 
 def test_markers_command_nifti_output_and_refine(tmp_path, phantom_files, capsys):

@@ -20,15 +20,14 @@ def test_two_segments_read_back_by_slicer_core(tmp_path, test_data):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["two.seg.nrrd"]
     assert np.array_equal(read_image(path).array, labels)  # a plain NRRD for every other reader
 
-    slicer = pytest.importorskip("slicer", reason="slicer-core not installed: Slicer read-back not checked")
-    from vtkmodules.vtkCommonMath import vtkMatrix4x4
-
+    pytest.importorskip("slicer", reason="slicer-core not installed: Slicer read-back not checked")
     from medsamkit.mrml.context import make_context, quiet_vtk
+    from medsamkit.mrml.segments import segment_array
+    from medsamkit.mrml.volumes import load_volume, volume_geometry
 
     quiet_vtk("ERROR")
     ctx = make_context()  # keeps every logic (and the application logic they point to) alive
-    scene, segs, volumes = ctx.scene, ctx.segmentations, ctx.volumes
-    node = segs.LoadSegmentationFromFile(str(path), False, "two")
+    node = ctx.segmentations.LoadSegmentationFromFile(str(path), False, "two")
     assert node is not None
     seg = node.GetSegmentation()
     ids = [seg.GetNthSegmentID(n) for n in range(seg.GetNumberOfSegments())]
@@ -36,17 +35,12 @@ def test_two_segments_read_back_by_slicer_core(tmp_path, test_data):
     assert np.allclose(seg.GetSegment(ids[1]).GetColor(), (0, 0, 1))
     # Compare voxels in Slicer's own IJK: load the label file as a labelmap with the same reader.
     ours_geometry = VolumeGeometry.from_image(image)
-    reference = volumes.AddArchetypeVolume(str(test_data / "brain1.img.nii.gz"), "brain", 0)
+    reference = load_volume(ctx, test_data / "brain1.img.nii.gz", "brain")
+    # Slicer's NIfTI reader may order k differently from SimpleITK's (same physical grid), so map every
+    # voxel Slicer holds (exported on the reference's grid) through RAS into our grid instead of comparing indices.
+    slicer_geometry = volume_geometry(reference)
     for n, seg_id in enumerate(ids, start=1):
-        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-        assert segs.ExportSegmentsToLabelmapNode(node, [seg_id], labelmap, reference)
-        ours = slicer.util.arrayFromVolume(labelmap) > 0
-        # Slicer's NIfTI reader may order k differently from SimpleITK's (same physical grid), so
-        # map every voxel Slicer holds through RAS into our grid instead of comparing indices.
-        matrix = vtkMatrix4x4()
-        labelmap.GetIJKToRASMatrix(matrix)
-        slicer_geometry = VolumeGeometry.from_ijk_to_ras([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)],
-                                                         ours.shape)
+        ours = segment_array(ctx, node, seg_id, reference) > 0
         kji = np.argwhere(ours)
         ras = slicer_geometry.ijk_to_ras_points(kji[:, ::-1])
         i, j, k = np.rint(ours_geometry.ras_to_ijk_points(ras)).astype(int).T

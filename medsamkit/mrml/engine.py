@@ -154,7 +154,9 @@ def make_engine(model: str | None = None, checkpoint: str | None = None, device:
         from ..models.registry import load_model
 
         return PredictorEngine(Predictor(load_model(model, checkpoint, device)))
-    if str(backend).startswith(("http://", "https://")):
+    from ..backend import is_remote_spec
+
+    if is_remote_spec(backend):
         try:
             from ..backend.remote import RemoteBackend
         except ImportError as exc:

@@ -112,13 +112,15 @@ def prepare_slice_request(volume_node, segmentation_node, prompt: SlicePrompt, w
     norm = (cache or NormalizationCache()).resolve(volume_node, volume, window)
     return SliceRequest(slice_image(volume, prompt.view), norm, prompt, mask_input,
                         ijk_to_segmentation(volume_node, segmentation_node), volume_key(volume_node),
-                        array_from_volume(volume_node, copy=True) if whole_volume else None)
+                        volume.copy() if whole_volume else None)
 
 
 def engine_wants_volume(engine, backend_option: str, key: tuple) -> bool:
     """Should the next slice request carry the whole volume? Yes for a remote backend that does not
     hold this volume yet (``engine`` may still be None before the first run creates it)."""
-    if not str(backend_option or "").lower().startswith(("http://", "https://")):
+    from ..backend import is_remote_spec
+
+    if not is_remote_spec(backend_option):
         return False
     holds = getattr(engine, "holds_volume", None)
     return not (holds is not None and holds(key))

@@ -230,7 +230,7 @@ def section_single_thread(models, rounds):
     for k, m in models.items():
         if k == "torch":
             continue
-        one = OnnxPromptableModel(m.reference, m.encoder_path, m.decoder_path, m.precision, threads=1)
+        one = OnnxPromptableModel(m.reference, m.encoder_path, m.decoder_paths, m.precision, threads=1)
         enc[k] = (lambda one=one: one.encode(x))
         if k == "onnx":
             emb = one.encode(x)

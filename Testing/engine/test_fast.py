@@ -30,7 +30,7 @@ def onnx_model(lite_model, cache_dir):
     before = sum(EXPORT_COUNTS.values())
     model = with_engine(lite_model, "onnx", cache_dir=cache_dir)
     assert getattr(model, "engine", None) == "onnx", getattr(model, "fallback_reason", None)
-    assert sum(EXPORT_COUNTS.values()) - before == 2  # encoder + decoder, exported once
+    assert sum(EXPORT_COUNTS.values()) - before == 3  # encoder + the decoder's image and prompt parts, once
     return model
 
 
@@ -105,6 +105,37 @@ def test_decoder_matches_torch_for_every_prompt_combination(onnx_model, lite_mod
         assert got_logits.shape == ref_logits.shape and got_iou.shape == ref_iou.shape
         assert torch.allclose(got_logits, ref_logits, atol=2e-3, rtol=1e-3), kw.keys()
         assert torch.allclose(got_iou, ref_iou, atol=1e-4), kw.keys()
+
+
+def test_decoder_image_part_runs_once_per_embedding(onnx_model, lite_model):
+    """encode() prepares the decoder's image part; clicks on that embedding only run the prompt part,
+    a mask prompt computes its own (and leaves the remembered one alone), and another embedding
+    object with the same values gets its own image part and the same logits."""
+    import torch
+
+    from medsamkit.io import read_image
+    from medsamkit.preprocess import normalize_to_uint8
+
+    vol = read_image(SAMPLE_DIR / "sample_lung_ct.nii.gz").array
+    x = onnx_model.transform.image_to_input(normalize_to_uint8(vol[vol.shape[0] // 2], "lung"))
+    calls = onnx_model.image_part_calls
+    emb = onnx_model.encode(x)
+    assert onnx_model.image_part_calls == calls + 1
+    box = np.array([40.0, 60.0, 200.0, 190.0])
+    first, _ = onnx_model.decode(emb, box=box)
+    for kw in (dict(box=box + 5), dict(coords=np.array([[120.0, 120.0]]), labels=np.array([1])), dict(box=box)):
+        logits, _ = onnx_model.decode(emb, **kw)
+        ref, _ = lite_model.decode(emb, **kw)
+        assert torch.allclose(logits, ref, atol=2e-3, rtol=1e-3)
+    assert torch.equal(logits, first)  # the same click again: the same bits
+    masked, _ = onnx_model.decode(emb, box=box, mask_input=first[0].numpy())
+    ref, _ = lite_model.decode(emb, box=box, mask_input=first[0].numpy())
+    assert torch.allclose(masked, ref, atol=2e-3, rtol=1e-3) and not torch.equal(masked, first)
+    assert onnx_model.image_part_calls == calls + 1  # no recomputation for any of those clicks
+    assert torch.equal(onnx_model.decode(emb, box=box)[0], first)  # the mask click did not replace it
+    copy = emb.clone()
+    assert torch.equal(onnx_model.decode(copy, box=box)[0], first)
+    assert onnx_model.image_part_calls == calls + 2
 
 
 def test_model_interface_and_distinct_cache_identity(onnx_model, lite_model):

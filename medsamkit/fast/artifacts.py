@@ -32,7 +32,7 @@ from ..errors import MedSAMError
 from ..io import atomic_output
 
 #: Bump when the export code changes the graphs it writes (old files are then simply not used).
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 class CacheDirError(MedSAMError):
@@ -60,7 +60,7 @@ class ArtifactKey:
 
     kind: str
     checkpoint_sha256: str
-    component: str      # "encoder" | "decoder"
+    component: str      # "encoder" | "decoder-image" | "decoder-prompt"
     precision: str      # "fp32" | "int8"
 
     @property

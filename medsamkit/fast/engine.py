@@ -125,7 +125,7 @@ def build_onnx_model(model, precision: str = "fp32", cache_dir: "str | os.PathLi
     if precision == "int8":
         enc = ensure_artifact(key("encoder", "int8"), lambda p: onnx_export.quantize_int8(str(enc32), p),
                               folder, log.info)
-    dec = ensure_artifact(key("decoder", "fp32"), lambda p: onnx_export.export_decoder(model.net, p),
-                          folder, log.info)
-    fast = OnnxPromptableModel(model, enc, dec, precision=precision, threads=threads)
+    dec = [ensure_artifact(key(part, "fp32"), lambda p, part=part: onnx_export.export_decoder_part(model.net, part, p),
+                           folder, log.info) for part in onnx_export.DECODER_PARTS]
+    fast = OnnxPromptableModel(model, enc, tuple(dec), precision=precision, threads=threads)
     return fast

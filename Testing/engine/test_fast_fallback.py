@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,6 +90,27 @@ def test_artifact_built_once_verified_and_rebuilt_when_damaged(tmp_path):
     artifacts.ensure_artifact(key, build, tmp_path)
     assert len(builds) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, first.with_suffix(".json").name])
+
+
+def test_files_of_older_export_recipes_are_removed_when_the_new_one_is_written(tmp_path, monkeypatch):
+    from medsamkit.fast import artifacts
+
+    def build(path):
+        Path(path).write_bytes(b"graph")
+
+    monkeypatch.setattr(artifacts, "RECIPE_VERSION", 1)
+    old = [artifacts.ensure_artifact(artifacts.ArtifactKey("litemedsam", "ab" * 32, c, "fp32"), build, tmp_path)
+           for c in ("encoder", "decoder")]
+    other = artifacts.ensure_artifact(artifacts.ArtifactKey("litemedsam", "cd" * 32, "encoder", "fp32"), build, tmp_path)
+    (tmp_path / "notes-r1.txt").write_text("not ours")
+    monkeypatch.setattr(artifacts, "RECIPE_VERSION", 2)
+    new = artifacts.ensure_artifact(artifacts.ArtifactKey("litemedsam", "ab" * 32, "encoder", "fp32"), build, tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    # the old encoder and the old single-graph decoder of these weights are gone, with their records;
+    # other weights' files and files that are not ours stay
+    assert names == sorted([new.name, new.with_suffix(".json").name, other.name, other.with_suffix(".json").name,
+                            "notes-r1.txt"])
+    assert all(not p.exists() for p in old)
 
 
 def test_failed_build_leaves_nothing_and_other_weights_get_their_own_file(tmp_path):

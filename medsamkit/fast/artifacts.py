@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -134,4 +135,18 @@ def ensure_artifact(key: ArtifactKey, build: Callable[[str], None], folder: Path
             f"Cannot write to the model cache folder {folder} ({exc}). Set MEDSAMKIT_CACHE_DIR to a writable "
             "folder, or use --engine torch.") from exc
     EXPORT_COUNTS[key.stem] = EXPORT_COUNTS.get(key.stem, 0) + 1
+    _remove_older_recipes(folder, key)
     return onnx_path
+
+
+def _remove_older_recipes(folder: Path, key: ArtifactKey) -> None:
+    """Delete this checkpoint's files written by older export recipes (any component): they are
+    never used again. Best effort: a file another process holds open is left for next time."""
+    prefix = f"{key.kind}-{key.checkpoint_sha256[:16]}-"
+    for path in folder.glob(prefix + "*-r*.*"):
+        m = re.fullmatch(re.escape(prefix) + r".+-r(\d+)\.(onnx|json)", path.name)
+        if m and int(m.group(1)) < RECIPE_VERSION:
+            try:
+                path.unlink()
+            except OSError:
+                pass

@@ -63,6 +63,18 @@ def _conv2x2_as_linear(conv):
     return w.permute(2, 3, 1, 0).reshape(4 * w.shape[1], w.shape[0]).contiguous(), conv.bias.detach()
 
 
+def _buffers(module, **tensors) -> None:
+    for name, t in tensors.items():
+        module.register_buffer(name, t)
+
+
+def _layer_norm_last(x, ln):
+    """SAM's LayerNorm2d (over channels) on channels-last rows."""
+    import torch.nn.functional as F
+
+    return F.layer_norm(x, (ln.weight.shape[0],), ln.weight, ln.bias, ln.eps)
+
+
 def _attend(attn, q, k, v):
     """SAM ``Attention.forward`` after its input projections (q, k, v already projected)."""
     import torch
@@ -94,32 +106,25 @@ def _decoder_modules(net):
 
     pe, dec = net.prompt_encoder, net.mask_decoder
     eh, ew = (int(v) for v in pe.image_embedding_size)
+    dense_pe = pe.get_dense_pe().detach().flatten(2).transpose(1, 2).contiguous()  # (1, HW, C)
 
     class ImagePart(nn.Module):
         def __init__(self):
             super().__init__()
             md = pe.mask_downscaling
-            m0, b0 = _conv2x2_as_linear(md[0])
-            m1, b1 = _conv2x2_as_linear(md[3])
-            self.register_buffer("m0", m0)
-            self.register_buffer("b0", b0)
-            self.register_buffer("m1", m1)
-            self.register_buffer("b1", b1)
-            self.register_buffer("m2", md[6].weight.detach()[:, :, 0, 0].t().contiguous())
-            self.register_buffer("b2", md[6].bias.detach())
+            (m0, b0), (m1, b1) = _conv2x2_as_linear(md[0]), _conv2x2_as_linear(md[3])
+            _buffers(self, m0=m0, b0=b0, m1=m1, b1=b1, m2=md[6].weight.detach()[:, :, 0, 0].t().contiguous(),
+                     b2=md[6].bias.detach(), no_mask=pe.no_mask_embed.weight.detach().reshape(1, 1, -1).clone(),
+                     pos=dense_pe)
             self.ln0, self.ln1 = md[1], md[4]
-            self.register_buffer("no_mask", pe.no_mask_embed.weight.detach().reshape(1, 1, -1).clone())
-            self.register_buffer("pos", pe.get_dense_pe().detach().flatten(2).transpose(1, 2).contiguous())
             self.layer0 = dec.transformer.layers[0]
 
         def dense_from_mask(self, mask_input):
             """PromptEncoder.mask_downscaling, channels-last: (1, 1, 4*eh, 4*ew) -> (1, eh*ew, C).
             Pixel row y = 4Y + 2a + a2: the first 2x2 convolution sees (a2, b2), the second (a, b)."""
             x = mask_input.reshape(eh, 2, 2, ew, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(eh * ew * 4, 4)
-            x = x @ self.m0 + self.b0
-            x = F.gelu(F.layer_norm(x, (self.ln0.weight.shape[0],), self.ln0.weight, self.ln0.bias, self.ln0.eps))
-            x = x.reshape(eh * ew, self.m1.shape[0]) @ self.m1 + self.b1
-            x = F.gelu(F.layer_norm(x, (self.ln1.weight.shape[0],), self.ln1.weight, self.ln1.bias, self.ln1.eps))
+            x = F.gelu(_layer_norm_last(x @ self.m0 + self.b0, self.ln0))
+            x = F.gelu(_layer_norm_last(x.reshape(eh * ew, self.m1.shape[0]) @ self.m1 + self.b1, self.ln1))
             return (x @ self.m2 + self.b2).unsqueeze(0)
 
         def forward(self, embedding, mask_input, has_mask_input):
@@ -135,17 +140,12 @@ def _decoder_modules(net):
         def __init__(self):
             super().__init__()
             self.pe, self.dec = pe, dec  # submodules: their weights are graph initialisers
-            self.register_buffer("pos", self.pe.get_dense_pe().detach().flatten(2).transpose(1, 2).contiguous())
             h, w = self.pe.input_image_size
-            self.register_buffer("scale_xy", torch.tensor([1.0 / w, 1.0 / h], dtype=torch.float32))
-            self.register_buffer("out_tokens", torch.cat([self.dec.iou_token.weight, self.dec.mask_tokens.weight]).detach()[None])
             up = self.dec.output_upscaling
-            w0, b0 = _ct2x2_as_linear(up[0])
-            w1, b1 = _ct2x2_as_linear(up[3])
-            self.register_buffer("w0", w0)
-            self.register_buffer("b0", b0)
-            self.register_buffer("w1", w1)
-            self.register_buffer("b1", b1)
+            (w0, b0), (w1, b1) = _ct2x2_as_linear(up[0]), _ct2x2_as_linear(up[3])
+            _buffers(self, w0=w0, b0=b0, w1=w1, b1=b1, pos=dense_pe,
+                     scale_xy=torch.tensor([1.0 / w, 1.0 / h], dtype=torch.float32),
+                     out_tokens=torch.cat([self.dec.iou_token.weight, self.dec.mask_tokens.weight]).detach()[None])
             self.ln = up[1]
 
         def sparse(self, point_coords, point_labels):
@@ -185,7 +185,7 @@ def _decoder_modules(net):
                                  for i in range(self.dec.num_mask_tokens)], dim=1)[0]  # (M, C/8)
             n, c0, c1 = eh * ew, self.w0.shape[1] // 4, self.w1.shape[1] // 4
             x = (keys[0] @ self.w0 + self.b0).reshape(n * 4, c0)  # rows (Y, X, di, dj)
-            x = F.gelu(F.layer_norm(x, (c0,), self.ln.weight, self.ln.bias, self.ln.eps))
+            x = F.gelu(_layer_norm_last(x, self.ln))
             x = F.gelu(x @ self.w1 + self.b1).reshape(n * 16, c1)  # rows (Y, X, di, dj, di2, dj2)
             m = hyper.shape[0]
             masks = (hyper @ x.t()).reshape(m, eh, ew, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)

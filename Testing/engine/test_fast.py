@@ -136,6 +136,10 @@ def test_decoder_image_part_runs_once_per_embedding(onnx_model, lite_model):
     copy = emb.clone()
     assert torch.equal(onnx_model.decode(copy, box=box)[0], first)
     assert onnx_model.image_part_calls == calls + 2
+    copy.mul_(0.5)  # overwritten in place: its remembered image part must not be used
+    halved, _ = onnx_model.decode(copy, box=box)
+    assert onnx_model.image_part_calls == calls + 3
+    assert torch.allclose(halved, lite_model.decode(copy, box=box)[0], atol=2e-3, rtol=1e-3)
 
 
 def test_model_interface_and_distinct_cache_identity(onnx_model, lite_model):

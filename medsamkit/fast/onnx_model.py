@@ -9,10 +9,13 @@ tensors, so the Predictor, the embedding cache and volume code use it unchanged.
 Design notes (measured on the 2-core AVX-512 dev machine, see benchmarks/RESULTS.md):
 - ORT with all graph optimisations (Conv+BN folding, GELU/LayerNorm fusion, NCHWc convolution
   layouts) runs the LiteMedSAM encoder in 0.55x the CPU time of eager PyTorch fp32 (1 thread:
-  1.45 vs 2.60 CPU s; 2 threads under load: 3.0x shorter wall time) with the same result (max
-  |diff| of the embedding 5e-6); the decoder in 0.6x (69 vs 114 CPU ms, 1 thread). fp32 is
-  near this CPU's bound: the encoder's ~72 GFLOP run at ~50 GFLOP/s per core, and one core's
-  SGEMM peak measured ~80 GFLOP/s, so 5x over PyTorch (25 GFLOP/s) is out of reach in fp32.
+  1.29 vs 2.34 CPU s; 2 threads: 2.2x shorter wall time) with the same result (max |diff| of the
+  embedding 5e-6). fp32 is near this CPU's bound: the encoder's 75 GFLOP run at ~100 GFLOP/s on
+  two cores, whose fp32 GEMM peak measured 190 GFLOP/s, so 5x over the reference is out of reach
+  in fp32 (RESULTS.md, issue 9, also for bf16 and int8).
+- The decoder is two graphs (see :mod:`.onnx_export`): ``encode`` also runs the image part, which
+  is remembered for the last few embedding objects, so a click runs only the prompt part
+  (25-34 ms on two cores, 46 CPU ms on one, against 113 for the reference decoder).
 - intra-op threads = the machine's physical cores (ORT's default), so one encode uses all cores;
   ORT sessions are thread-safe, so a background thread may encode while another decodes
   (see :mod:`.prefetch`).
@@ -79,7 +82,8 @@ class OnnxPromptableModel:
         self._dec_image = ort.InferenceSession(self.decoder_paths[0], so, providers=providers)
         self._dec_prompt = ort.InferenceSession(self.decoder_paths[1], so, providers=providers)
         # image part of the decoder per embedding (no mask prompt), for the last few embeddings used:
-        # id(embedding) -> (weakref to it, arrays); a lock because encode_ahead encodes in a thread
+        # id(embedding) -> (weakref to it, stamp of its values, arrays); a lock because encode_ahead
+        # encodes in a thread
         self._image_parts: "OrderedDict[int, tuple]" = OrderedDict()
         self._lock = threading.Lock()
         self.encoder_calls = 0
@@ -146,11 +150,13 @@ class OnnxPromptableModel:
             feeds = {"embedding": array, "mask_input": mask_input, "has_mask_input": np.ones(1, np.float32)}
             return self._dec_image.run(None, feeds)
         key = id(embedding)
+        # the same object with the same values (a cheap check that it was not overwritten in place)
+        stamp = (float(array.sum(dtype=np.float64)), array.reshape(-1)[::4099].tobytes())
         with self._lock:
             hit = self._image_parts.get(key)
-            if hit is not None and hit[0]() is embedding:
+            if hit is not None and hit[0]() is embedding and hit[1] == stamp:
                 self._image_parts.move_to_end(key)
-                return hit[1]
+                return hit[2]
         low = self.low_res_size
         feeds = {"embedding": array, "mask_input": np.zeros((1, 1, low, low), np.float32),
                  "has_mask_input": np.zeros(1, np.float32)}
@@ -161,7 +167,7 @@ class OnnxPromptableModel:
         except TypeError:  # an object without weak references (e.g. a plain ndarray): not remembered
             return parts
         with self._lock:
-            self._image_parts[key] = (ref, parts)
+            self._image_parts[key] = (ref, stamp, parts)
             while len(self._image_parts) > IMAGE_PARTS_KEPT:
                 self._image_parts.popitem(last=False)
         return parts

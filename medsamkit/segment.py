@@ -42,6 +42,16 @@ def _plane(image: ImageData, slice_index, axis, normalization):
     return None, image.array, resolve_normalization(normalization, image.array, image.modality)
 
 
+def _result(image: ImageData, pred, display, norm, slice_index, ax) -> SegmentResult:
+    """The slice's mask placed in a mask of the whole input (the slice itself for a 2D image)."""
+    if image.is_3d:
+        full = np.zeros(image.array.shape, dtype=np.uint8)
+        put_slice(full, pred.mask, slice_index, ax)
+    else:
+        full = pred.mask.astype(np.uint8)
+    return SegmentResult(full, pred.mask, display, pred, norm, slice_index, ax)
+
+
 def segment_image(predictor: Predictor, image: ImageData, box=None, points=None, point_labels=None,
                   slice_index: int | None = None, axis: "str | int" = "axial",
                   normalization: "str | Normalization | None" = "auto", mask_input=None) -> SegmentResult:
@@ -54,12 +64,7 @@ def segment_image(predictor: Predictor, image: ImageData, box=None, points=None,
     display = normalize_to_uint8(plane, norm)
     predictor.set_display_image(display, norm)
     pred = predictor.predict(box=box, points=points, point_labels=point_labels, mask_input=mask_input)
-    if image.is_3d:
-        full = np.zeros(image.array.shape, dtype=np.uint8)
-        put_slice(full, pred.mask, slice_index, ax)
-    else:
-        full = pred.mask.astype(np.uint8)
-    return SegmentResult(full, pred.mask, display, pred, norm, slice_index, ax)
+    return _result(image, pred, display, norm, slice_index, ax)
 
 
 def segment_with_backend(backend, image: ImageData, box=None, points=None, point_labels=None,
@@ -75,10 +80,7 @@ def segment_with_backend(backend, image: ImageData, box=None, points=None, point
     if image.is_3d:
         backend.set_volume(image.array, normalization=norm, modality=image.modality, direction=image.direction)
         pred = backend.predict(box=box, points=points, point_labels=point_labels, slice_index=slice_index, axis=ax)
-        full = np.zeros(image.array.shape, dtype=np.uint8)
-        put_slice(full, pred.mask, slice_index, ax)
     else:
         backend.set_image(plane, normalization=norm, modality=image.modality)
         pred = backend.predict(box=box, points=points, point_labels=point_labels)
-        full = pred.mask.astype(np.uint8)
-    return SegmentResult(full, pred.mask, normalize_to_uint8(plane, norm), pred, norm, slice_index, ax)
+    return _result(image, pred, normalize_to_uint8(plane, norm), norm, slice_index, ax)

@@ -235,12 +235,6 @@ def export_decoder_part(net, part: str, path: str) -> None:
         raise ValueError(f"unknown decoder part {part!r}; one of {DECODER_PARTS}")
 
 
-def export_decoder(net, image_path: str, prompt_path: str) -> None:
-    """Write both decoder graphs."""
-    export_decoder_part(net, "decoder-image", image_path)
-    export_decoder_part(net, "decoder-prompt", prompt_path)
-
-
 def quantize_int8(src: str, dst: str) -> None:
     """Dynamic int8 quantisation of the MatMul/Gemm weights of an fp32 ONNX file (per channel).
 

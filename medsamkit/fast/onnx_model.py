@@ -69,7 +69,7 @@ class OnnxPromptableModel:
 
     def __init__(self, reference, encoder_path: str, decoder_paths: "tuple[str, str]", precision: str = "fp32",
                  threads: int | None = None):
-        """decoder_paths: (image part, prompt part) graphs written by :func:`.onnx_export.export_decoder`."""
+        """decoder_paths: (image part, prompt part) graphs written by :func:`.onnx_export.export_decoder_part`."""
         import onnxruntime as ort
 
         self.reference = reference

@@ -20,6 +20,7 @@ from medsamkit.backend.errors import AuthenticationError, RequestTooLargeError, 
 from medsamkit.backend.local import LocalBackend
 from medsamkit.backend.remote import RemoteBackend
 from medsamkit.errors import InputError
+from medsamkit.markers import boxes_from_markers
 from medsamkit.server import protocol, wire
 from conftest import dice
 from remote_server import ServerProcess, centre_point, inside_points, read_2d_cases
@@ -160,8 +161,9 @@ def test_volume_slices_propagation_and_markers_equal_local(server, lite_model, t
         assert got.scores == pytest.approx(want.scores, abs=1e-6)
         assert all(t >= d for d, t in reports)  # progress came through (possibly none if it was quick)
 
-        want = local.segment_markers(markers, geometry)  # boxes computed on the client, slices on the server
-        got = remote.segment_markers(markers, geometry)
+        plan = boxes_from_markers(markers, geometry)  # boxes computed on the client, slices on the server
+        want = local.segment_plan(plan)
+        got = remote.segment_plan(plan)
         assert np.array_equal(got.mask, want.mask) and got.slices == want.slices == [10, 11, 12]
         assert got.scores == pytest.approx(want.scores, abs=1e-6)
         assert dice(got.mask > 0, label) > 0.6
@@ -399,7 +401,7 @@ def test_headless_batch_runs_on_the_server(server, lite_model, test_data, tmp_pa
     write_markers(markers, tmp_path / "ct.mrk.json")
     with LocalBackend(lite_model) as local:
         local.set_volume(ct.array, normalization="lung")
-        want = local.segment_markers(markers, geometry)
+        want = local.segment_plan(boxes_from_markers(markers, geometry))
     out = tmp_path / "ct.seg.nrrd"
     env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, str(repo / "medsamkit" / "mrml" / "batch.py"), "--", "--volume", ct_path,
@@ -407,5 +409,5 @@ def test_headless_batch_runs_on_the_server(server, lite_model, test_data, tmp_pa
                            "--backend", server.url, "--server-token-file", server.log_dir / "token.txt"],
                           capture_output=True, text=True, timeout=600, env=env, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    assert f"remote {server.url}" in proc.stdout and "1 of 1 case(s) written" in proc.stdout
+    assert f"at {server.url}" in proc.stdout and "1 of 1 case(s) written" in proc.stdout
     assert int((read_image(out).array > 0).sum()) == int(want.mask.sum()) > 300

@@ -79,7 +79,7 @@ def test_decoder_tuning_lowers_the_loss_and_raises_dice(overfit, shared_predicto
 def load_tuned(lite_model, adapter):
     from medsamkit.models import load_model
 
-    return load_model("litemedsam", lite_model.checkpoint, "cpu", adapter=adapter)
+    return load_model("litemedsam", lite_model.checkpoint, "cpu", engine="torch", adapter=adapter)
 
 
 def test_frozen_parameters_stay_bit_identical(overfit, lite_model):

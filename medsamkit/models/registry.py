@@ -82,7 +82,8 @@ def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = N
     its bundled weights when both are None). checkpoint: a file path, or None for the kind's
     default weights. engine: "torch" (the reference), "onnx" (ONNX Runtime on the CPU, exported once
     per checkpoint into the user cache) or "auto" (fastest available); None = $MEDSAMKIT_ENGINE or
-    "torch". A non-torch engine returns an object with PromptableModel's interface (see
+    "auto" (fast.engine.DEFAULT_ENGINE, the same default as every command). Training and code that
+    needs the network itself pass engine="torch". A non-torch engine returns an object with PromptableModel's interface (see
     medsamkit.fast), or this torch model with a warning when the fast path is unavailable.
     adapter: an ``adapter.safetensors`` written by ``medsamkit train``, applied on top before any
     engine export (checked against the base kind and checkpoint hash; it changes checkpoint_sha256,

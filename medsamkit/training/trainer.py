@@ -364,7 +364,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, progress: ProgressFn = 
     cfg.validate()
     info, device = distributed.init(cfg.device)
     try:
-        model = load_model(cfg.model, cfg.checkpoint, device or cfg.device)
+        model = load_model(cfg.model, cfg.checkpoint, device or cfg.device, engine="torch")  # trains the network
         trainer = Trainer(model, cfg, progress=progress if info.is_main else None, cancel=cancel,
                           embedding_cache=embedding_cache, dist_info=info)
         return trainer.fit(resume=resume)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from medsamkit.errors import CheckpointError
-from medsamkit.training.adapter_io import apply_adapter, read_adapter, save_adapter
+from medsamkit.models.adapter_file import apply_adapter, read_adapter, save_adapter
 from medsamkit.training.config import TrainConfig
 from medsamkit.training.trainer import Trainer
 from training_fixtures import fresh_model, jsrt_dev_cases, train_cache  # noqa: F401  (pytest fixtures)

@@ -120,7 +120,7 @@ def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = N
     net.eval()  # after loading and moving: TinyViT builds its attention-bias cache here
     model = PromptableModel(spec, net, dev, checkpoint=path, checkpoint_sha256=sha)
     if adapter is not None:
-        from ..training.adapter_io import apply_adapter
+        from .adapter_file import apply_adapter
 
         apply_adapter(model, adapter)
     return model if engine_name == "torch" else with_engine(model, engine_name)

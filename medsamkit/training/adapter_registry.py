@@ -66,7 +66,7 @@ def _store(entries: list[dict]) -> None:
 
 def register_adapter(path: "str | os.PathLike", name: str | None = None) -> dict:
     """Add (or replace, by name) an adapter file; returns its entry. CheckpointError if it is no adapter."""
-    from .adapter_io import read_manifest
+    from ..models.adapter_file import read_manifest
 
     path = Path(path).resolve()
     manifest = read_manifest(path)

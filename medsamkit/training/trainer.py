@@ -34,7 +34,7 @@ from ..errors import CheckpointError, InputError
 from ..io import atomic_output
 from ..progress import ProgressFn, CancelFn
 from . import distributed
-from .adapter_io import build_manifest, save_adapter
+from ..models.adapter_file import build_manifest, save_adapter
 from .cases import case_summary
 from .checkpointing import load_checkpoint, remove_partials, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, dump_yaml

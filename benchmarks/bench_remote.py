@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     from medsamkit.backend.remote import RemoteBackend
     from concurrent.futures import ThreadPoolExecutor
     from medsamkit.models import load_model
-    from medsamkit.server import wire
+    from medsamkit.protocol import wire
 
     proc = None
     tmp = tempfile.TemporaryDirectory()

@@ -13,7 +13,7 @@ import socket
 import sys
 
 from .errors import InputError
-from .server import protocol
+from . import protocol
 
 
 def add_parser(subparsers) -> None:

@@ -21,7 +21,8 @@ from medsamkit.backend.local import LocalBackend
 from medsamkit.backend.remote import RemoteBackend
 from medsamkit.errors import InputError
 from medsamkit.markers import boxes_from_markers
-from medsamkit.server import protocol, wire
+from medsamkit import protocol
+from medsamkit.protocol import wire
 from conftest import dice
 from remote_server import ServerProcess, centre_point, inside_points, read_2d_cases
 

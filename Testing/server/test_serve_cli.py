@@ -50,7 +50,7 @@ def test_busy_port_is_reported_before_loading_a_model(capsys):
 def test_client_imports_without_server_or_model_packages():
     """The remote client needs neither FastAPI/uvicorn (server side) nor torch (the model runs remotely)."""
     code = ("import sys, medsamkit.backend, medsamkit.backend.remote, "
-            "medsamkit.server.wire, medsamkit.server.protocol; "
+            "medsamkit.protocol, medsamkit.protocol.wire; "
             "print(sorted(m for m in ('fastapi', 'uvicorn', 'torch', 'slicer', 'qt') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=str(REPO), env={"PYTHONPATH": str(REPO), "PATH": ""})

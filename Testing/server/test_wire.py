@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 import pytest
 
-from medsamkit.server import wire
+from medsamkit.protocol import wire
 
 CODECS = [wire.CODEC_NONE, wire.CODEC_ZLIB] + ([wire.CODEC_ZSTD] if wire.zstd_available() else [])
 

@@ -1,6 +1,6 @@
 """RemoteBackend: the Backend interface on a ``medsamkit serve`` server (typically a CUDA machine).
 
-The image or volume is compressed and uploaded once per session (wire.py); each prompt then sends
+The image or volume is compressed and uploaded once per session (medsamkit/protocol/wire.py); each prompt then sends
 a few dozen bytes of JSON and gets back the mask's bounding-box region, bit-packed and compressed,
 from which the full-size mask is rebuilt here. Low-res logits (the mask prompt for refinement)
 stay on the server: a :class:`RemotePrediction` (its own type, read like a Prediction) passed as
@@ -36,7 +36,8 @@ from ..errors import InputError
 from ..preprocess import Normalization, validate_image
 from ..prompts import make_prompt
 from ..progress import check_cancel
-from ..server import protocol, wire
+from .. import protocol
+from ..protocol import wire
 from ..volume import numpy_axis
 from .base import Backend, BackendInfo, ImageInfo, check_volume, is_prediction, slice_hw
 from .errors import SessionLostError, VersionMismatchError

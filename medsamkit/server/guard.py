@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 
-from . import protocol
+from .. import protocol
 
 
 class BodyTooLarge(Exception):

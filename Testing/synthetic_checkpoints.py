@@ -33,7 +33,7 @@ def reference_layout(kind: str) -> "collections.OrderedDict":
     """state_dict of the kind's architecture on the meta device: ``{key: meta tensor}`` in state_dict order."""
     import torch
 
-    from .registry import get_spec
+    from medsamkit.models.registry import get_spec
 
     with torch.device("meta"):
         net = get_spec(kind).build()

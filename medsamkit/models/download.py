@@ -378,7 +378,8 @@ def _fetch_url(url, part, entry, events, timeout, retries, cancel) -> None:
                 attempt += 1
                 continue
             raise DownloadError(f"The server closed the connection after {done:,} of {total:,} bytes of "
-                                f"{entry.filename}; run the fetch again to resume. {manual_instructions(entry)}")
+                                f"{entry.filename}; they are kept in {part} and the next 'medsamkit models fetch "
+                                f"{entry.kind}' resumes them. {manual_instructions(entry)}")
         return
 
 

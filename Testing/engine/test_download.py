@@ -86,7 +86,7 @@ class _Handler(BaseHTTPRequestHandler):
             for i in range(0, len(body), step):
                 self.wfile.write(body[i:i + step])
                 self.wfile.flush()
-                time.sleep(0.1)
+                time.sleep(st.get("step_s", 0.1))
             return
         self.wfile.write(body)
         st["served"] = st.get("served", 0) + len(body)
@@ -539,3 +539,69 @@ def test_docs_list_every_entry_with_its_check():
         assert e.filename in text
         if e.hash:
             assert e.hash_hex in text
+
+
+# ------------------------------------------------------------------------------------------- the Slicer helper process
+
+@pytest.fixture(scope="module")
+def model_download():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "medsam_model_download", REPO / "MedSAMSegment" / "MedSAMSegmentLib" / "ModelDownload.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_slicer_helper_command_and_protocol(server, cache, tmp_path, monkeypatch, sam_bytes, model_download):
+    """The exact command the Slicer dialog starts, read by the dialog's (Qt-free) protocol in odd-sized chunks."""
+    server.state["files"]["s.pth"] = sam_bytes
+    use_catalog(tmp_path, monkeypatch, _entry(url=f"{server.url}/s.pth", data=sam_bytes),
+                _entry(kind="medsam", url=f"{server.url}/s.pth", data=sam_bytes, restricted=True))
+    assert model_download.needsDownload("sam-vit-b") and not model_download.needsDownload("litemedsam")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([model_download.packageParent()] + sys.path)}
+    command = model_download.fetchCommand("sam-vit-b")
+    assert command[1:] == ["-m", "medsamkit", "models", "fetch", "sam-vit-b", "--progress", "json"]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120).stdout
+    proto = model_download.FetchProtocol()
+    for i in range(0, len(out), 7):
+        proto.feed(out[i:i + 7])
+    assert proto.path and Path(proto.path).read_bytes() == sam_bytes and proto.error is None
+    assert proto.percent() == 100 and proto.stage == "done"
+    assert not model_download.needsDownload("sam-vit-b")
+    # a restricted licence: the protocol carries what the dialog shows, then the accepted rerun downloads
+    proto = model_download.FetchProtocol()
+    proto.feed(subprocess.run(model_download.fetchCommand("medsam"), env=env, capture_output=True, text=True,
+                              timeout=120).stdout)
+    assert proto.licence["citation"] == "Test et al. 2024" and proto.path is None
+    proto = model_download.FetchProtocol()
+    proto.feed(subprocess.run(model_download.fetchCommand("medsam", acceptLicence=True), env=env,
+                              capture_output=True, text=True, timeout=120).stdout)
+    assert proto.path and proto.path.endswith("medsam_test.pth")
+
+
+def test_cancel_terminates_the_helper_and_the_next_fetch_resumes(server, cache, tmp_path, monkeypatch):
+    import signal
+
+    data = os.urandom(400_000)
+    server.state["files"]["big.pth"] = data
+    server.state["modes"]["big.pth"] = "slow-body"
+    server.state["step_s"] = 0.5  # 5 s in all: time to cancel in the middle
+    use_catalog(tmp_path, monkeypatch, _entry(url=f"{server.url}/big.pth", data=data))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "medsamkit", "models", "fetch", "sam-vit-b", "--progress", "json"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    part = cache / "models" / "sam-vit-b_test.pth.part"
+    deadline = time.monotonic() + 60
+    while not (part.is_file() and part.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # what QProcess.terminate() sends
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert json.loads(out.splitlines()[-1])["event"] == "error"
+    kept = part.stat().st_size
+    assert 0 < kept < len(data) and "sam-vit-b_test.pth" not in _left(cache)
+    server.state["modes"]["big.pth"] = "ok"
+    assert Path(download.ensure_checkpoint("sam-vit-b")).read_bytes() == data
+    assert server.state["log"][-1][1] == f"bytes={kept}-"

@@ -89,6 +89,18 @@ def cached_path(kind: str, catalog: dict | None = None, events: EventFn | None =
     return path
 
 
+def is_cached(kind: str, catalog: dict | None = None) -> bool:
+    """Quick check (no hashing): the kind's file is in the cache with a matching record. For GUIs."""
+    entry = get_entry(kind, catalog)
+    path = models_dir() / entry.filename
+    try:
+        record = json.loads(_record_path(path).read_text(encoding="utf-8"))
+        st = path.stat()
+    except (OSError, ValueError):
+        return False
+    return record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns
+
+
 def _write_record(path: Path, entry: CatalogEntry, source: str, digests: dict | None = None) -> dict:
     from ..io import atomic_output
 
@@ -387,12 +399,13 @@ def _stream(response, part, mode, start, total, entry, events, cancel) -> int:
     from ..progress import Cancelled
 
     done, t0, last = start, time.monotonic(), 0.0
+    read = getattr(response, "read1", response.read)  # read1: what has arrived, so progress moves on slow links
     with open(part, mode) as out:
         while True:
             if cancel is not None and cancel():
                 raise Cancelled(f"Download of {entry.filename} cancelled; {done:,} bytes are kept in {part} "
                                 "and the next fetch resumes them.")
-            block = response.read(CHUNK)
+            block = read(CHUNK)
             if not block:
                 break
             out.write(block)

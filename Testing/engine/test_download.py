@@ -35,6 +35,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):  # noqa: N802
+        try:
+            self._get()
+        except ConnectionError:  # the client went away (a cancelled or timed-out download)
+            pass
+
+    def _get(self):
         st = self.server.state
         name = self.path.lstrip("/")
         st["log"].append((name, self.headers.get("Range")))

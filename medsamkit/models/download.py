@@ -231,7 +231,7 @@ def manual_instructions(entry: CatalogEntry) -> str:
     src = entry.urls[0] if entry.urls else " or ".join(entry.pages)
     return (f"Download {entry.filename} from {src} (expected: {entry.expected_text()}), copy it to this machine and "
             f"run: medsamkit models add FILE --model {entry.kind} — or put it into {models_dir()} as "
-            f"{entry.filename}.")
+            f"{entry.filename}, or give it directly with --checkpoint FILE.")
 
 
 def ensure_checkpoint(kind: str, events: EventFn | None = None, accept_licence: bool = False,

@@ -611,3 +611,12 @@ def test_cancel_terminates_the_helper_and_the_next_fetch_resumes(server, cache, 
     server.state["modes"]["big.pth"] = "ok"
     assert Path(download.ensure_checkpoint("sam-vit-b")).read_bytes() == data
     assert server.state["log"][-1][1] == f"bytes={kept}-"
+
+
+def test_catalog_ships_with_the_package_and_the_extension():
+    import tomllib
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "models/catalog.json" in pyproject["tool"]["setuptools"]["package-data"]["medsamkit"]
+    assert any(d.startswith("xxhash") for d in pyproject["project"]["dependencies"])
+    assert "medsamkit/models/catalog.json" in (REPO / "CMakeLists.txt").read_text(encoding="utf-8")

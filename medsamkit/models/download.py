@@ -84,7 +84,11 @@ def cached_path(kind: str, catalog: dict | None = None, events: EventFn | None =
     except (OSError, ValueError):
         pass
     _emit(events, {"event": "verify", "kind": entry.kind, "path": str(path)})
-    verify_file(path, entry)  # raises with the reason; the user's own copy is never deleted here
+    try:
+        verify_file(path, entry)  # the user's own copy is never deleted here
+    except CheckpointError as exc:
+        raise CheckpointError(f"The file {path} in the model folder is not usable: {exc} Delete or replace it. "
+                              f"{manual_instructions(entry)}") from exc
     _write_record(path, entry, source="found in the cache folder")
     return path
 

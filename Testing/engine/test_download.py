@@ -620,3 +620,17 @@ def test_catalog_ships_with_the_package_and_the_extension():
     assert "models/catalog.json" in pyproject["tool"]["setuptools"]["package-data"]["medsamkit"]
     assert any(d.startswith("xxhash") for d in pyproject["project"]["dependencies"])
     assert "medsamkit/models/catalog.json" in (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+
+
+def test_terminal_progress_shows_size_and_speed():
+    import io
+
+    out = io.StringIO()
+    bar = download.TqdmBytes(out)
+    bar({"event": "start", "kind": "sam-vit-b", "filename": "f.pth", "url": "u", "total": 4 << 20,
+         "resumed_from": 1 << 20})
+    bar({"event": "progress", "kind": "sam-vit-b", "done": 3 << 20, "total": 4 << 20, "speed": 2 << 20})
+    bar({"event": "verify", "kind": "sam-vit-b", "path": "/x/f.pth"})
+    text = out.getvalue()
+    assert "resuming f.pth at 1,048,576 bytes" in text and "f.pth" in text and "4.00M" in text and "B/s" in text
+    assert "verifying f.pth" in text

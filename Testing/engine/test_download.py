@@ -465,6 +465,24 @@ def test_hand_dropped_file_is_verified_on_first_use(cache, tmp_path, monkeypatch
     assert download.cached_path("sam-vit-b") == dropped
 
 
+def test_read_only_folder_prepared_by_hand_is_used(tmp_path, monkeypatch, sam_bytes):
+    cache = tmp_path / "shared"
+    (cache / "models").mkdir(parents=True)
+    (cache / "models" / "sam-vit-b_test.pth").write_bytes(sam_bytes)
+    monkeypatch.setenv("MEDSAMKIT_CACHE_DIR", str(cache))
+    use_catalog(tmp_path, monkeypatch, _entry(url="https://example.org/never-reached.pth", data=sam_bytes))
+    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(cache / "models"), str(cache / "models")],
+                             capture_output=True).returncode == 0 if os.name == "posix" and os.geteuid() == 0 else False
+    try:
+        if not mounted:
+            monkeypatch.setattr(download, "_write_record", lambda *a, **k: (_ for _ in ()).throw(PermissionError()))
+        path = download.ensure_checkpoint("sam-vit-b")  # verified, used, no download attempted
+        assert Path(path).read_bytes() == sam_bytes
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(cache / "models")], capture_output=True)
+
+
 # ------------------------------------------------------------------------------------------- loads and segments
 
 def test_load_model_without_checkpoint_fetches_the_catalog_file(server, cache, tmp_path, monkeypatch, sam_bytes):

@@ -89,7 +89,10 @@ def cached_path(kind: str, catalog: dict | None = None, events: EventFn | None =
     except CheckpointError as exc:
         raise CheckpointError(f"The file {path} in the model folder is not usable: {exc} Delete or replace it. "
                               f"{manual_instructions(entry)}") from exc
-    _write_record(path, entry, source="found in the cache folder")
+    try:
+        _write_record(path, entry, source="found in the cache folder")
+    except OSError:
+        pass  # a read-only shared folder prepared by an administrator: verified now, verified again next time
     return path
 
 

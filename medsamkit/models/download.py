@@ -24,12 +24,10 @@ expected hash and the folder to drop the file into, so an air-gapped site can co
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
 import socket
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -37,14 +35,16 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import Callable
 
-from ..errors import CheckpointError, DependencyError, MedSAMError
+from ..errors import CheckpointError, MedSAMError
 from ..fast.artifacts import CacheDirError, cache_dir
 from .catalog import CatalogEntry, get_entry, load_catalog
+from .download_events import EventFn, JsonLines, TqdmBytes, default_events  # noqa: F401 (public here too)
+from .filelock import FileLock
+from .verify import _xxhash, check_loads_as, file_digests, verify_file  # noqa: F401 (public here too)
 
 ACCEPT_ENV = "MEDSAMKIT_ACCEPT_LICENCES"
 TIMEOUT_ENV = "MEDSAMKIT_DOWNLOAD_TIMEOUT"
 CHUNK = 1 << 20
-EventFn = Callable[[dict], None]
 
 
 class DownloadError(MedSAMError):
@@ -119,70 +119,6 @@ def _write_record(path: Path, entry: CatalogEntry, source: str, digests: dict | 
     with atomic_output(_record_path(path)) as tmp:
         Path(tmp).write_text(json.dumps(record, indent=1), encoding="utf-8")
     return record
-
-
-def file_digests(path: "str | os.PathLike", algorithms) -> dict:
-    """``{algorithm: hex}`` for 'sha256' and/or 'xxh128', in one pass over the file."""
-    hashers = {}
-    for algo in set(algorithms):
-        if algo == "sha256":
-            hashers[algo] = hashlib.sha256()
-        elif algo == "xxh128":
-            hashers[algo] = _xxhash().xxh128()
-        else:
-            raise ValueError(f"unknown hash algorithm {algo}")
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            for h in hashers.values():
-                h.update(block)
-    return {algo: h.hexdigest() for algo, h in hashers.items()}
-
-
-def _xxhash():
-    try:
-        import xxhash
-    except ImportError as exc:
-        raise DependencyError("Checking this model's published xxh128 hash needs the Python package 'xxhash'. "
-                              "Install it with: python -m pip install xxhash") from exc
-    return xxhash
-
-
-def verify_file(path: Path, entry: CatalogEntry, digests: dict | None = None) -> dict:
-    """Check a file against the entry: published hash, else size, and its layout when no hash is published.
-
-    Returns the digests (always with 'sha256'). Raises CheckpointError saying what differs.
-    """
-    size = path.stat().st_size
-    if entry.size is not None and size != entry.size:
-        raise CheckpointError(f"{path.name} has {size:,} bytes; the authors' {entry.filename} has {entry.size:,}. "
-                              "It is truncated or another file.")
-    algos = ["sha256"] + ([entry.hash_algorithm] if entry.hash_algorithm not in (None, "sha256") else [])
-    digests = digests or file_digests(path, algos)
-    if entry.hash and digests[entry.hash_algorithm] != entry.hash_hex:
-        raise CheckpointError(
-            f"{path.name} is not the authors' {entry.filename}: its {entry.hash_algorithm.upper()} is "
-            f"{digests[entry.hash_algorithm]}, the published one is {entry.hash_hex} ({entry.hash_source}).")
-    if not entry.hash:
-        check_loads_as(path, entry.kind)
-    return digests
-
-
-def check_loads_as(path: Path, kind: str) -> None:
-    """The file reads with the checkpoint reader and has exactly the kind's keys and shapes (no weights built)."""
-    from . import checkpoints
-    from .synthetic import reference_layout
-
-    state = checkpoints.read_checkpoint(path)
-    checkpoints.check_layout(state, kind, source=str(path))
-    ref = reference_layout(kind)
-    missing = [k for k in ref if k not in state]
-    unexpected = [k for k in state if k not in ref]
-    wrong = [k for k in ref if k in state and tuple(state[k].shape) != tuple(ref[k].shape)]
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{path} does not have the layout of '{kind}': {len(missing)} keys missing (e.g. {missing[:3]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(wrong)} of another shape (e.g. {wrong[:3]}). "
-            f"Expected {checkpoints.LAYOUT_HINTS.get(kind, kind)}.")
 
 
 # ---------------------------------------------------------------------------------------- licences
@@ -346,7 +282,7 @@ def _fetch_url(url, part, entry, events, timeout, retries, cancel) -> None:
             raise DownloadError(f"The server answered HTTP {exc.code} ({exc.reason}) for {url}. "
                                 f"{'The file is not there (any more). ' if exc.code in (403, 404, 410) else ''}"
                                 f"{manual_instructions(entry)}") from exc
-        except (urllib.error.URLError, socket.timeout, OSError) as exc:
+        except (urllib.error.URLError, socket.timeout, OSError, HTTPException) as exc:  # HTTPException: bad reply
             _cleanup_empty(part)
             reason = getattr(exc, "reason", exc)
             slow = isinstance(reason, (socket.timeout, TimeoutError))
@@ -528,145 +464,3 @@ def add_file(source: "str | os.PathLike", kind: str | None = None, catalog: dict
     _emit(events, {"event": "done", "kind": entry.kind, "path": str(final), "size": final.stat().st_size,
                    "sha256": digests["sha256"], "verified_by": entry.verification})
     return final
-
-
-# ---------------------------------------------------------------------------------------- lock
-
-class FileLock:
-    """An exclusive OS lock on ``path`` shared by processes (flock / msvcrt); the file is removed on release.
-
-    on_wait is called once when another process holds the lock. After locking, the path is checked to
-    still name the locked file (a releasing holder unlinks it), so two processes never both hold it.
-    """
-
-    def __init__(self, path: Path, on_wait: Callable[[], None] | None = None, poll: float = 0.2):
-        self.path, self.on_wait, self.poll, self.fd = Path(path), on_wait, poll, None
-
-    def __enter__(self):
-        waited = False
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            if _try_lock(fd):
-                try:
-                    same = os.path.samestat(os.fstat(fd), os.stat(self.path))
-                except OSError:
-                    same = False
-                if same:
-                    self.fd = fd
-                    return self
-                _unlock(fd)
-            os.close(fd)
-            if not waited and self.on_wait is not None:
-                self.on_wait()
-            waited = True
-            time.sleep(self.poll)
-
-    def __exit__(self, *exc):
-        try:
-            self.path.unlink()
-        except OSError:
-            pass
-        _unlock(self.fd)
-        os.close(self.fd)
-        self.fd = None
-
-
-if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    import msvcrt
-
-    def _try_lock(fd) -> bool:
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-            return True
-        except OSError:
-            return False
-
-    def _unlock(fd) -> None:
-        try:
-            os.lseek(fd, 0, 0)
-            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-        except OSError:
-            pass
-else:
-    import fcntl
-
-    def _try_lock(fd) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except OSError:
-            return False
-
-    def _unlock(fd) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-# ---------------------------------------------------------------------------------------- progress sinks
-
-class JsonLines:
-    """Events as one JSON object per line on a stream (``--progress json``: what the Slicer dialog reads)."""
-
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stdout
-
-    def __call__(self, event: dict) -> None:
-        self.stream.write(json.dumps(event) + "\n")
-        self.stream.flush()
-
-
-class TqdmBytes:
-    """Events as a tqdm bar with size and speed (the CLI on a terminal); plain lines otherwise."""
-
-    def __init__(self, stream=None):
-        self.stream, self.bar = stream or sys.stderr, None
-
-    def __call__(self, event: dict) -> None:
-        kind = event["event"]
-        if kind == "start":
-            from tqdm import tqdm
-
-            self.close()
-            self.bar = tqdm(total=event["total"], initial=event["resumed_from"], unit="B", unit_scale=True,
-                            unit_divisor=1024, desc=event["filename"], file=self.stream, leave=True)
-            if event["resumed_from"]:
-                self.bar.write(f"resuming {event['filename']} at {event['resumed_from']:,} bytes", file=self.stream)
-        elif kind == "progress" and self.bar is not None:
-            self.bar.update(event["done"] - self.bar.n)
-        elif kind == "waiting":
-            print(f"{event['kind']}: {event['message']}; waiting for it", file=self.stream)
-        elif kind == "verify":
-            self.close()
-            print(f"{event['kind']}: verifying {Path(event['path']).name}", file=self.stream)
-        elif kind == "done":
-            self.close()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def default_events() -> EventFn:
-    """The sink used when the caller gives none (load_model): a bar on a terminal, else lines on stderr."""
-    return TqdmBytes(sys.stderr) if sys.stderr.isatty() else _LogLines()
-
-
-class _LogLines:
-    def __init__(self):
-        self.next_pct = 0
-
-    def __call__(self, event: dict) -> None:
-        kind = event["event"]
-        if kind == "start":
-            total = event["total"]
-            print(f"downloading {event['filename']} ({'%.0f MB' % (total / 1e6) if total else 'size unknown'}) "
-                  f"from {event['url']}", file=sys.stderr, flush=True)
-            self.next_pct = 0
-        elif kind == "progress" and event["total"]:
-            pct = 100 * event["done"] // event["total"]
-            if pct >= self.next_pct:
-                print(f"  {pct}% ({event['speed'] / 1e6:.1f} MB/s)", file=sys.stderr, flush=True)
-                self.next_pct = pct + 10
-        elif kind in ("waiting", "verify", "done"):
-            text = event.get("message") or event.get("path", "")
-            print(f"{event['kind']}: {kind} {text}", file=sys.stderr, flush=True)

@@ -158,7 +158,7 @@ def _runDialog(kind, acceptLicence, parent):
     state = {"cancelled": False}
 
     def onOutput():
-        protocol.feed(bytes(process.readAllStandardOutput()).decode("utf-8", "replace"))
+        protocol.feed(_text(process.readAllStandardOutput()))
         percent = protocol.percent()
         if percent < 0:
             dialog.setMaximum(0)  # busy indicator while the size is unknown
@@ -173,9 +173,12 @@ def _runDialog(kind, acceptLicence, parent):
         if not process.waitForFinished(3000):
             process.kill()
 
+    def onStateChanged(newState):
+        if newState == qt.QProcess.NotRunning:  # finished, crashed or failed to start
+            loop.quit()
+
     process.connect("readyReadStandardOutput()", onOutput)
-    process.connect("finished(int,QProcess::ExitStatus)", lambda *args: loop.quit())
-    process.connect("errorOccurred(QProcess::ProcessError)", lambda *args: loop.quit())
+    process.connect("stateChanged(QProcess::ProcessState)", onStateChanged)  # as Slicer's DICOMProcesses.py
     dialog.connect("canceled()", onCancel)
     process.start(command[0], command[1:])
     if process.waitForStarted(10000):
@@ -184,8 +187,14 @@ def _runDialog(kind, acceptLicence, parent):
     else:
         protocol.error = f"Cannot start {command[0]} to download the model."
     onOutput()
-    stderr = bytes(process.readAllStandardError()).decode("utf-8", "replace").strip()
+    stderr = _text(process.readAllStandardError()).strip()
     if not protocol.path and not protocol.error and not protocol.licence and stderr:
         protocol.error = stderr.splitlines()[-1]
     dialog.close()
     return protocol, state["cancelled"]
+
+
+def _text(byteArray):
+    """A PythonQt QByteArray (``.data()`` gives bytes) as text."""
+    data = byteArray.data() if hasattr(byteArray, "data") else bytes(byteArray)
+    return data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray)) else str(data)

@@ -652,3 +652,161 @@ def test_terminal_progress_shows_size_and_speed():
     text = out.getvalue()
     assert "resuming f.pth at 1,048,576 bytes" in text and "f.pth" in text and "4.00M" in text and "B/s" in text
     assert "verifying f.pth" in text
+
+
+class _FakeQt:
+    """Just enough of PythonQt's qt module to drive ModelDownload's dialog glue for real: QProcess starts the
+    real helper process (subprocess), QEventLoop delivers its output and state changes as Qt's loop would."""
+
+    def __init__(self, cancel_when=None):
+        import types
+
+        fake = self
+        self.labels, self.values, self.cancel_when = [], [], cancel_when
+        self.process = None
+
+        class QProcess:
+            NotRunning, Running = 0, 2
+
+            def __init__(self):
+                self.slots, self.env, self.popen, self.out, self.err = {}, None, None, b"", b""
+                fake.process = self
+
+            def setProcessEnvironment(self, env):
+                self.env = env
+
+            def connect(self, signal, slot):
+                self.slots[signal] = slot
+
+            def start(self, program, args):
+                self.popen = subprocess.Popen([program, *args], env=self.env.values, stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE)
+                for stream, attr in ((self.popen.stdout, "out"), (self.popen.stderr, "err")):
+                    threading.Thread(target=self._pump, args=(stream, attr), daemon=True).start()
+
+            def _pump(self, stream, attr):
+                for line in iter(stream.readline, b""):
+                    setattr(self, attr, getattr(self, attr) + line)
+
+            def waitForStarted(self, ms):
+                return self.popen is not None
+
+            def state(self):
+                return self.Running if self.popen.poll() is None else self.NotRunning
+
+            def readAllStandardOutput(self):
+                data, self.out = self.out, b""
+                return data
+
+            def readAllStandardError(self):
+                data, self.err = self.err, b""
+                return data
+
+            def terminate(self):
+                self.popen.terminate()
+
+            def waitForFinished(self, ms):
+                try:
+                    self.popen.wait(ms / 1000)
+                    return True
+                except subprocess.TimeoutExpired:
+                    return False
+
+            def kill(self):
+                self.popen.kill()
+
+        class QEventLoop:
+            def quit(self):
+                self.running = False
+
+            def exec_(self):
+                proc, self.running = fake.process, True
+                while self.running:
+                    if proc.out:
+                        proc.slots["readyReadStandardOutput()"]()
+                    if fake.cancel_when and fake.labels and fake.cancel_when in fake.labels[-1]:
+                        fake.cancel_when = None
+                        fake.dialog_slots["canceled()"]()
+                    if proc.popen.poll() is not None:
+                        time.sleep(0.1)  # let the pumps drain
+                        proc.slots["stateChanged(QProcess::ProcessState)"](QProcess.NotRunning)
+                    time.sleep(0.02)
+
+        class QProgressDialog:
+            def __init__(self, *args):
+                pass
+
+            def connect(self, signal, slot):
+                fake.dialog_slots = {signal: slot}
+
+            def setLabelText(self, text):
+                fake.labels.append(text)
+
+            def setValue(self, v):
+                fake.values.append(v)
+
+            def __getattr__(self, name):
+                return lambda *a, **k: None
+
+        class Env:
+            def __init__(self):
+                self.values = dict(os.environ)
+
+            @staticmethod
+            def systemEnvironment():
+                return Env()
+
+            def insert(self, k, v):
+                self.values[k] = v
+
+            def value(self, k):
+                return self.values.get(k, "")
+
+        self.module = types.SimpleNamespace(QProcess=QProcess, QEventLoop=QEventLoop, QProgressDialog=QProgressDialog,
+                                            QProcessEnvironment=Env, Qt=types.SimpleNamespace(WindowModal=1))
+
+
+def _fake_slicer(answers):
+    import types
+
+    shown = []
+    util = types.SimpleNamespace(
+        showStatusMessage=lambda text, ms=0: shown.append(("status", text)),
+        confirmYesNoDisplay=lambda text, windowTitle=None: shown.append(("question", text)) or answers.pop(0),
+        errorDisplay=lambda text, windowTitle=None: shown.append(("error", text)))
+    return types.SimpleNamespace(util=util), shown
+
+
+def test_slicer_dialog_glue_runs_the_helper(server, cache, tmp_path, monkeypatch, sam_bytes, model_download):
+    server.state["files"]["s.pth"] = sam_bytes
+    use_catalog(tmp_path, monkeypatch, _entry(url=f"{server.url}/s.pth", data=sam_bytes, restricted=True,
+                                              licence="CC BY-NC 4.0"))
+    qt = _FakeQt()
+    slicer, shown = _fake_slicer(answers=[True])
+    monkeypatch.setitem(sys.modules, "qt", qt.module)
+    monkeypatch.setitem(sys.modules, "slicer", slicer)
+    path = model_download.fetchModel("sam-vit-b")
+    assert path and Path(path).read_bytes() == sam_bytes
+    assert shown[0][0] == "question" and "CC BY-NC 4.0" in shown[0][1] and "Test et al. 2024" in shown[0][1]
+    assert qt.values[-1] == 100 and qt.labels[-1] == "sam-vit-b: Done"
+
+
+def test_slicer_dialog_cancel_and_error(server, cache, tmp_path, monkeypatch, model_download):
+    data = os.urandom(400_000)
+    server.state["files"]["big.pth"] = data
+    server.state["modes"]["big.pth"] = "slow-body"
+    server.state["step_s"] = 0.5
+    use_catalog(tmp_path, monkeypatch, _entry(url=f"{server.url}/big.pth", data=data))
+    qt = _FakeQt(cancel_when="MB at")
+    slicer, shown = _fake_slicer(answers=[])
+    monkeypatch.setitem(sys.modules, "qt", qt.module)
+    monkeypatch.setitem(sys.modules, "slicer", slicer)
+    assert model_download.fetchModel("sam-vit-b") is None
+    assert shown[-1][0] == "status" and "cancelled" in shown[-1][1]
+    assert (cache / "models" / "sam-vit-b_test.pth.part").is_file()  # kept for resuming
+    server.state["modes"]["big.pth"] = "404"
+    (cache / "models" / "sam-vit-b_test.pth.part").unlink()
+    qt = _FakeQt()
+    monkeypatch.setitem(sys.modules, "qt", qt.module)
+    assert model_download.fetchModel("sam-vit-b") is None
+    assert shown[-1][0] == "error" and "HTTP 404" in shown[-1][1]

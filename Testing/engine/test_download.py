@@ -810,3 +810,27 @@ def test_slicer_dialog_cancel_and_error(server, cache, tmp_path, monkeypatch, mo
     monkeypatch.setitem(sys.modules, "qt", qt.module)
     assert model_download.fetchModel("sam-vit-b") is None
     assert shown[-1][0] == "error" and "HTTP 404" in shown[-1][1]
+
+
+def test_server_fetches_on_its_side(server, cache, tmp_path, monkeypatch, sam_bytes):
+    """``medsamkit serve --model KIND`` without --checkpoint downloads through load_model on the server machine;
+    a restricted licence there needs $MEDSAMKIT_ACCEPT_LICENCES (no one can answer a question)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("remote_server", REPO / "Testing" / "server" / "remote_server.py")
+    remote_server = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(remote_server)
+    server.state["files"]["s.pth"] = sam_bytes
+    use_catalog(tmp_path, monkeypatch, _entry(url=f"{server.url}/s.pth", data=sam_bytes, restricted=True))
+    srv = remote_server.ServerProcess(tmp_path, extra_args=["--model", "sam-vit-b"])
+    with pytest.raises(RuntimeError, match=download.ACCEPT_ENV):
+        srv.start()
+    assert server.state["log"] == []
+    monkeypatch.setenv(download.ACCEPT_ENV, "sam-vit-b")
+    srv = remote_server.ServerProcess(tmp_path, extra_args=["--model", "sam-vit-b"]).start()
+    try:
+        log = (tmp_path / f"server{srv.starts}.log").read_text()
+        assert "downloading sam-vit-b_test.pth" in log and "sam-vit-b" in log
+        assert (cache / "models" / "sam-vit-b_test.pth").read_bytes() == sam_bytes
+    finally:
+        srv.stop()

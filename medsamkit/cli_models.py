@@ -38,10 +38,11 @@ def add_parser(subparsers) -> None:
 def _rows():
     from .models import download
     from .models.catalog import load_catalog
-    from .models.registry import _SPECS
+    from .models.registry import MODEL_KINDS, get_spec
 
     rows = []
-    for kind, spec in _SPECS.items():
+    for kind in MODEL_KINDS:
+        spec = get_spec(kind)
         if spec.default_checkpoint is not None and kind not in load_catalog():
             rows.append({"kind": kind, "title": spec.title, "status": "bundled", "file": None, "size": None,
                          "verification": "bundled", "licence": "see the package", "restricted": False})

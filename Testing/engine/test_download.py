@@ -724,7 +724,7 @@ class _FakeQt:
                 while self.running:
                     if proc.out:
                         proc.slots["readyReadStandardOutput()"]()
-                    if fake.cancel_when and fake.labels and fake.cancel_when in fake.labels[-1]:
+                    if fake.cancel_when and fake.labels and fake.cancel_when(fake.labels[-1]):
                         fake.cancel_when = None
                         fake.dialog_slots["canceled()"]()
                     if proc.popen.poll() is not None:
@@ -792,12 +792,12 @@ def test_slicer_dialog_glue_runs_the_helper(server, cache, tmp_path, monkeypatch
 
 
 def test_slicer_dialog_cancel_and_error(server, cache, tmp_path, monkeypatch, model_download):
-    data = os.urandom(400_000)
+    data = os.urandom(4_000_000)
     server.state["files"]["big.pth"] = data
     server.state["modes"]["big.pth"] = "slow-body"
     server.state["step_s"] = 0.5
     use_catalog(tmp_path, monkeypatch, _entry(url=f"{server.url}/big.pth", data=data))
-    qt = _FakeQt(cancel_when="MB at")
+    qt = _FakeQt(cancel_when=lambda label: "MB at" in label and not label.startswith("sam-vit-b: 0.0 /"))
     slicer, shown = _fake_slicer(answers=[])
     monkeypatch.setitem(sys.modules, "qt", qt.module)
     monkeypatch.setitem(sys.modules, "slicer", slicer)

@@ -30,6 +30,10 @@ class MedSAMSegment(ScriptedLoadableModule):
     def registerEditorEffect(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as qSlicerSegmentationsEditorEffects
 
+        # The package first: it holds the effect class, so setPythonSource uses it instead of executing the
+        # effect file as a module named "MedSAMSegmentLib" (see MedSAMSegmentLib/__init__.py).
+        import MedSAMSegmentLib  # noqa: F401
+
         instance = qSlicerSegmentationsEditorEffects.qSlicerSegmentEditorScriptedEffect(None)
         effectFilename = os.path.join(os.path.dirname(__file__), self.__class__.__name__ + "Lib/SegmentEditorEffect.py")
         instance.setPythonSource(effectFilename.replace("\\", "/"))

@@ -163,12 +163,12 @@ class QTimer(StandIn):
     @staticmethod
     def singleShot(ms, callback):
         t = QTimer()
-        t.singleShot = True
+        t._props["singleShot"] = True
         t._callback = callback
         t.start(ms)
 
     def _fire(self):
-        if self.singleShot:
+        if self._props.get("singleShot"):  # (self.singleShot would be the static function)
             self.stop()
         if getattr(self, "_callback", None) is not None:
             self._callback()

@@ -213,6 +213,28 @@ def parse_python_functions(text: str) -> dict:
     return out
 
 
+EDITOR_WIDGET = "Modules/Loadable/Segmentations/Widgets/qMRMLSegmentEditorWidget.cxx"
+SLICE_INTERSECTION_WIDGET = "Libs/MRML/DisplayableManager/vtkMRMLSliceIntersectionWidget.cxx"
+
+
+def shortcuts(slicer_git: Path, tag: str) -> dict:
+    """Keys taken before an effect sees them: the Segment Editor's QShortcuts (installKeyboardShortcuts;
+    as VTK key symbols) and the slice view's own keys (vtkMRMLSliceIntersectionWidget)."""
+    editor = git_show(slicer_git, tag, EDITOR_WIDGET)
+    body = editor[editor.index("::installKeyboardShortcuts"):]
+    body = body[:body.index("\n}\n")]
+    vtk_names = {"Escape": "Escape", "Space": "space", "Slash": "slash", "Asterisk": "asterisk", "Comma": "comma",
+                 "Period": "period", "Greater": "greater", "Less": "less"}
+    keys = {vtk_names.get(k, k.lower() if len(k) == 1 else k) for k in re.findall(r"Qt::Key_(\w+)", body)}
+    keys.discard("unknown")
+    if "effectIndex % 10" in body:
+        keys |= {str(d) for d in range(10)}
+    slice_view = git_show(slicer_git, tag, SLICE_INTERSECTION_WIDGET)
+    view_keys = set(re.findall(r'SetKeyboardEventTranslation\([^;]*?"(\w+)"', slice_view))
+    return {"segment_editor": sorted(keys), "slice_view": sorted(view_keys),
+            "source": [f"Slicer {tag}: {EDITOR_WIDGET}", f"Slicer {tag}: {SLICE_INTERSECTION_WIDGET}"]}
+
+
 def slicer_api(slicer_git: Path, ctk_git: Path, tag: str) -> dict:
     ctk_cmake = git_show(slicer_git, tag, "SuperBuild/External_CTK.cmake")
     ctk_rev = re.search(r'Slicer_\$\{proj\}_GIT_TAG\s*"([0-9a-f]{40})"', ctk_cmake).group(1)
@@ -226,6 +248,7 @@ def slicer_api(slicer_git: Path, ctk_git: Path, tag: str) -> dict:
         python[name] = dict(classes=parse_python_classes(git_show(slicer_git, tag, path)), source=f"Slicer {tag}: {path}")
     util = parse_python_functions(git_show(slicer_git, tag, SLICER_UTIL))
     return {"tag": tag, "ctk_revision": ctk_rev, "cpp": classes, "python": python,
+            "shortcuts": shortcuts(slicer_git, tag),
             "slicer.util": {"source": f"Slicer {tag}: {SLICER_UTIL}", "functions": util}}
 
 

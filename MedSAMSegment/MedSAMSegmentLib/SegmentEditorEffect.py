@@ -48,6 +48,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.pollTimer.setInterval(POLL_INTERVAL_MS)
         self.pollTimer.connect("timeout()", self.pollJob)
         self.layoutObserved = False
+        self.dependenciesReady = set()  # purposes ("local", "remote") whose packages are installed
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -314,13 +315,17 @@ The slice view must be aligned with the volume (click the orientation warning bu
     # ---------------------------------------------------------------- apply steps (main thread)
     def ensureSession(self):
         """Dependencies installed (first use), worker and engine holder ready. False if not usable."""
-        if self.worker is not None:
-            return True
         from MedSAMSegmentLib.Install import ensureDependencies
 
-        if not ensureDependencies():
-            self.setStatus("MedSAM needs its Python packages; activate the effect again to install them.")
-            return False
+        backend = self.scriptedEffect.parameter(BACKEND) if self.scriptedEffect.parameterDefined(BACKEND) else "local"
+        purpose = "local" if backend in ("", "local") else "remote"  # a URL needs only the client packages
+        if purpose not in self.dependenciesReady:
+            if not ensureDependencies(purpose=purpose):
+                self.setStatus("MedSAM needs its Python packages; activate the effect again to install them.")
+                return False
+            self.dependenciesReady.add(purpose)
+        if self.worker is not None:
+            return True
         from medsamkit.mrml.interactive import NormalizationCache, PromptState
         from medsamkit.mrml.jobs import Worker
 
@@ -388,6 +393,8 @@ The slice view must be aligned with the volume (click the orientation warning bu
     def submit(self, request, label):
         from medsamkit.mrml.interactive import run_request
 
+        if not self.ensureSession():  # the Backend may have become a URL: its client packages first
+            return
         if self.job is not None or self.worker.busy:
             self.setStatus(f"Still segmenting (or stopping); press Cancel or '{CANCEL_KEY}' first, or wait.")
             return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import types
+import unittest
 
 import slicer_api
 
@@ -62,9 +63,12 @@ class ScriptedLoadableModuleLogic:
         self.parent = parent
 
 
-class ScriptedLoadableModuleTest:
+class ScriptedLoadableModuleTest(unittest.TestCase):  # as the real one
     def delayDisplay(self, message, msec=1000):
+        import slicer
+
         logging.info(message)
+        slicer.util.delayDisplay(message, msec)
 
     def setUp(self):
         pass

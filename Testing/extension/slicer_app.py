@@ -509,8 +509,10 @@ class Harness:
             segmentations=types.SimpleNamespace(logic=lambda: ctx.segmentations),
             volumes=types.SimpleNamespace(logic=lambda: ctx.volumes))
         mp.setattr(slicer, "modules", self.modules, raising=False)
-        abstract = types.SimpleNamespace(**{n: getattr(slicer.vtkSlicerSegmentEditorLogic, n) for n in
-                                            ("ModificationModeSet", "ModificationModeAdd", "ModificationModeRemove")})
+        # The ModificationMode enum (same values as the editor logic's); only names the real class has.
+        modes = ("ModificationModeSet", "ModificationModeAdd", "ModificationModeRemove")
+        assert set(modes) <= slicer_api.members("qSlicerSegmentEditorAbstractEffect").enums
+        abstract = types.SimpleNamespace(**{n: getattr(slicer.vtkSlicerSegmentEditorLogic, n) for n in modes})
         mp.setattr(slicer, "qSlicerSegmentEditorAbstractEffect", abstract, raising=False)
         mp.setattr(slicer, "qSlicerSegmentEditorEffectFactory", EffectFactory, raising=False)
         mp.setattr(slicer, "qMRMLSegmentEditorWidget", SegmentEditor, raising=False)

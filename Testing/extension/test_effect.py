@@ -197,6 +197,18 @@ def test_cancel_button_drops_the_running_job(effect_on_ct):
     assert s.h.qt.QApplication.overrideCursor() is None and not s.effect.cancelButton.enabled
 
 
+def test_cancel_after_the_model_finished_but_before_the_result_is_applied(effect_on_ct):
+    """The race the old code lost: the worker is done, the poll timer has not fired yet, the user cancels."""
+    s = effect_on_ct
+    job = _start_box_job(s)
+    _wait_worker(s, job)  # no event processed: the 100 ms poll has not seen it
+    assert job.future.exception() is None  # the model produced a result
+    s.effect.cancelButton.click()
+    s.h.process_events()
+    assert s.effect.job is None and _segment(s).sum() == 0 and s.h.undo_saves == 0
+    assert "nothing was written" in s.effect.statusLabel.text
+
+
 def test_leaving_the_effect_cancels_and_clears_prompts(effect_on_ct):
     """Esc is the editor's shortcut: it deactivates the effect, which must drop the job and the prompts."""
     s = effect_on_ct

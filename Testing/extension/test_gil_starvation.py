@@ -19,11 +19,12 @@ from test_effect import _drag_box, _tumour_box, _view, effect_on_ct  # noqa: F40
 from slicer_fixtures import ctx, engine, harness, slicer_core  # noqa: F401
 
 HOLD_MS = 95
-LIMIT_RATIO = 2.0  # "about the model's own time": less than twice the unhindered time
+LIMIT_RATIO = 1.5  # "about the model's own time"; measured 2.5x today (33.1 s vs 13.0 s, under parallel load)
 
 
-def _time_box(s, k, hold_gil):
+def _time_box(s, k, hold_gil, window):
     libc = ctypes.PyDLL(None)  # PyDLL: the GIL stays held during the call, as in Qt's event loop
+    s.scripted.setParameter("Window", window)  # a window no other test uses: a slice image not encoded yet
     start = time.monotonic()
     _drag_box(s, _view(s, k), *_tumour_box(s, k))
     deadline = start + 120
@@ -43,6 +44,6 @@ def test_box_arrives_in_about_the_models_time_while_the_main_thread_holds_the_gi
     s = effect_on_ct
     if s.h.version != "5.10.0":
         pytest.skip("timing is the same for both loaders: run once")
-    free = _time_box(s, 10, hold_gil=False)       # a slice not encoded yet: encoder + decoder
-    held = _time_box(s, 12, hold_gil=True)        # another fresh slice, the GIL held as in Slicer
-    assert held < LIMIT_RATIO * free + 0.3, f"box took {held:.1f} s with the GIL held vs {free:.1f} s free"
+    free = _time_box(s, 11, hold_gil=False, window="401,41")  # encoder + decoder, the GIL free
+    held = _time_box(s, 11, hold_gil=True, window="399,39")   # the same work, the GIL held as in Slicer
+    assert held < LIMIT_RATIO * free + 0.5, f"box took {held:.1f} s with the GIL held vs {free:.1f} s free"

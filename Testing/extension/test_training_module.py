@@ -17,6 +17,10 @@ def _button(widget, text):
 
 
 def test_training_widget_exports_trains_and_registers(harness, monkeypatch, tmp_path):
+    if harness.version != "5.10.0":
+        import pytest
+
+        pytest.skip("one training run is enough: both loaders load the module in test_install_in_slicer.py")
     monkeypatch.setenv("MEDSAMKIT_CONFIG_DIR", str(tmp_path / "config"))
     _, training = harness.start(SEGMENT_MODULE, TRAINING_MODULE)
     module = sys.modules["MedSAMTraining"]

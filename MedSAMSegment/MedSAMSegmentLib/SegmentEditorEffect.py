@@ -221,7 +221,7 @@ The slice view must be aligned with the volume (click the orientation warning bu
             self.adapterSelector.addItem(entry["name"] + suffix, entry["path"])
         index = self.adapterSelector.findData(chosenPath) if chosenPath else 0
         if index < 0:  # the chosen adapter is no longer registered: keep it visible rather than drop it
-            self.adapterSelector.addItem(chosenPath + " (not registered)", chosenPath)
+            self.adapterSelector.addItem(chosenPath + " (not registered for this model)", chosenPath)
             index = self.adapterSelector.count - 1
         self.adapterSelector.currentIndex = index
 

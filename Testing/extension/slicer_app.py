@@ -349,12 +349,25 @@ class AbstractScriptedSegmentEditorEffect:
     def register(self):
         EffectFactory.instance().registerEffect(self.scriptedEffect)
 
-    def cleanup(self):
-        pass
-
     def xyToRas(self, xy, viewWidget):
         ras = self.scriptedEffect.xyToRas(strict_qt.QPoint(xy[0], xy[1]), viewWidget)
         return [ras[0], ras[1], ras[2]]
+
+
+class AbstractScriptedSegmentEditorEffect510(AbstractScriptedSegmentEditorEffect):
+    """5.10 added cleanup() (a no-op to override); 5.8's base class has none."""
+
+    def cleanup(self):
+        pass
+
+
+def abstract_effect_class(version):
+    cls = AbstractScriptedSegmentEditorEffect510 if version == "5.10.0" else AbstractScriptedSegmentEditorEffect
+    real = slicer_api.python_class_methods(version, "AbstractScriptedSegmentEditorEffect",
+                                           "AbstractScriptedSegmentEditorEffect")
+    mine = {n for klass in cls.__mro__[:-1] for n, v in vars(klass).items() if callable(v)}
+    assert mine <= real, f"the AbstractScriptedSegmentEditorEffect stand-in has {mine - real}, Slicer {version}'s not"
+    return type("AbstractScriptedSegmentEditorEffect", (cls,), {})
 
 
 class SliceView(StandIn):
@@ -495,7 +508,7 @@ class Harness:
         effects_pyqt.qSlicerSegmentEditorScriptedEffect = ScriptedEffect
         mp.setitem(sys.modules, "qSlicerSegmentationsEditorEffectsPythonQt", effects_pyqt)
         seffects = types.ModuleType("SegmentEditorEffects")
-        seffects.AbstractScriptedSegmentEditorEffect = AbstractScriptedSegmentEditorEffect
+        seffects.AbstractScriptedSegmentEditorEffect = abstract_effect_class(version)
         mp.setitem(sys.modules, "SegmentEditorEffects", seffects)
         import slicer_scripted  # ScriptedLoadableModule stand-ins (checked against Slicer's file)
 

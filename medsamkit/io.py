@@ -34,6 +34,8 @@ from .errors import InputError, OutputError
 
 IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".png")
+#: Image files a write is checked by reading them back (SimpleITK).
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha")
 #: Largest 2D image read (pixels): 16k x 16k. Pillow's own bomb limit is ~179 M pixels.
 MAX_2D_PIXELS = 1 << 28
 #: Partial files of a writer whose process id is unknown (older versions) are removed after this long.
@@ -289,7 +291,8 @@ def atomic_output(path: "str | os.PathLike", verify=None, group: OutputGroup | N
     """Yield a temporary path beside ``path`` (same suffix); rename it over ``path`` on success.
 
     After the body has written the temporary file it is flushed to disk, must be non-empty, and
-    ``verify(tmp)`` (if given) must return without raising; only then is it renamed (or, with
+    ``verify(tmp)`` (if given; by default an image file of VOLUME_SUFFIXES must read back) must return
+    without raising; only then is it renamed (or, with
     ``group``, handed to the group to rename with the others). Any failure raises
     :class:`OutputError` naming the target and the reason (a MedSAMError raised by the body passes
     through); the temporary file is removed and ``path`` is left as it was.
@@ -311,6 +314,8 @@ def atomic_output(path: "str | os.PathLike", verify=None, group: OutputGroup | N
                 raise OutputError("the file came out empty (is the disk full?).")
             if verify is not None:
                 verify(tmp)
+            elif suf in VOLUME_SUFFIXES:  # written by someone else's writer (Slicer's): must at least read back
+                verify_image_file(tmp, None)
             os.chmod(tmp, mode)
         except OutputError as exc:
             raise OutputError(f"Cannot write {path}: {exc} Nothing was written; free some space or choose another "
@@ -400,7 +405,7 @@ def write_overlay_png(image_rgb: np.ndarray, mask: np.ndarray, path: "str | os.P
     return Path(path)
 
 
-def verify_image_file(path: "str | os.PathLike", expected: np.ndarray) -> None:
+def verify_image_file(path: "str | os.PathLike", expected: "np.ndarray | None") -> None:
     """Read a just-written image file back and compare it with ``expected`` (OutputError if it differs).
 
     SimpleITK's NIfTI writer reports no error when the disk fills: the file is cut short and a
@@ -415,7 +420,7 @@ def verify_image_file(path: "str | os.PathLike", expected: np.ndarray) -> None:
         back = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     except (InputError, RuntimeError) as exc:
         raise OutputError("the written file is cut short or does not read back (is the disk full?).") from exc
-    if back.shape != expected.shape or not np.array_equal(back, expected):
+    if expected is not None and (back.shape != expected.shape or not np.array_equal(back, expected)):
         raise OutputError("the written file reads back with other values than were written (is the disk full?).")
 
 

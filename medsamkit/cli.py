@@ -108,7 +108,7 @@ def cmd_demo(args) -> int:
     """Segment the bundled lung-tumour CT from a box and report the Dice against its label."""
     import numpy as np
 
-    from .io import read_image, write_mask, write_overlay_png
+    from .io import output_group, read_image, write_mask, write_overlay_png
     from .segment import segment_image
 
     data = Path(__file__).parent / "data"
@@ -123,8 +123,10 @@ def cmd_demo(args) -> int:
     steps(f"{predictor.model.kind} on {predictor.model.device}")
     res = segment_image(predictor, image, box=box, slice_index=k, axis="axial", normalization="lung")
     steps("segmented")
-    mask_path = write_mask(res.mask, out_dir / "demo_mask.nii.gz", reference=image)
-    overlay_path = write_overlay_png(res.display, res.slice_mask, out_dir / "demo_overlay.png", box=box)
+    with output_group() as outputs:  # both files or neither
+        mask_path = write_mask(res.mask, out_dir / "demo_mask.nii.gz", reference=image, group=outputs)
+        overlay_path = write_overlay_png(res.display, res.slice_mask, out_dir / "demo_overlay.png", box=box,
+                                         group=outputs)
     steps("written")
     gt = label[k]
     dice = 2 * (res.slice_mask & gt).sum() / max(res.slice_mask.sum() + gt.sum(), 1)

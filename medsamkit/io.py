@@ -414,6 +414,8 @@ def verify_image_file(path: "str | os.PathLike", expected: "np.ndarray | None") 
     import SimpleITK as sitk
 
     path = Path(path)
+    if expected is not None and expected.dtype.itemsize == 1 and suffix_of(path) in (".nii", ".nii.gz"):
+        return _verify_nifti_voxels(path, expected)  # one streamed pass: length, gzip CRC and voxels
     try:
         if suffix_of(path) in (".nii", ".nii.gz"):
             check_nifti_complete(path)
@@ -422,6 +424,34 @@ def verify_image_file(path: "str | os.PathLike", expected: "np.ndarray | None") 
         raise OutputError("the written file is cut short or does not read back (is the disk full?).") from exc
     if expected is not None and (back.shape != expected.shape or not np.array_equal(back, expected)):
         raise OutputError("the written file reads back with other values than were written (is the disk full?).")
+
+
+def _verify_nifti_voxels(path: Path, expected: np.ndarray) -> None:
+    """Compare a just-written single-byte NIfTI's voxel bytes with ``expected`` while decompressing it once."""
+    data = memoryview(np.ascontiguousarray(expected)).cast("B")
+    gz = path.name.lower().endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            head = f.read(540)
+            layout = _nifti_layout(head, path)
+            if layout is None or layout[1] != len(data):
+                raise OutputError("the written file does not hold the expected voxels.")
+            offset = layout[0]
+            if offset > len(head) and len(f.read(offset - len(head))) != offset - len(head):
+                raise OutputError("the written file is cut short (is the disk full?).")
+            pending, pos = head[offset:], 0
+            while True:
+                chunk, pending = (pending, b"") if pending else (f.read(4 << 20), b"")
+                if not chunk:
+                    break
+                if len(chunk) > len(data) - pos or chunk != data[pos:pos + len(chunk)]:
+                    raise OutputError("the written file reads back with other values than were written "
+                                      "(is the disk full?).")
+                pos += len(chunk)
+    except (EOFError, gzip.BadGzipFile, zlib.error, InputError, OSError) as exc:
+        raise OutputError("the written file is cut short or does not read back (is the disk full?).") from exc
+    if pos != len(data):
+        raise OutputError("the written file is cut short (is the disk full?).")
 
 
 def _verify_png(path: str, expected: np.ndarray) -> None:
@@ -469,6 +499,12 @@ def check_nifti_complete(path: "str | os.PathLike") -> None:
 
 
 def _nifti_expected_bytes(head: bytes, path: Path) -> "int | None":
+    layout = _nifti_layout(head, path)
+    return None if layout is None else layout[0] + layout[1]
+
+
+def _nifti_layout(head: bytes, path: Path) -> "tuple[int, int] | None":
+    """(voxel offset, voxel bytes) from a NIfTI-1/-2 header, or None when it is not one we know."""
     if len(head) < 348:
         raise InputError(f"Cannot read {path}: it is truncated ({len(head)} bytes, shorter than a NIfTI header).")
     for order in ("<", ">"):
@@ -492,7 +528,7 @@ def _nifti_expected_bytes(head: bytes, path: Path) -> "int | None":
     count = 1
     for d in dims[1:ndim + 1]:
         count *= max(int(d), 1)
-    return offset + count * bitpix // 8
+    return offset, count * bitpix // 8
 
 
 def check_outputs(outputs, inputs=()) -> None:

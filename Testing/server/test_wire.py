@@ -1,4 +1,4 @@
-"""The wire format (medsamkit.server.wire): round trips, ROI packing, and refusal of bad frames."""
+"""The wire format (medsamkit.protocol.wire): round trips, ROI packing, and refusal of bad frames."""
 from __future__ import annotations
 
 import struct

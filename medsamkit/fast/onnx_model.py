@@ -82,8 +82,8 @@ class OnnxPromptableModel:
         self._dec_image = ort.InferenceSession(self.decoder_paths[0], so, providers=providers)
         self._dec_prompt = ort.InferenceSession(self.decoder_paths[1], so, providers=providers)
         # image part of the decoder per embedding (no mask prompt), for the last few embeddings used:
-        # id(embedding) -> (weakref to it, stamp of its values, arrays); a lock because encode_ahead
-        # encodes in a thread
+        # id(embedding) -> (weakref to it, stamp of its values, arrays); a lock because a background
+        # thread may encode (a view prefetch) while another decodes
         self._image_parts: "OrderedDict[int, tuple]" = OrderedDict()
         self._lock = threading.Lock()
         self.encoder_calls = 0

@@ -82,9 +82,10 @@ def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = N
     its bundled weights when both are None). checkpoint: a file path, or None for the kind's
     default weights. engine: "torch" (the reference), "onnx" (ONNX Runtime on the CPU, exported once
     per checkpoint into the user cache) or "auto" (fastest available); None = $MEDSAMKIT_ENGINE or
-    "auto" (fast.engine.DEFAULT_ENGINE, the same default as every command). Training and code that
-    needs the network itself pass engine="torch". A non-torch engine returns an object with PromptableModel's interface (see
-    medsamkit.fast), or this torch model with a warning when the fast path is unavailable.
+    "auto" (fast.engine.DEFAULT_ENGINE, the same default as every command); training and code that
+    needs the network itself pass engine="torch". A non-torch engine returns an object with
+    PromptableModel's interface (see medsamkit.fast), or this torch model with a warning when the
+    fast path is unavailable.
     adapter: an ``adapter.safetensors`` written by ``medsamkit train``, applied on top before any
     engine export (checked against the base kind and checkpoint hash; it changes checkpoint_sha256,
     so exported fast models and cached embeddings are keyed by the adapted weights).
@@ -95,11 +96,12 @@ def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = N
     engine_name = resolve_engine(engine)  # an unknown engine name fails before the slow load
     if checkpoint is None:
         spec = get_spec(kind or "litemedsam")
-        if spec.default_checkpoint is None:
-            raise CheckpointError(
-                f"Model kind '{spec.kind}' has no bundled weights; pass the checkpoint file you downloaded from "
-                "its authors with --checkpoint FILE.")
-        checkpoint = spec.default_checkpoint()
+        if spec.default_checkpoint is None:  # the authors' file from the catalog: cached, or downloaded now
+            from .download import checkpoint_for
+
+            checkpoint = checkpoint_for(spec.kind)
+        else:
+            checkpoint = spec.default_checkpoint()
     path = os.fspath(checkpoint)
     state = checkpoints.read_checkpoint(path)
     sha = _file_sha256(path)

@@ -14,7 +14,7 @@ import sys
 from conftest import REPO
 
 PACKAGE = REPO / "medsamkit"
-CLI = {"cli", "cli_serve", "cli_train", "cli_volume", "__main__"}
+CLI = {p.stem for p in PACKAGE.glob("cli*.py")} | {"__main__"}  # cli.py, cli_volume.py, cli_types.py, ...
 NOT_CORE = {"backend", "server", "protocol", "training", "mrml", "bench"} | CLI
 
 #: top-level part of medsamkit (package or module) -> parts it must never import

@@ -44,6 +44,21 @@ def get_spec(kind: str) -> ModelSpec:
     return _SPECS[key]
 
 
+def reference_layout(kind: str) -> "collections.OrderedDict":
+    """The kind's state_dict on PyTorch's ``meta`` device (keys, shapes, dtypes in order; no memory, no init).
+
+    What a checkpoint of ``kind`` must hold: the catalog checks downloaded files against it
+    (models/verify.py) and the tests build tiny checkpoints with the released layouts from it.
+    """
+    import collections
+
+    import torch
+
+    with torch.device("meta"):
+        net = get_spec(kind).build()
+    return collections.OrderedDict(net.state_dict())
+
+
 def choose_device(preference: str | None = None) -> str:
     """'auto'/None -> cuda, then mps, then cpu. An explicit choice that is unavailable is an error."""
     import torch

@@ -73,7 +73,7 @@ def lite_model():
     from medsamkit.models import load_model
 
     torch.manual_seed(0)
-    return load_model("litemedsam", device="cpu")
+    return load_model("litemedsam", device="cpu", engine="torch")
 
 
 @pytest.fixture()

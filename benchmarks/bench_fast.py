@@ -61,12 +61,15 @@ def med(v) -> float:
 
 
 def dice(a, b) -> float:
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else float(2 * (a & b).sum() / s)
+    from medsamkit.metrics import dice as metrics_dice  # the one Dice (1.0 for two empty masks)
+
+    return metrics_dice(a, b)
 
 
-# ---------------------------------------------------------------- data
+#: Every figure a section prints, by section; written with --json (RESULTS.md tables come from it).
+REPORT: dict = {}
+
+
 def dev_slices(per_modality: int):
     """[(modality, image, normalization, box XYXY)] from Testing/Data, plus the shared dev set if present."""
     from PIL import Image
@@ -151,13 +154,13 @@ def engines(cache_dir, int8: bool):
     from medsamkit.fast.engine import with_engine
     from medsamkit.models import load_model
 
-    torch_model = load_model("litemedsam", device="cpu")
+    torch_model = load_model("litemedsam", device="cpu", engine="torch")
     out = {"torch": torch_model}
     t0 = time.perf_counter()
-    out["onnx"] = with_engine(load_model("litemedsam", device="cpu"), "onnx", cache_dir=cache_dir)
+    out["onnx"] = with_engine(load_model("litemedsam", device="cpu", engine="torch"), "onnx", cache_dir=cache_dir)
     print(f"ONNX engine ready in {time.perf_counter() - t0:.1f} s (includes a first-time export if the cache was empty)")
     if int8:
-        out["onnx-int8"] = with_engine(load_model("litemedsam", device="cpu"), "onnx", precision="int8",
+        out["onnx-int8"] = with_engine(load_model("litemedsam", device="cpu", engine="torch"), "onnx", precision="int8",
                                        cache_dir=cache_dir)
     for k, m in out.items():
         if getattr(m, "engine", "torch") != ("torch" if k == "torch" else "onnx"):
@@ -215,6 +218,10 @@ def section_per_slice(models, slices, rounds):
     base_e, base_d, base_c = med(enc_t["reference"]), med(dec_t["reference"]), med(click_t["reference"])
     print(f"{'path':22s} {'encode s':>9s} {'x faster':>9s} {'1st click ms':>12s} {'x faster':>9s} "
           f"{'next clicks ms':>14s} {'x faster':>9s}")
+    REPORT["per_slice"] = {k: {"encode_s": med(enc_t[k]), "first_click_ms": 1000 * med(dec_t[k]),
+                               "next_clicks_ms": 1000 * med(click_t[k])} for k in enc_t}
+    REPORT["per_slice_note"] = ("medsamkit encode includes its preprocessing; medsamkit clicks include resizing the "
+                                "logits to the slice; reference clicks are prompt encoder + mask decoder only")
     for k in enc_t:
         name = {"reference": "reference (mlt eager)", "torch": "medsamkit torch"}.get(k, f"medsamkit {k}")
         print(f"{name:22s} {med(enc_t[k]):9.3f} {base_e / med(enc_t[k]):9.2f} {1000 * med(dec_t[k]):12.1f} "
@@ -263,6 +270,7 @@ def section_single_thread(models, rounds):
                     f()
                     times[k].append(time.thread_time() - t0)
         print(f"{title}:")
+        REPORT.setdefault("single_thread_cpu_ms", {})[title] = {k: 1000 * med(v) for k, v in times.items()}
         for k, v in times.items():
             print(f"  {k:28s} {1000 * med(v):8.1f} CPU ms   x{med(times['reference']) / med(v):5.2f}")
     torch.set_num_threads(n0)
@@ -284,7 +292,7 @@ def rss_probe(engine: str, cache_dir: str, int8: bool) -> None:
         from medsamkit.models import load_model
         from medsamkit.predictor import Predictor
 
-        m = load_model("litemedsam", device="cpu")
+        m = load_model("litemedsam", device="cpu", engine="torch")
         if engine != "torch":
             m = with_engine(m, "onnx", precision="int8" if engine.endswith("int8") else "fp32", cache_dir=cache_dir)
         p = Predictor(m)
@@ -313,6 +321,7 @@ def section_rss(names, cache_dir, int8):
                              + (["--int8"] if int8 else []), capture_output=True, text=True, check=True)
         mib = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"]
         base = base or mib
+        REPORT.setdefault("peak_rss_mib", {})[name] = mib
         print(f"{name:22s} {mib:8.0f} MiB   x{mib / base:5.2f} of reference")
 
 
@@ -350,6 +359,9 @@ def section_masks(models, slices):
     for k, mods in rows.items():
         for mod, v in mods.items():
             a, b = [r[0] for r in v], [r[1] for r in v]
+            REPORT.setdefault("mask_dice", {}).setdefault(k, {})[mod] = {
+                "n": len(v), "vs_reference_min": min(a), "vs_reference_mean": float(np.mean(a)),
+                "vs_torch_min": min(b), "vs_torch_mean": float(np.mean(b))}
             print(f"{k:10s} {mod:11s} n={len(v):2d}  vs reference predict_array: min {min(a):.4f} mean {np.mean(a):.4f}"
                   f"   vs medsamkit torch: min {min(b):.4f} mean {np.mean(b):.4f}")
 
@@ -369,6 +381,8 @@ def section_workflow(models, n):
         res = segment_volume(p, vol, plan, normalization=norm)
         dt = time.perf_counter() - t0
         base = base or dt
+        REPORT.setdefault("workflow", {"case": desc, "slices": len(plan.boxes)})[label] = {
+            "wall_s": dt, "encodes": models[key].encoder_calls - calls, "voxels": int(res.mask.sum())}
         print(f"{label:26s} {dt:7.1f} s  {dt / len(plan.boxes):6.3f} s/slice   x{base / dt:5.2f}  "
               f"({models[key].encoder_calls - calls} encodes, {int(res.mask.sum())} voxels) [{load()}]", flush=True)
 
@@ -382,7 +396,7 @@ def section_cuda(rounds):
         return
     from medsamkit.models import load_model
 
-    m = load_model("litemedsam", device="cuda")
+    m = load_model("litemedsam", device="cuda", engine="torch")
     x = torch.rand(1, 3, 256, 256, device="cuda")
     res = {}
     for name, ctx in (("torch fp32", torch.autocast("cuda", enabled=False)),
@@ -436,7 +450,7 @@ def section_precision(slices, rounds, compile_: bool):
             a @ b
         print(f"GEMM {n}x{n} {str(dt):15s} {2 * n ** 3 * 5 / (time.perf_counter() - t0) / 1e9:6.0f} GFLOP/s")
     ref = reference_net()
-    enc = load_model("litemedsam", device="cpu").net.image_encoder
+    enc = load_model("litemedsam", device="cpu", engine="torch").net.image_encoder
     x = torch.rand(1, 3, 256, 256)
 
     class Bf16(torch.nn.Module):
@@ -469,7 +483,7 @@ def section_precision(slices, rounds, compile_: bool):
         print(f"  encoder {name:30s} {med(v):6.3f} s   x{base / med(v):5.2f} vs reference")
 
     def stage_variant(stage):
-        m = load_model("litemedsam", device="cpu").net.image_encoder
+        m = load_model("litemedsam", device="cpu", engine="torch").net.image_encoder
         if stage == "all":
             return Bf16(m)
         if stage in ("patch_embed", "neck"):
@@ -510,6 +524,7 @@ def main() -> None:
                     help="which CPU sections to run (comma-separated numbers; 7 = the bf16 study, not run by default)")
     ap.add_argument("--compile", action="store_true", help="section 7: also time torch.compile (about a minute to compile)")
     ap.add_argument("--rss-probe", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--json", default=None, metavar="OUT", help="also write every figure to this JSON file")
     args = ap.parse_args()
     if args.rss_probe:
         return rss_probe(args.rss_probe, args.cache_dir, args.int8)
@@ -544,6 +559,10 @@ def main() -> None:
         section_precision(dev_slices(1 if args.quick else 10), rounds, args.compile)
     section_cuda(rounds)
     tmp.cleanup()
+    if args.json:
+        REPORT["argv"], REPORT["load_at_end"] = sys.argv[1:], load()
+        Path(args.json).write_text(json.dumps(REPORT, indent=1))
+        print(f"figures: {args.json}")
 
 
 if __name__ == "__main__":

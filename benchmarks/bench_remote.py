@@ -6,7 +6,7 @@ endoscopy image from Testing/Data:
 
 - click round trip: median over --clicks prompts on an already encoded slice (decoder + transport),
   remote vs the same prompts on a LocalBackend in this process (same device), both submitted to a
-  BackendWorker thread as the Slicer effect does;
+  worker thread as the Slicer effect does;
 - first click on a new slice (includes the encoding) and the one-time upload;
 - bytes per click (HTTP bodies; headers add ~0.3 KB each way) against a naive protocol that sends
   the slice with every click and gets the full uint8 mask back;
@@ -160,9 +160,9 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     from medsamkit.backend.local import LocalBackend
     from medsamkit.backend.remote import RemoteBackend
-    from medsamkit.backend.worker import BackendWorker
+    from concurrent.futures import ThreadPoolExecutor
     from medsamkit.models import load_model
-    from medsamkit.server import wire
+    from medsamkit.protocol import wire
 
     proc = None
     tmp = tempfile.TemporaryDirectory()
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
                "clients": args.clients, "inputs": []}
     # Local clicks run on a worker thread, as the effect runs them: on this (loaded) 2-core machine a
     # decode on the interpreter's main thread took ~2 s against ~0.25 s on any other thread.
-    worker = BackendWorker()
+    worker = ThreadPoolExecutor(1, thread_name_prefix="medsamkit-click")
     try:
         model = load_model("litemedsam", device=args.device, engine=args.engine)
         cases = load_inputs()[: 1 if args.quick else None]
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
         print(f"\nthroughput ({case['name']}, warm): 1 client {one:.1f} clicks/s, {args.clients} clients "
               f"{many:.1f} clicks/s ({many / one:.2f}x)")
     finally:
-        worker.shutdown()
+        worker.shutdown(wait=False)
         if proc is not None:
             proc.terminate()
             proc.wait(15)

@@ -52,7 +52,7 @@ def cpu_decoder(quick: bool) -> dict:
     from medsamkit.training.parts import configure_trainable, set_train_modes
     from medsamkit.training.train_step import TrainStep
 
-    model = load_model("litemedsam", device="cpu")
+    model = load_model("litemedsam", device="cpu", engine="torch")  # trains the network
     net = model.net
     x = torch.rand(1, 3, 256, 256)
     with torch.inference_mode():

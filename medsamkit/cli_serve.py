@@ -14,7 +14,7 @@ import sys
 
 from . import cli_types
 from .errors import InputError
-from .server import protocol
+from . import protocol
 
 
 def add_parser(subparsers) -> None:
@@ -83,10 +83,10 @@ def run(args) -> int:
     require("fastapi", "medsamkit serve", "server")
     sock = bind_socket(args.host, args.port)  # before loading the model: a busy port fails in a second
     try:
-        from .cli import load_predictor
+        from .backend import load_local_model
         from .server.app import make_app
 
-        model = load_predictor(args).model
+        model = load_local_model(args.model, args.checkpoint, args.adapter, args.engine, args.device)
         app = make_app(model, token=token, max_sessions=args.max_sessions, session_ttl_s=args.session_ttl,
                        max_upload_bytes=int(args.max_upload_mb * 2**20),
                        max_session_bytes=int(args.max_session_mb * 2**20),

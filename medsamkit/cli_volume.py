@@ -17,8 +17,7 @@ SEG_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
 
 
 def add_parser(subparsers) -> None:
-    from .backend.cli_options import add_backend_options
-    from .cli import _add_model_options
+    from .backend.cli_options import add_backend_options, add_model_options, add_unit_option
     from .markers import DEFAULT_MARGIN_MM
     from .volume_segmentation import DEFAULT_SCORE_THRESHOLD
 
@@ -28,10 +27,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="output: .seg.nrrd (Slicer segmentation) or .nii.gz/.nrrd/.mha labelmap")
     p.add_argument("--refine", action="store_true", help="re-prompt slices that disagree with their neighbours")
     p.add_argument("--axis", default="auto", help="slice axis: auto (most perpendicular to the lines), axial, coronal, sagittal")
-    p.add_argument("--margin", type=cli_types.non_negative_float, default=DEFAULT_MARGIN_MM, metavar="MM", help="box margin around each slice's lines (mm)")
+    add_unit_option(p, "--margin-mm", "--margin", type=cli_types.non_negative_float, default=DEFAULT_MARGIN_MM,
+                    metavar="MM", help=f"box margin around each slice's lines in mm (default {DEFAULT_MARGIN_MM:g}, as "
+                                       "in the batch and the Slicer effect; --margin is the deprecated spelling)")
     p.add_argument("--window", default="auto", metavar="PRESET", help="intensity: soft-tissue, lung, brain, bone, W,L, percentile, auto")
     p.add_argument("--name", default="lesion", help="segment name in a .seg.nrrd")
-    _add_model_options(p)
+    add_model_options(p)
     add_backend_options(p)
     p.set_defaults(func=cmd_markers)
 
@@ -44,11 +45,12 @@ def add_parser(subparsers) -> None:
                    help="point on the start slice (repeatable); LABEL 1 = foreground, 0 = background")
     p.add_argument("--out", required=True, help="output: .seg.nrrd or .nii.gz/.nrrd/.mha labelmap")
     p.add_argument("--threshold", type=cli_types.probability, default=DEFAULT_SCORE_THRESHOLD, help="stop below this predicted IoU")
-    p.add_argument("--margin", type=cli_types.non_negative_float, default=None, metavar="PX",
-                   help="pixels around the previous mask's box (default: 3 at the model's 256 scale)")
+    add_unit_option(p, "--margin-px", "--margin", type=cli_types.non_negative_float, default=None, metavar="PX",
+                    help="pixels around the previous mask's box (default: 3 at the model's 256 scale; --margin is the "
+                         "deprecated spelling)")
     p.add_argument("--window", default="auto", metavar="PRESET", help="intensity preset (as for segment)")
     p.add_argument("--name", default="structure", help="segment name in a .seg.nrrd")
-    _add_model_options(p)
+    add_model_options(p)
     add_backend_options(p)
     p.set_defaults(func=cmd_propagate)
 
@@ -66,7 +68,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--limit", type=cli_types.positive_int, default=None, metavar="N", help="at most N cases per dataset")
     p.add_argument("--json", required=True, metavar="OUT", help="write settings, per-case records and summary here")
     p.add_argument("--overlays", default=None, metavar="DIR", help="write one overlay PNG per case/label here")
-    _add_model_options(p)
+    add_model_options(p)
     add_backend_options(p)
     p.set_defaults(func=cmd_bench)
 
@@ -101,7 +103,8 @@ def _volume(path: str):
 
 
 def cmd_markers(args) -> int:
-    from .backend.cli_options import backend_from_args, describe
+    from .backend import describe
+    from .backend.cli_options import backend_from_options
     from .geometry import VolumeGeometry
     from .markers import boxes_from_markers, read_markers
     from .progress import tqdm_progress
@@ -113,8 +116,8 @@ def cmd_markers(args) -> int:
     markers = [m for path in args.markers for m in read_markers(path)]
     geometry = VolumeGeometry.from_image(image)
     axis = None if args.axis == "auto" else numpy_axis(args.axis, image.direction)
-    plan = boxes_from_markers(markers, geometry, axis=axis, margin_mm=args.margin)  # errors before any model work
-    with backend_from_args(args) as backend:
+    plan = boxes_from_markers(markers, geometry, axis=axis, margin_mm=args.margin_mm)  # errors before any model work
+    with backend_from_options(args) as backend:
         model = describe(backend)
         t0 = time.perf_counter()
         backend.set_volume(image.array, normalization=args.window, modality=image.modality, direction=image.direction)
@@ -130,7 +133,7 @@ def cmd_markers(args) -> int:
 
 
 def cmd_propagate(args) -> int:
-    from .backend.cli_options import backend_from_args
+    from .backend.cli_options import backend_from_options
     from .cli import _points
     from .progress import tqdm_progress
     from .volume import numpy_axis
@@ -142,11 +145,11 @@ def cmd_propagate(args) -> int:
     axis = numpy_axis(args.axis, image.direction)
     points, labels = _points(args)
     cli_types.check_prompt_early(image, args.box, points, labels, args.slice, axis)
-    with backend_from_args(args) as backend:
+    with backend_from_options(args) as backend:
         t0 = time.perf_counter()
         backend.set_volume(image.array, normalization=args.window, modality=image.modality, direction=image.direction)
         res = backend.propagate(args.slice, axis, box=args.box, points=points, point_labels=labels,
-                                progress=tqdm_progress("propagate"), margin_px=args.margin,
+                                progress=tqdm_progress("propagate"), margin_px=args.margin_px,
                                 score_threshold=args.threshold)
     _write(res.mask, out, image, args.name)
     for w in res.warnings:
@@ -168,7 +171,7 @@ def _finite(obj):
 
 
 def cmd_bench(args) -> int:
-    from .backend.cli_options import backend_from_args
+    from .backend.cli_options import backend_from_options
     from .bench import BenchSettings, format_table, load_cases, run_bench
     from .io import atomic_output, check_outputs
     from .progress import tqdm_progress
@@ -179,7 +182,7 @@ def cmd_bench(args) -> int:
                              limit=args.limit, overlays=args.overlays)
     check_outputs([("--json", args.json)], [("the manifest", Path(args.dataset_dir) / "manifest.json")])
     load_cases(args.dataset_dir, settings)  # a malformed manifest is refused before the model loads
-    with backend_from_args(args) as backend:
+    with backend_from_options(args) as backend:
         result = run_bench(backend, args.dataset_dir, settings, progress=tqdm_progress(f"bench {args.protocol}"))
     out = Path(args.json)
     with atomic_output(out) as tmp:

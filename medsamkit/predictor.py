@@ -14,7 +14,7 @@ All prompt coordinates are XY pixels of the image given to ``set_image`` (see pr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -27,10 +27,17 @@ from .prompts import make_prompt
 
 @dataclass
 class Prediction:
+    """A prediction made in this process. A remote backend returns its own type with the same reading
+    interface (``mask``, ``score``, ``low_res_logits``, ``logits``, :meth:`with_mask`)."""
+
     mask: np.ndarray            # (H, W) bool, original resolution
     score: float                # predicted IoU of the chosen mask
     low_res_logits: np.ndarray  # (L, L) float32, model frame; usable as a mask prompt
     logits: np.ndarray          # (H, W) float32 logits on the original grid (mask = logits > 0)
+
+    def with_mask(self, mask: np.ndarray) -> "Prediction":
+        """The same prediction with another mask (a merged correction); the logits stay the model's own."""
+        return replace(self, mask=np.asarray(mask, dtype=bool))
 
 
 class Predictor:
@@ -42,6 +49,12 @@ class Predictor:
         self._embedding = None
         self._hw: tuple[int, int] | None = None
         self.normalization: Normalization | None = None
+
+    def reset(self) -> None:
+        """Forget the current image (the embedding cache keeps its entries)."""
+        self._embedding = None
+        self._hw = None
+        self.normalization = None
 
     @property
     def image_hw(self) -> tuple[int, int]:

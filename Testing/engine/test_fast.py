@@ -1,4 +1,4 @@
-"""ONNX Runtime engine vs the PyTorch reference: same masks on every modality, cache reuse, prefetch.
+"""ONNX Runtime engine vs the PyTorch reference: same masks on every modality, cache reuse.
 
 The real LiteMedSAM is exported once for this module into a tmp cache folder (~15 s on 2 cores);
 the torch embeddings come from the session's ``shared_predictor`` (so slices other tests encode
@@ -174,48 +174,6 @@ def test_second_start_reuses_export_and_corrupt_file_is_rebuilt(onnx_model, lite
     assert rebuilt.engine == "onnx"
     assert sha256_file(enc) == good  # the export is deterministic: the same bytes as the first time
     assert not [p.name for p in cache_dir.iterdir() if ".partial" in p.name]  # no temp files left
-
-
-def test_encode_ahead_encodes_each_slice_once_and_matches_sequential(onnx_model):
-    from medsamkit.fast.prefetch import encode_ahead
-    from medsamkit.io import read_image
-    from medsamkit.predictor import Predictor
-    from medsamkit.preprocess import resolve_normalization
-
-    vol = read_image(TEST_DATA / "brain1.img.nii.gz").array
-    lab = read_image(TEST_DATA / "brain1.seg.nii.gz").array > 0
-    ks = [k for k in range(vol.shape[0]) if lab[k].any()][:3]
-    norm = resolve_normalization("auto", vol)
-    box = [150, 70, 220, 165]
-    sequential = Predictor(onnx_model)
-    expected = []
-    for k in ks:
-        sequential.set_image(vol[k], normalization=norm)
-        expected.append(sequential.predict(box=box).mask)
-
-    pred = Predictor(onnx_model)
-    calls = onnx_model.encoder_calls
-    with encode_ahead(pred, (vol[k] for k in ks), normalization=norm, depth=2) as status:
-        masks = []
-        for k in ks:
-            pred.set_image(vol[k], normalization=norm)
-            masks.append(pred.predict(box=box).mask)
-    assert status.error is None
-    assert onnx_model.encoder_calls - calls == len(ks)  # each slice encoded exactly once
-    assert status.encoded >= 1  # the background thread did encode ahead
-    assert len(pred.cache) == len(ks) and type(pred.cache).__name__ == "EmbeddingCache"  # cache restored
-    for a, b in zip(masks, expected):
-        assert np.array_equal(a, b)
-
-
-def test_iter_embeddings_keeps_order(onnx_model):
-    from medsamkit.fast.prefetch import iter_embeddings
-
-    rng = np.random.default_rng(2)
-    xs = [rng.random((3, 256, 256), dtype=np.float32) for _ in range(2)]
-    got = [e.numpy() for e in iter_embeddings(onnx_model, iter(xs), depth=1)]
-    want = [onnx_model.encode(x).numpy() for x in xs]
-    assert all(np.array_equal(a, b) for a, b in zip(got, want))
 
 
 def test_cli_segment_with_onnx_engine(tmp_path, cache_dir, monkeypatch, capsys, onnx_model):

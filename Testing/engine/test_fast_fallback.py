@@ -55,9 +55,10 @@ def test_auto_stays_on_torch_quietly_where_onnx_does_not_apply(lite_model, monke
 def test_engine_names(monkeypatch):
     from medsamkit.fast.engine import resolve_engine, resolve_precision
 
+    monkeypatch.delenv("MEDSAMKIT_ENGINE", raising=False)
+    assert resolve_engine(None) == "auto"  # the same default as every command's --engine
+    monkeypatch.setenv("MEDSAMKIT_ENGINE", "TORCH")
     assert resolve_engine(None) == "torch"
-    monkeypatch.setenv("MEDSAMKIT_ENGINE", "AUTO")
-    assert resolve_engine(None) == "auto"
     assert resolve_engine("onnx") == "onnx"
     with pytest.raises(InputError, match="auto, torch, onnx"):
         resolve_engine("fast")

@@ -1,7 +1,7 @@
 """SAM ViT-B/L/H, MedSAM and MedicoSAM: exact layouts, real containers, kind detection, one real forward pass.
 
 The official weights cannot be downloaded, so checkpoints are synthetic with the released layouts
-and containers (tiny files: one scalar per tensor, see medsamkit/models/synthetic.py). Loading
+and containers (tiny files: one scalar per tensor, see Testing/synthetic_checkpoints.py). Loading
 them strictly proves the real files load unchanged. A 1024×1024 ViT-B encoding costs 15-30 s on
 2 CPU cores, so exactly one is run (MedSAM, module fixture); SAM's decoding reuses that embedding
 (same ViT-B weights) through the cache, and ViT-L/H are checked on PyTorch's meta device (no memory).
@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from medsamkit.errors import CheckpointError
-from medsamkit.models import checkpoints, get_spec, load_model, synthetic
+import synthetic_checkpoints as synthetic
+from medsamkit.models import checkpoints, get_spec, load_model
 from medsamkit.models.base import PromptableModel
 from medsamkit.predictor import Predictor
 

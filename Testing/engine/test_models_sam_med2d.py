@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from medsamkit.errors import CheckpointError
-from medsamkit.models import checkpoints, get_spec, load_model, synthetic
+import synthetic_checkpoints as synthetic
+from medsamkit.models import checkpoints, get_spec, load_model
 from medsamkit.models.adapters import Adapter, adapter_parameter_names, has_adapters, insert_adapters
 from medsamkit.predictor import Predictor
 

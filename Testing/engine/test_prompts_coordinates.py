@@ -16,6 +16,7 @@ import pytest
 from conftest import dice
 from medsamkit.geometry import VolumeGeometry
 from medsamkit.io import ImageData
+from medsamkit.backend.local import LocalBackend
 from medsamkit.segment import segment_image
 
 SHAPE = (30, 70, 160)          # (K, J, I)
@@ -62,7 +63,7 @@ def test_box_drawn_in_ras_lands_on_the_object(shared_predictor, volume_case):
     index, xy = geometry.ijk_to_slice(ijk, axis=1)
     assert np.allclose(index, SLICE_J)
     box = [xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()]
-    res = segment_image(shared_predictor, image, box=box, slice_index=SLICE_J, axis="coronal",
+    res = segment_image(LocalBackend(predictor=shared_predictor), image, box=box, slice_index=SLICE_J, axis="coronal",
                         normalization="percentile")
 
     assert res.axis == 1 and res.slice_mask.shape == (SHAPE[0], SHAPE[2])

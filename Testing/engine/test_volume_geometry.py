@@ -6,6 +6,7 @@ import SimpleITK as sitk
 from medsamkit.errors import InputError
 from medsamkit.geometry import VolumeGeometry
 from medsamkit.io import read_image
+from medsamkit.backend.local import LocalBackend
 from medsamkit.segment import segment_image
 from medsamkit.volume import extract_slice, numpy_axis, put_slice
 
@@ -63,7 +64,7 @@ def test_coronal_slice_of_a_volume_segments_the_right_voxels(predictor):
     from medsamkit.io import ImageData
 
     image = ImageData(vol, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
-    res = segment_image(predictor, image, box=[8, 18, 61, 41], slice_index=40, axis="coronal",
+    res = segment_image(LocalBackend(predictor=predictor), image, box=[8, 18, 61, 41], slice_index=40, axis="coronal",
                         normalization="600,150")
     assert res.axis == 1 and res.mask.shape == vol.shape
     truth = vol[:, 40, :] > 0

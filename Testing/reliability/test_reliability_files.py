@@ -37,7 +37,7 @@ def no_model(monkeypatch):
     def refuse(_args):
         raise AssertionError("the command went on to load a model; the error had to come first")
 
-    monkeypatch.setattr(options, "backend_from_args", refuse)
+    monkeypatch.setattr(options, "backend_from_options", refuse)
 
 
 @pytest.fixture()
@@ -177,18 +177,20 @@ def test_truncated_nifti_is_refused(tmp_path, volume_file, capsys, no_model):
 def test_truncated_nifti_and_out_equal_to_input_are_refused_by_batch(tmp_path, volume_file):
     pytest.importorskip("slicer", reason="the headless batch runs on slicer-core")
     from medsamkit.mrml.batch import Case, build_parser, run_case
+    from medsamkit.mrml.context import make_context
 
     short, _cut, _plain = _truncations(tmp_path, volume_file)
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps({"axis": 0, "boxes": {"5": [20, 20, 40, 40]}}))
     args = build_parser().parse_args(["--volume", str(short), "--boxes", str(boxes), "--out", "x.seg.nrrd"])
     before = volume_file.read_bytes()
-    # engine=None: both cases must be refused before anything is segmented
-    report = run_case(None, Case(str(short), str(tmp_path / "a.seg.nrrd"), None, str(boxes)), args)
+    # backend=None: both cases must be refused before anything is segmented
+    ctx = make_context()
+    report = run_case(None, ctx, Case(str(short), str(tmp_path / "a.seg.nrrd"), None, str(boxes)), args)
     assert not report.ok and "truncated" in report.message, report.message
     same = tmp_path / "ct.seg.nrrd"
     os.link(volume_file, same)  # the output path is another name of the input file
-    report = run_case(None, Case(str(volume_file), str(same), None, str(boxes)), args)
+    report = run_case(None, ctx, Case(str(volume_file), str(same), None, str(boxes)), args)
     assert not report.ok and "would overwrite the input volume" in report.message, report.message
     assert volume_file.read_bytes() == before and not (tmp_path / "a.seg.nrrd").exists()
 

@@ -26,7 +26,8 @@ from remote_server import ServerProcess  # noqa: E402
 
 from medsamkit.cli import main  # noqa: E402
 from medsamkit.io import read_image  # noqa: E402
-from medsamkit.server import protocol, wire  # noqa: E402
+from medsamkit import protocol  # noqa: E402
+from medsamkit.protocol import wire  # noqa: E402
 
 from reliability_fixtures import files_in, full_disk, readonly_dir, sphere_volume, write_volume  # noqa: E402,F401
 

@@ -14,7 +14,8 @@ import pytest
 pytest.importorskip("fastapi", reason="the server needs the 'server' extra (fastapi)")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from medsamkit.server import protocol, wire  # noqa: E402
+from medsamkit import protocol
+from medsamkit.protocol import wire  # noqa: E402
 from medsamkit.server.app import make_app  # noqa: E402
 
 IMAGE = (np.random.default_rng(0).random((512, 512, 3)) * 255).astype(np.uint8)  # 768 KiB

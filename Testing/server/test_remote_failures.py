@@ -145,7 +145,7 @@ def test_cancel_stops_a_long_remote_job(server, ct):
 
     from medsamkit.markers import BoxPlan
     from medsamkit.progress import Cancelled
-    from medsamkit.server import protocol
+    from medsamkit import protocol
 
     vol = ct["volume"]
     plan = BoxPlan(axis=0, boxes={k: np.asarray(ct["box"], float) for k in range(vol.shape[0])},

@@ -49,8 +49,8 @@ def test_busy_port_is_reported_before_loading_a_model(capsys):
 
 def test_client_imports_without_server_or_model_packages():
     """The remote client needs neither FastAPI/uvicorn (server side) nor torch (the model runs remotely)."""
-    code = ("import sys, medsamkit.backend, medsamkit.backend.remote, medsamkit.backend.worker, "
-            "medsamkit.server.wire, medsamkit.server.protocol; "
+    code = ("import sys, medsamkit.backend, medsamkit.backend.remote, "
+            "medsamkit.protocol, medsamkit.protocol.wire; "
             "print(sorted(m for m in ('fastapi', 'uvicorn', 'torch', 'slicer', 'qt') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=str(REPO), env={"PYTHONPATH": str(REPO), "PATH": ""})
@@ -77,7 +77,7 @@ def test_open_backend_dispatch(spec):
 def test_backend_cli_options():
     import argparse
 
-    from medsamkit.backend.cli_options import add_backend_options, backend_from_args
+    from medsamkit.backend.cli_options import add_backend_options, backend_from_options
     from medsamkit.backend.errors import ServerUnreachableError
 
     p = argparse.ArgumentParser()
@@ -86,4 +86,4 @@ def test_backend_cli_options():
     assert args.backend == "local" and args.server_token_file is None
     args = p.parse_args(["--backend", "http://127.0.0.1:1", "--server-timeout", "2"])
     with pytest.raises(ServerUnreachableError, match="127.0.0.1:1"):
-        backend_from_args(args)
+        backend_from_options(args)

@@ -1,4 +1,4 @@
-"""The wire format (medsamkit.server.wire): round trips, ROI packing, and refusal of bad frames."""
+"""The wire format (medsamkit.protocol.wire): round trips, ROI packing, and refusal of bad frames."""
 from __future__ import annotations
 
 import struct
@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 import pytest
 
-from medsamkit.server import wire
+from medsamkit.protocol import wire
 
 CODECS = [wire.CODEC_NONE, wire.CODEC_ZLIB] + ([wire.CODEC_ZSTD] if wire.zstd_available() else [])
 

@@ -12,7 +12,7 @@ import torch
 
 from medsamkit.errors import CheckpointError, InputError
 from medsamkit.predictor import Predictor
-from medsamkit.training.adapter_io import apply_adapter, read_adapter
+from medsamkit.models.adapter_file import apply_adapter, read_adapter
 from medsamkit.training.config import TrainConfig
 from medsamkit.training.trainer import Trainer
 from training_fixtures import fresh_model, tiny_sam  # noqa: F401  (pytest fixtures)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from medsamkit.errors import CheckpointError
-from medsamkit.training.adapter_io import apply_adapter, read_adapter, save_adapter
+from medsamkit.models.adapter_file import apply_adapter, read_adapter, save_adapter
 from medsamkit.training.config import TrainConfig
 from medsamkit.training.trainer import Trainer
 from training_fixtures import fresh_model, jsrt_dev_cases, train_cache  # noqa: F401  (pytest fixtures)
@@ -79,7 +79,7 @@ def test_decoder_tuning_lowers_the_loss_and_raises_dice(overfit, shared_predicto
 def load_tuned(lite_model, adapter):
     from medsamkit.models import load_model
 
-    return load_model("litemedsam", lite_model.checkpoint, "cpu", adapter=adapter)
+    return load_model("litemedsam", lite_model.checkpoint, "cpu", engine="torch", adapter=adapter)
 
 
 def test_frozen_parameters_stay_bit_identical(overfit, lite_model):
@@ -180,3 +180,37 @@ def test_resume_reproduces_the_uninterrupted_run(fresh_model, test_data, train_c
     assert all(torch.equal(a[k], b[k]) for k in a)
     base = fresh_model().net.state_dict()
     assert any(not torch.equal(a[k], base[k]) for k in a if k.startswith("mask_decoder."))  # it did train
+
+
+def test_validation_dice_is_what_segmenting_the_image_files_gives(lite_model, jsrt_dev_cases, train_cache, tmp_path):
+    """Validation runs through the backend every face uses: the Dice before training equals the Dice of
+    segment_image on the original image files (their own window) with the same seeded prompts."""
+    import copy
+
+    from medsamkit.backend.local import LocalBackend
+    from medsamkit.io import read_image
+    from medsamkit.metrics import dice
+    from medsamkit.models.base import PromptableModel
+    from medsamkit.segment import segment_image
+    from medsamkit.training.validation import VALIDATION_STREAM
+
+    model = PromptableModel(lite_model.spec, copy.deepcopy(lite_model.net), "cpu", checkpoint=lite_model.checkpoint,
+                            checkpoint_sha256=lite_model.checkpoint_sha256)
+    cfg = TrainConfig(pairs=[[str(i), str(m)] for i, m, _ in jsrt_dev_cases], labels=CLAVICLES, parts="decoder",
+                      epochs=1, max_steps=1, batch_size=2, augment="none", box_jitter=10, val_fraction=0.4,
+                      validate_before=True, patience=0, out=str(tmp_path / "run"))
+    trainer = Trainer(model, cfg, embedding_cache=train_cache)
+    result = trainer.fit()
+    data, refs = trainer.data, trainer.data.val_refs()
+    assert len(refs) >= 2 and result.dice_before is not None
+    independent = []
+    with LocalBackend(lite_model) as backend:
+        for i, ref in enumerate(refs):
+            rng = np.random.default_rng([cfg.seed, VALIDATION_STREAM, 0, i])
+            _, mask, prompt_mask = data.display_and_masks(ref)
+            p = trainer.prompt(prompt_mask, rng)
+            res = segment_image(backend, read_image(data.sources[ref.case].image), box=p.box, points=p.points, point_labels=p.labels,
+                                normalization=data.norms[ref.case])
+            independent.append(dice(res.slice_mask, mask))
+    assert result.dice_before == pytest.approx(float(np.mean(independent)), abs=1e-9)
+    assert 0.0 < result.dice_before < 0.9  # the released model's clavicles: far from perfect, not empty

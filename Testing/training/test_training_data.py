@@ -85,9 +85,13 @@ def test_seg_nrrd_cropped_to_segments_is_put_back_on_the_image_grid(tmp_path, te
 def test_preprocessing_is_the_inference_path(test_data):
     """A training sample's model input is exactly what segment_image feeds the encoder."""
     from medsamkit.io import read_image
+    from medsamkit.backend.local import LocalBackend
     from medsamkit.segment import segment_image
 
-    class Capture:  # stands in for the Predictor: records what segment_image would encode
+    class Capture:  # stands in for the backend's Predictor: records what segment_image would encode
+        def reset(self):
+            pass
+
         def set_display_image(self, rgb, norm):
             self.rgb = rgb
             raise StopIteration
@@ -104,7 +108,7 @@ def test_preprocessing_is_the_inference_path(test_data):
         image = read_image(src.image)
         image.modality = "MR"
         with pytest.raises(StopIteration):
-            segment_image(cap, image, box=[0, 0, 5, 5], slice_index=ref.slice if ref.slice >= 0 else None,
+            segment_image(LocalBackend(predictor=cap), image, box=[0, 0, 5, 5], slice_index=ref.slice if ref.slice >= 0 else None,
                           normalization="auto")
         assert np.array_equal(sample["image"], TF.image_to_input(cap.rgb))
         gt = data.display_and_masks(ref)[1]

@@ -14,7 +14,7 @@ direction matrix (volume.numpy_axis); prompts are XY pixels of the 2D image or o
 (x = column, y = row); masks come back at the image's/slice's full size.
 
 Backends are not thread-safe for concurrent calls on one instance (one image state); the effect
-drives one backend from one worker thread (worker.py).
+drives one backend from one thread at a time.
 """
 from __future__ import annotations
 
@@ -48,11 +48,16 @@ class BackendInfo:
     extra: dict = field(default_factory=dict)
 
 
+def is_prediction(obj) -> bool:
+    """A prediction of any backend (a Prediction, a RemotePrediction): it has a mask and low-res logits."""
+    return hasattr(obj, "low_res_logits") and hasattr(obj, "mask")
+
+
 def mask_input_array(mask_input) -> "np.ndarray | None":
-    """A mask prompt given as low-res logits (L, L) or as a previous :class:`Prediction`."""
+    """A mask prompt given as low-res logits (L, L) or as a previous prediction of any backend."""
     if mask_input is None:
         return None
-    if isinstance(mask_input, Prediction):
+    if is_prediction(mask_input):
         return mask_input.low_res_logits
     return np.asarray(mask_input, dtype=np.float32)
 
@@ -118,8 +123,9 @@ class Backend(abc.ABC):
 
         box [x0, y0, x1, y1], points (N, 2) XY, point_labels (N,) 1/0 as Predictor.predict;
         mask_input: low-res logits (L, L) or a Prediction returned earlier by this backend.
-        Returns a Prediction with ``mask`` (H, W) bool at full size and ``score``;
-        ``low_res_logits``/``logits`` may be fetched lazily by a remote backend.
+        Returns a prediction with ``mask`` (H, W) bool at full size, ``score``, ``low_res_logits``,
+        ``logits`` and ``with_mask(mask)``: a :class:`Prediction` locally, a RemotePrediction (its own
+        type; logits fetched when read) from a server.
         """
 
     @abc.abstractmethod
@@ -137,17 +143,11 @@ class Backend(abc.ABC):
     def segment_plan(self, plan, refine: bool = False, progress=None, cancel=None):
         """Segment every slice of a :class:`medsamkit.markers.BoxPlan` with its box.
 
+        Line markers become a plan on the client (:func:`medsamkit.markers.boxes_from_markers`, with
+        its DEFAULT_MARGIN_MM), so every face computes the same boxes from the same lines.
+
         The engine's :func:`medsamkit.volume_segmentation.segment_volume`; returns a VolumeSegmentation.
         """
-
-    def segment_markers(self, markers, geometry, axis: int | None = None, margin_mm: float | None = None,
-                        refine: bool = False, progress=None, cancel=None):
-        """Long/short-axis line markers (RAS mm) -> boxes (:func:`medsamkit.markers.boxes_from_markers`,
-        computed here, on the client) -> :meth:`segment_plan`. geometry: the volume's VolumeGeometry."""
-        from ..markers import DEFAULT_MARGIN_MM, boxes_from_markers
-
-        plan = boxes_from_markers(markers, geometry, axis, DEFAULT_MARGIN_MM if margin_mm is None else margin_mm)
-        return self.segment_plan(plan, refine=refine, progress=progress, cancel=cancel)
 
     @abc.abstractmethod
     def close(self) -> None:

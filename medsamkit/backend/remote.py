@@ -1,9 +1,10 @@
 """RemoteBackend: the Backend interface on a ``medsamkit serve`` server (typically a CUDA machine).
 
-The image or volume is compressed and uploaded once per session (wire.py); each prompt then sends
+The image or volume is compressed and uploaded once per session (medsamkit/protocol/wire.py); each prompt then sends
 a few dozen bytes of JSON and gets back the mask's bounding-box region, bit-packed and compressed,
 from which the full-size mask is rebuilt here. Low-res logits (the mask prompt for refinement)
-stay on the server: a :class:`RemotePrediction` passed as ``mask_input`` travels as its id, and
+stay on the server: a :class:`RemotePrediction` (its own type, read like a Prediction) passed as
+``mask_input`` travels as its id, and
 its ``low_res_logits``/``logits`` are downloaded only if read.
 
 Failure handling, so the caller never hangs and always gets a MedSAMError saying what to do:
@@ -32,21 +33,26 @@ import numpy as np
 from .. import __version__
 from ..embedding_cache import digest
 from ..errors import InputError
-from ..predictor import Prediction
 from ..preprocess import Normalization, validate_image
 from ..prompts import make_prompt
 from ..progress import check_cancel
-from ..server import protocol, wire
+from .. import protocol
+from ..protocol import wire
 from ..volume import numpy_axis
-from .base import Backend, BackendInfo, ImageInfo, check_volume, slice_hw
+from .base import Backend, BackendInfo, ImageInfo, check_volume, is_prediction, slice_hw
 from .errors import SessionLostError, VersionMismatchError
 from .transport import Transport, resolve_token
 
 JOB_POLL_S = 0.25  # progress poll of long jobs: 4 small GETs a second
 
 
-class RemotePrediction(Prediction):
-    """A Prediction whose mask is here and whose logits stay on the server until read."""
+class RemotePrediction:
+    """A prediction of a remote backend: the mask is here, the logits stay on the server until read.
+
+    Its own type (not a :class:`medsamkit.predictor.Prediction`): it reads the same (``mask``,
+    ``score``, ``low_res_logits``, ``logits``, :meth:`with_mask`) and passes back as ``mask_input``
+    by its server-side id, so a refinement sends no logits.
+    """
 
     def __init__(self, backend: "RemoteBackend", mask: np.ndarray, score: float, pid: str, generation: int,
                  request: dict):
@@ -74,8 +80,12 @@ class RemotePrediction(Prediction):
             self._full = self._backend._fetch_logits(self, full=True)
         return self._full
 
-    __eq__ = object.__eq__
-    __hash__ = object.__hash__
+    def with_mask(self, mask: np.ndarray) -> "RemotePrediction":
+        """The same prediction (same logits on the server, same id) with another mask (a merged correction)."""
+        other = RemotePrediction(self._backend, np.asarray(mask, dtype=bool), self.score, self._pid,
+                                 self._generation, self._request)
+        other._low_res, other._full, other.server_ms = self._low_res, self._full, self.server_ms
+        return other
 
     def __repr__(self) -> str:
         return f"RemotePrediction(mask={self.mask.shape} {int(self.mask.sum())} px, score={self.score:.3f})"
@@ -163,7 +173,7 @@ class RemoteBackend(Backend):
         hw = slice_hw(self._info, slice_index, ax)
         # The engine's own checks, here: a bad prompt raises the same InputError as locally, with no round trip
         prompt = make_prompt(hw, box, points, point_labels, None)
-        if mask_input is not None and not isinstance(mask_input, Prediction):
+        if mask_input is not None and not is_prediction(mask_input):
             make_prompt(hw, box, points, point_labels, mask_input, int(self.version["low_res_size"]))
         request = {"box": _floats(box), "points": _points(points),
                    "point_labels": None if prompt.labels is None else prompt.labels.tolist(),
@@ -288,7 +298,7 @@ class RemoteBackend(Backend):
             if parent._low_res is None:  # lost with the old session or evicted: recompute it from its prompts
                 self._revive(parent)
                 return {"mask_prediction": parent._pid}
-        logits = parent.low_res_logits if isinstance(parent, Prediction) else np.asarray(parent, np.float32)
+        logits = parent.low_res_logits if is_prediction(parent) else np.asarray(parent, np.float32)
         resp = self._request("POST", protocol.session_path(sid, "masks"),
                              content=wire.encode_array(np.ascontiguousarray(logits, np.float32), self._codec),
                              headers={"Content-Type": protocol.OCTET})

@@ -7,7 +7,7 @@ Every request the client makes goes through :meth:`Transport.request`, so every 
 - a refused or broken connection (server down, killed mid-request, restarting) is retried
   ``retries`` times after 0.2 s, 0.4 s, ... as long as the whole stays within ``timeout``; a read
   timeout is not retried (the server may still be computing; a retry would double its load);
-- replies >= 300 become the typed errors listed in server/protocol.py.
+- replies >= 300 become the typed errors listed in medsamkit/protocol.
 
 Needs ``httpx`` (the ``server`` extra).
 """
@@ -18,7 +18,8 @@ import time
 
 from ..errors import InputError, require
 from ..progress import Cancelled
-from ..server import protocol, wire
+from .. import protocol
+from ..protocol import wire
 from .errors import (AuthenticationError, ProtocolError, RemoteError, RequestTooLargeError, ServerBusyError,
                      ServerUnreachableError, SessionLostError, VersionMismatchError)
 
@@ -112,7 +113,7 @@ class Transport:
 
 
 def error_for(resp, url: str) -> Exception:
-    """The typed error for a reply with status >= 300 (table in server/protocol.py)."""
+    """The typed error for a reply with status >= 300 (table in medsamkit/protocol)."""
     try:
         body = resp.json()
         detail, code = str(body.get("detail", "")), body.get("code")

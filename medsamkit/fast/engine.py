@@ -19,6 +19,8 @@ from pathlib import Path
 from ..errors import InputError
 
 ENGINES = ("auto", "torch", "onnx")
+#: The one engine default of every face (CLI, batch, effect, server, load_model): the fastest available.
+DEFAULT_ENGINE = "auto"
 PRECISIONS = ("fp32", "int8")
 #: Kinds whose ONNX export was validated (masks vs torch on the dev set, speed measured).
 ONNX_KINDS = ("litemedsam",)
@@ -33,8 +35,8 @@ class FastPathUnavailable(UserWarning):
 
 
 def resolve_engine(engine: str | None) -> str:
-    """None -> ``$MEDSAMKIT_ENGINE`` or ``torch``; validates the name (InputError lists choices)."""
-    name = (engine or os.environ.get("MEDSAMKIT_ENGINE") or "torch").strip().lower()
+    """None -> ``$MEDSAMKIT_ENGINE`` or :data:`DEFAULT_ENGINE`; validates the name (InputError lists choices)."""
+    name = (engine or os.environ.get("MEDSAMKIT_ENGINE") or DEFAULT_ENGINE).strip().lower()
     if name not in ENGINES:
         raise InputError(f"Unknown engine '{engine}'. Choose one of: {', '.join(ENGINES)} "
                          "(auto = ONNX Runtime on the CPU when installed, else PyTorch).")
@@ -73,7 +75,7 @@ def with_engine(model, engine: str | None = "auto", precision: str | None = None
                 cache_dir: "str | os.PathLike | None" = None, threads: int | None = None):
     """Return ``model`` (a torch PromptableModel) or its ONNX Runtime equivalent.
 
-    engine: ``auto``/``torch``/``onnx`` (None = $MEDSAMKIT_ENGINE or torch). precision: ``fp32``
+    engine: ``auto``/``torch``/``onnx`` (None = $MEDSAMKIT_ENGINE or DEFAULT_ENGINE, "auto"). precision: ``fp32``
     or ``int8`` (None = $MEDSAMKIT_ONNX_PRECISION or fp32). cache_dir: where exported graphs are
     kept (None = :func:`.artifacts.cache_dir`). threads: ORT intra-op threads (None = all cores).
     The first use of a checkpoint exports its graphs (~10 s on 2 cores); later starts load them.

@@ -18,7 +18,7 @@ Design notes (measured on the 2-core AVX-512 dev machine, see benchmarks/RESULTS
   (25-34 ms on two cores, 46 CPU ms on one, against 113 for the reference decoder).
 - intra-op threads = the machine's physical cores (ORT's default), so one encode uses all cores;
   ORT sessions are thread-safe, so a background thread may encode while another decodes
-  (see :mod:`.prefetch`).
+  (the model process's view prefetch does).
 - ``model_id`` differs from the torch model's (engine and precision are part of it), so an
   embedding cache shared by several models never mixes embeddings from different engines.
 """
@@ -34,7 +34,7 @@ import numpy as np
 from .onnx_export import decoder_prompt_arrays
 
 #: Embeddings whose decoder image part (10 MiB each for LiteMedSAM) is kept: the slice being clicked
-#: and the few that encode_ahead prepared ahead of it.
+#: and the few encoded ahead of it (view prefetch).
 IMAGE_PARTS_KEPT = 4
 
 
@@ -82,8 +82,8 @@ class OnnxPromptableModel:
         self._dec_image = ort.InferenceSession(self.decoder_paths[0], so, providers=providers)
         self._dec_prompt = ort.InferenceSession(self.decoder_paths[1], so, providers=providers)
         # image part of the decoder per embedding (no mask prompt), for the last few embeddings used:
-        # id(embedding) -> (weakref to it, stamp of its values, arrays); a lock because encode_ahead
-        # encodes in a thread
+        # id(embedding) -> (weakref to it, stamp of its values, arrays); a lock because a background
+        # thread may encode (a view prefetch) while another decodes
         self._image_parts: "OrderedDict[int, tuple]" = OrderedDict()
         self._lock = threading.Lock()
         self.encoder_calls = 0

@@ -20,10 +20,14 @@ the adapter, so ``copy.deepcopy`` and pickling keep each block wired to its own 
 """
 from __future__ import annotations
 
+from ..errors import InputError
+
 import torch
 from torch import nn
 
 ADAPTER_ATTR = "Adapter"  # attribute (and state_dict) name used by SAM-Med2D; do not rename
+STYLE = "sam-med2d"       # the adapter layout style recorded in adapter files and checkpoints
+DEFAULT_MLP_RATIO = 0.25
 
 
 class Adapter(nn.Module):
@@ -99,3 +103,22 @@ def has_adapters(image_encoder: nn.Module) -> bool:
 def adapter_parameter_names(model: nn.Module) -> list[str]:
     """Names of the adapter parameters in ``model`` (SAM-Med2D trains these plus prompt encoder/decoder)."""
     return [name for name, _ in model.named_parameters() if f".{ADAPTER_ATTR}." in f".{name}"]
+
+
+def ensure_adapter_layout(net, layout: dict) -> None:
+    """Rebuild the adapter layers described by ``layout`` on ``net`` (before loading trained weights)."""
+    if not layout:
+        return
+    if layout.get("style") != STYLE:
+        raise InputError(f"Unknown adapter style '{layout.get('style')}' (this medsamkit knows '{STYLE}').")
+    encoder = net.image_encoder
+    if has_adapters(encoder):
+        return
+    if not layout.get("inserted"):
+        raise InputError("These weights were trained on a model that has adapters built in (SAM-Med2D); load that "
+                         "base model (--model sam-med2d) to use them.")
+    blocks = getattr(encoder, "blocks", None)
+    if blocks is None or len(blocks) != layout.get("blocks"):
+        raise InputError(f"These adapters were trained on a ViT with {layout.get('blocks')} blocks; this encoder has "
+                         f"{len(blocks) if blocks is not None else 'no'} blocks.")
+    insert_adapters(encoder, mlp_ratio=float(layout.get("mlp_ratio") or DEFAULT_MLP_RATIO))

@@ -44,6 +44,21 @@ def get_spec(kind: str) -> ModelSpec:
     return _SPECS[key]
 
 
+def reference_layout(kind: str) -> "collections.OrderedDict":
+    """The kind's state_dict on PyTorch's ``meta`` device (keys, shapes, dtypes in order; no memory, no init).
+
+    What a checkpoint of ``kind`` must hold: the catalog checks downloaded files against it
+    (models/verify.py) and the tests build tiny checkpoints with the released layouts from it.
+    """
+    import collections
+
+    import torch
+
+    with torch.device("meta"):
+        net = get_spec(kind).build()
+    return collections.OrderedDict(net.state_dict())
+
+
 def choose_device(preference: str | None = None) -> str:
     """'auto'/None -> cuda, then mps, then cpu. An explicit choice that is unavailable is an error."""
     import torch
@@ -82,8 +97,10 @@ def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = N
     its bundled weights when both are None). checkpoint: a file path, or None for the kind's
     default weights. engine: "torch" (the reference), "onnx" (ONNX Runtime on the CPU, exported once
     per checkpoint into the user cache) or "auto" (fastest available); None = $MEDSAMKIT_ENGINE or
-    "torch". A non-torch engine returns an object with PromptableModel's interface (see
-    medsamkit.fast), or this torch model with a warning when the fast path is unavailable.
+    "auto" (fast.engine.DEFAULT_ENGINE, the same default as every command); training and code that
+    needs the network itself pass engine="torch". A non-torch engine returns an object with
+    PromptableModel's interface (see medsamkit.fast), or this torch model with a warning when the
+    fast path is unavailable.
     adapter: an ``adapter.safetensors`` written by ``medsamkit train``, applied on top before any
     engine export (checked against the base kind and checkpoint hash; it changes checkpoint_sha256,
     so exported fast models and cached embeddings are keyed by the adapted weights).
@@ -120,7 +137,7 @@ def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = N
     net.eval()  # after loading and moving: TinyViT builds its attention-bias cache here
     model = PromptableModel(spec, net, dev, checkpoint=path, checkpoint_sha256=sha)
     if adapter is not None:
-        from ..training.adapter_io import apply_adapter
+        from .adapter_file import apply_adapter
 
         apply_adapter(model, adapter)
     return model if engine_name == "torch" else with_engine(model, engine_name)

@@ -60,7 +60,7 @@ def verify_file(path: Path, entry: CatalogEntry, digests: dict | None = None) ->
 def check_loads_as(path: Path, kind: str) -> None:
     """The file reads with the checkpoint reader and has exactly the kind's keys and shapes (no weights built)."""
     from . import checkpoints
-    from .synthetic import reference_layout
+    from .registry import reference_layout
 
     state = checkpoints.read_checkpoint(path)
     checkpoints.check_layout(state, kind, source=str(path))

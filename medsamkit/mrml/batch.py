@@ -13,8 +13,16 @@ leaves no partial output). ``--boxes`` is a JSON file ``{"axis": "axial" | 0..2,
 x1, y1], ...}}`` in slice pixels (see :mod:`medsamkit.volume`); with markers too, its boxes replace
 theirs on the slices it names.
 
-Every case runs in a fresh scene. A failed case prints one line saying what failed and what to do; the
+The model is reached through :func:`medsamkit.backend.open_backend` with the same options and defaults
+as the command line (``--engine auto``, ``--adapter``, ``--backend URL``). One MRML context serves all
+cases (each ``vtkSlicerSegmentationsModuleLogic.SetMRMLScene`` appends converter rules to a process-wide
+factory, so a context per case would grow it); the nodes a case adds are removed after it.
+
+A failed case prints what failed and what to do (and the traceback for an error that is not ours); the
 other cases still run, and the exit status is 1 when any case failed (2 for bad command-line usage).
+Run as a script (also ``Slicer --python-script``, which does not exit by itself) every way out ends
+the process through ``sys.exit`` with that status: an unexpected exception prints its traceback and
+exits 1, so a window-less Slicer never stays behind.
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ import csv
 import json
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,16 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", help="optional label volume: print the Dice of the result against it")
     p.add_argument("--axis", default=None, help="slice axis of the markers: axial, coronal, sagittal (default: "
                    "the axis the lines lie in)")
-    p.add_argument("--margin-mm", type=float, default=None, help="margin around each marked slice's box (mm)")
+    from medsamkit.markers import DEFAULT_MARGIN_MM
+
+    p.add_argument("--margin-mm", type=float, default=DEFAULT_MARGIN_MM,
+                   help=f"margin around each marked slice's box in mm (default {DEFAULT_MARGIN_MM:g}, as in "
+                        "'medsamkit markers' and the Slicer effect)")
     p.add_argument("--refine", action="store_true", help="re-prompt slices that disagree with their neighbours")
     p.add_argument("--window", default="auto", help="soft-tissue, lung, brain, bone, W,L, percentile, none, auto")
     p.add_argument("--segment-name", default="MedSAM", help="name of the segment written")
-    p.add_argument("--model", default=None, help="model kind (default: LiteMedSAM)")
-    p.add_argument("--checkpoint", default=None, help="weights file (default: the model's bundled weights)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    from medsamkit.backend.cli_options import add_backend_options
+    from medsamkit.backend.cli_options import add_backend_options, add_model_options
 
+    add_model_options(p)
     add_backend_options(p)
     return p
 
@@ -155,18 +166,21 @@ def make_plan(ctx, case: Case, geometry, axis, margin_mm):
     return plan
 
 
-def run_case(engine, case: Case, args, progress=None) -> CaseReport:
-    """Segment one case into ``case.out``; never raises for a user error (reports it instead)."""
+def run_case(backend, ctx, case: Case, args, progress=None) -> CaseReport:
+    """Segment one case into ``case.out`` in ``ctx`` (the nodes it adds are removed at the end).
+
+    Never raises for a case's own failure (reports it; an error that is not a MedSAMError comes with
+    its traceback)."""
     from medsamkit.io import atomic_output
+    from medsamkit.metrics import dice as dice_of
     from medsamkit.volume import numpy_axis
 
-    from medsamkit.mrml.context import make_context
     from medsamkit.mrml.interactive import NormalizationCache
     from medsamkit.mrml.segments import new_segmentation, segment_array, set_segment_from_array
     from medsamkit.mrml.volumes import array_from_volume, load_volume, volume_geometry
 
     t0 = time.perf_counter()
-    ctx = make_context()
+    before = _node_ids(ctx)
     try:
         if not str(case.out).lower().endswith(".seg.nrrd"):
             raise InputError(f"The output must be a .seg.nrrd file (got {case.out}).")
@@ -180,7 +194,8 @@ def run_case(engine, case: Case, args, progress=None) -> CaseReport:
         plan = make_plan(ctx, case, geometry, axis, args.margin_mm)
         volume = array_from_volume(volume_node)
         norm = NormalizationCache().resolve(volume_node, volume, case.window or args.window)
-        result = engine.segment_plan(volume, plan, norm, refine=args.refine, progress=progress)
+        backend.set_volume(volume, normalization=norm)  # the plan names numpy axes: no plane names to resolve
+        result = backend.segment_plan(plan, refine=args.refine, progress=progress)
         seg_node, segment_id = new_segmentation(ctx, volume_node, Path(case.out).name.split(".")[0], args.segment_name)
         set_segment_from_array(seg_node, segment_id, result.mask, volume_node)
         save_segmentation(ctx, seg_node, case.out, atomic_output)
@@ -188,7 +203,7 @@ def run_case(engine, case: Case, args, progress=None) -> CaseReport:
         if case.reference:
             ref = array_from_volume(load_volume(ctx, case.reference, "reference", labelmap=True)) > 0
             written = segment_array(ctx, seg_node, segment_id, volume_node) > 0
-            dice = float(2 * (ref & written).sum() / max(ref.sum() + written.sum(), 1))
+            dice = dice_of(written, ref)
         msg = (f"{case.out}: {len(result.slices)} slices, {int(result.mask.sum())} voxels, "
                f"window {norm.label}" + (f", Dice {dice:.3f}" if dice is not None else ""))
         for w in result.warnings:
@@ -196,11 +211,24 @@ def run_case(engine, case: Case, args, progress=None) -> CaseReport:
         return CaseReport(case, True, msg, time.perf_counter() - t0, dice)
     except MedSAMError as exc:
         return CaseReport(case, False, str(exc), time.perf_counter() - t0)
-    except Exception as exc:  # a bug must not cost the other cases their results
+    except Exception as exc:  # a bug must not cost the other cases their results; its traceback is shown
         return CaseReport(case, False, f"unexpected {type(exc).__name__}: {exc} (a medsamkit bug; please report it "
-                          "with this message)", time.perf_counter() - t0)
+                          f"with this message)\n{traceback.format_exc().rstrip()}", time.perf_counter() - t0)
     finally:
-        ctx.scene.Clear(1)
+        _remove_nodes_since(ctx, before)
+
+
+def _node_ids(ctx) -> set:
+    nodes = ctx.scene.GetNodes()
+    return {nodes.GetItemAsObject(i).GetID() for i in range(nodes.GetNumberOfItems())}
+
+
+def _remove_nodes_since(ctx, before: set) -> None:
+    """Remove the nodes added after ``before`` was taken (the context itself stays for the next case)."""
+    for node_id in sorted(_node_ids(ctx) - before, reverse=True):
+        node = ctx.scene.GetNodeByID(node_id)
+        if node is not None:
+            ctx.scene.RemoveNode(node)
 
 
 def save_segmentation(ctx, segmentation_node, path, atomic_output) -> None:
@@ -216,14 +244,16 @@ def save_segmentation(ctx, segmentation_node, path, atomic_output) -> None:
 
 
 def main(argv=None) -> int:
+    """Run the batch; returns the exit status (0 all written, 1 a case failed, 2 bad usage or setup)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" in argv:  # Slicer --python-script passes "--" through; what follows is ours
         argv = argv[argv.index("--") + 1:]
     args = build_parser().parse_args(argv)
+    from medsamkit.backend import describe
+    from medsamkit.backend.cli_options import backend_from_options
     from medsamkit.progress import tqdm_progress
 
-    from medsamkit.mrml.context import quiet_vtk
-    from medsamkit.mrml.engine import make_engine
+    from medsamkit.mrml.context import make_context, quiet_vtk
 
     quiet_vtk()
     try:
@@ -233,31 +263,55 @@ def main(argv=None) -> int:
             if not args.out:
                 raise InputError("--out S.seg.nrrd is required with --volume.")
             cases = [Case(args.volume, args.out, args.markers, args.boxes, args.reference, name=Path(args.volume).name)]
-        engine = make_engine(args.model, args.checkpoint, args.device, args.backend,
-                             token_file=args.server_token_file, timeout=args.server_timeout)
+        backend = backend_from_options(args)
     except MedSAMError as exc:
         print(f"medsam-batch: error: {exc}", file=sys.stderr)
         return 2
-    print(f"medsam-batch: {len(cases)} case(s), {engine.description}", flush=True)
-    bar = None if args.quiet else tqdm_progress("cases")
-    reports = []
-    t0 = time.perf_counter()
-    for n, case in enumerate(cases):
+    with backend:
+        ctx = make_context()  # once: see the module docstring
+        print(f"medsam-batch: {len(cases)} case(s), {describe(backend)}", flush=True)
+        bar = None if args.quiet else tqdm_progress("cases")
+        reports = []
+        t0 = time.perf_counter()
+        try:
+            for n, case in enumerate(cases):
+                if bar is not None:
+                    bar(n, len(cases), case.name)
+                report = run_case(backend, ctx, case, args)
+                reports.append(report)
+                status = "ok" if report.ok else "FAILED"
+                stream = sys.stdout if report.ok else sys.stderr
+                print(f"[{n + 1}/{len(cases)}] {case.name} {status} ({report.seconds:.1f} s): {report.message}",
+                      file=stream, flush=True)
+        finally:
+            ctx.scene.Clear(1)
         if bar is not None:
-            bar(n, len(cases), case.name)
-        report = run_case(engine, case, args)
-        reports.append(report)
-        status = "ok" if report.ok else "FAILED"
-        stream = sys.stdout if report.ok else sys.stderr
-        print(f"[{n + 1}/{len(cases)}] {case.name} {status} ({report.seconds:.1f} s): {report.message}",
-              file=stream, flush=True)
-    if bar is not None:
-        bar(len(cases), len(cases), "done")
+            bar(len(cases), len(cases), "done")
     failed = [r for r in reports if not r.ok]
     print(f"medsam-batch: {len(reports) - len(failed)} of {len(reports)} case(s) written in "
           f"{time.perf_counter() - t0:.1f} s" + (f"; {len(failed)} failed" if failed else ""), flush=True)
     return 1 if failed else 0
 
 
+def run_script(argv=None) -> int:
+    """:func:`main` for a script run: every way out is an exit status, an unexpected error with its traceback.
+
+    ``Slicer --python-script`` keeps Slicer running after the script unless the script calls sys.exit,
+    so nothing may escape this function but the status that the caller passes to sys.exit.
+    """
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse usage errors (2) and --help (0)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except KeyboardInterrupt:
+        print("medsam-batch: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except BaseException:  # noqa: BLE001 - the point: nothing may keep a headless Slicer alive
+        traceback.print_exc()
+        print("medsam-batch: failed with an unexpected error (traceback above; a medsamkit bug, please report it)",
+              file=sys.stderr, flush=True)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())  # inside Slicer, sys.exit ends the application with this status
+    sys.exit(run_script())  # inside Slicer, sys.exit ends the application with this status

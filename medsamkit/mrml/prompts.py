@@ -58,27 +58,3 @@ def box_from_ras(geometry: VolumeGeometry, view: ViewSlice, corner_a_ras, corner
     """
     xy = ras_to_slice_pixels(geometry, view, np.vstack([corner_a_ras, corner_b_ras]))
     return np.array([xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()])
-
-
-def points_from_ras(geometry: VolumeGeometry, view: ViewSlice, points_ras, labels) -> tuple[np.ndarray, np.ndarray]:
-    """Clicked points (N, 3) world RAS mm and their labels (N,) 1/0 -> ((N, 2) XY pixels, (N,) int64 labels)."""
-    xy = ras_to_slice_pixels(geometry, view, points_ras)
-    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if len(lab) != len(xy):
-        raise InputError(f"Got {len(xy)} points but {len(lab)} labels; give one label (1/0) per point.")
-    return xy, lab
-
-
-def slice_prompt_from_ras(geometry: VolumeGeometry, view: ViewSlice, box_corners_ras=None,
-                          points_ras=None, labels=None) -> SlicePrompt:
-    """Build a :class:`SlicePrompt` from a dragged box (two RAS corners) and/or clicked RAS points."""
-    prompt = SlicePrompt(view)
-    if box_corners_ras is not None:
-        a, b = np.asarray(box_corners_ras, dtype=float).reshape(2, 3)
-        prompt.box = box_from_ras(geometry, view, a, b)
-    if points_ras is not None and len(points_ras):
-        prompt.points, prompt.labels = points_from_ras(geometry, view, points_ras,
-                                                       np.ones(len(points_ras)) if labels is None else labels)
-    if prompt.box is None and prompt.points is None:
-        raise InputError("Drag a box or click a point on the slice first.")
-    return prompt

@@ -1,5 +1,6 @@
-"""The ``medsamkit serve`` HTTP server (app.py, needs the ``server`` extra) and its protocol.
+"""The ``medsamkit serve`` HTTP server (app.py, needs the ``server`` extra).
 
-protocol.py and wire.py import only numpy and the standard library (zstandard when present), so
-the client side (medsamkit.backend.remote) can use them without FastAPI installed.
+The protocol it speaks (paths, headers, status codes, API version, byte layout of frames) lives in
+:mod:`medsamkit.protocol`, which the client (medsamkit.backend.remote) imports too; it needs only
+numpy and the standard library (zstandard when present), so the client runs without FastAPI.
 """

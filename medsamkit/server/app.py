@@ -2,7 +2,7 @@
 
 Every model feature is the engine's own code: a session is a LocalBackend (backend/local.py),
 volume operations call medsamkit.volume_segmentation (volume_routes.py). This module only
-translates HTTP <-> engine calls and errors <-> status codes (table in protocol.py).
+translates HTTP <-> engine calls and errors <-> status codes (table in medsamkit/protocol).
 
 Concurrency: routes are plain ``def`` functions, so FastAPI runs them in its worker threads; all
 model calls queue on one ModelThread (GPU work serialised, in arrival order), per-session locks keep
@@ -22,7 +22,8 @@ from .. import __version__
 from ..errors import InputError, MedSAMError, require
 from ..preprocess import Normalization
 from ..progress import Cancelled
-from . import protocol, wire
+from .. import protocol
+from ..protocol import wire
 from .guard import BodyTooLarge, Guard
 from ..backend.local import ModelThread
 from .sessions import PredictionUnknown, SessionStore, SessionUnknown, StoreFull

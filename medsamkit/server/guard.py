@@ -16,7 +16,7 @@ from __future__ import annotations
 import hmac
 import json
 
-from . import protocol
+from .. import protocol
 
 
 class BodyTooLarge(Exception):

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..backend.local import LocalBackend, ModelThread
 from ..embedding_cache import EmbeddingCache
-from . import protocol
+from .. import protocol
 
 MAX_PREDICTIONS_PER_SESSION = 16  # 16 x 256 KB of LiteMedSAM low-res logits = 4 MiB
 MAX_MASKS_PER_SESSION = 4

@@ -15,7 +15,8 @@ import numpy as np
 from fastapi import Request
 
 from ..markers import BoxPlan
-from . import protocol, wire
+from .. import protocol
+from ..protocol import wire
 from .models import PlanRequest, PropagateRequest
 
 

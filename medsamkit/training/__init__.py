@@ -8,7 +8,7 @@ Entry points: ``medsamkit train CONFIG.yaml|flags`` (cli_train.py), :func:`run_t
   preprocessing identical to inference; prompt_simulation.py: boxes, points, correction clicks;
   losses.py: MedSAM and SAM-Med2D losses; parts.py: what trains; train_step.py: the objective;
   frozen_encoder.py: cached embeddings; validation.py: Dice; trainer.py: the loop; checkpointing.py:
-  resumable state; adapter_io.py: the adapter file; metrics_log.py: JSON-lines metrics;
+  resumable state; the adapter file: medsamkit.models.adapter_file; metrics_log.py: JSON-lines metrics;
   distributed.py: torchrun/DDP; launcher.py: training in a separate process (Slicer);
   adapter_registry.py: adapters known to the Segment Editor effect.
 
@@ -29,7 +29,7 @@ def __getattr__(name):
 
         return getattr(trainer, name)
     if name in ("apply_adapter", "read_adapter"):
-        from . import adapter_io
+        from ..models import adapter_file
 
-        return getattr(adapter_io, name)
+        return getattr(adapter_file, name)
     raise AttributeError(name)

@@ -17,9 +17,7 @@ measured before training (epoch 0) shows the size of that change.
 from __future__ import annotations
 
 from ..errors import InputError
-
-STYLE = "sam-med2d"
-DEFAULT_MLP_RATIO = 0.25
+from ..models.adapters import DEFAULT_MLP_RATIO, STYLE, ensure_adapter_layout  # noqa: F401  (the layout lives there)
 
 
 def _adapters_module():
@@ -49,23 +47,3 @@ def prepare_adapters(model, mlp_ratio: float = DEFAULT_MLP_RATIO, seed: int = 0)
         torch.manual_seed(seed)
         adapters.insert_adapters(encoder, mlp_ratio=mlp_ratio)
     return {"style": STYLE, "inserted": True, "mlp_ratio": mlp_ratio, "blocks": len(blocks)}
-
-
-def ensure_adapter_layout(net, layout: dict) -> None:
-    """Rebuild the adapter layers described by ``layout`` on ``net`` (before loading trained weights)."""
-    if not layout:
-        return
-    if layout.get("style") != STYLE:
-        raise InputError(f"Unknown adapter style '{layout.get('style')}' (this medsamkit knows '{STYLE}').")
-    adapters = _adapters_module()
-    encoder = net.image_encoder
-    if adapters.has_adapters(encoder):
-        return
-    if not layout.get("inserted"):
-        raise InputError("These weights were trained on a model that has adapters built in (SAM-Med2D); load that "
-                         "base model (--model sam-med2d) to use them.")
-    blocks = getattr(encoder, "blocks", None)
-    if blocks is None or len(blocks) != layout.get("blocks"):
-        raise InputError(f"These adapters were trained on a ViT with {layout.get('blocks')} blocks; this encoder has "
-                         f"{len(blocks) if blocks is not None else 'no'} blocks.")
-    adapters.insert_adapters(encoder, mlp_ratio=float(layout.get("mlp_ratio") or DEFAULT_MLP_RATIO))

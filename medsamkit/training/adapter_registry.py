@@ -66,7 +66,7 @@ def _store(entries: list[dict]) -> None:
 
 def register_adapter(path: "str | os.PathLike", name: str | None = None) -> dict:
     """Add (or replace, by name) an adapter file; returns its entry. CheckpointError if it is no adapter."""
-    from .adapter_io import read_manifest
+    from ..models.adapter_file import read_manifest
 
     path = Path(path).resolve()
     manifest = read_manifest(path)
@@ -97,13 +97,3 @@ def list_adapters(kind: str | None = None) -> list[dict]:
             continue
         out.append({**e, "missing": not Path(e.get("path", "")).is_file()})
     return out
-
-
-def remove_adapter(name: str) -> bool:
-    """Forget an adapter by name (the file itself is left alone); True when one was removed."""
-    entries = _load()
-    kept = [e for e in entries if e.get("name") != name]
-    if len(kept) != len(entries):
-        _store(kept)
-        return True
-    return False

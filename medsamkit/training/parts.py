@@ -38,7 +38,7 @@ def configure_trainable(net, parts) -> list[str]:
     """Set ``requires_grad`` for ``parts`` only; return the trainable parameter names (sorted as in the net).
 
     Raises InputError when adapters are requested but the network has none (insert them first,
-    see :mod:`medsamkit.training.adapter_io`) or when nothing would train.
+    see :mod:`medsamkit.models.adapter_file`) or when nothing would train.
     """
     if "adapters" in parts and not has_adapters(net):
         raise InputError("parts includes 'adapters' but this network has no adapter layers. Adapters exist in "

@@ -34,7 +34,7 @@ from ..errors import CheckpointError, InputError
 from ..io import atomic_output
 from ..progress import ProgressFn, CancelFn
 from . import distributed
-from .adapter_io import build_manifest, save_adapter
+from ..models.adapter_file import build_manifest, save_adapter
 from .cases import case_summary
 from .checkpointing import load_checkpoint, remove_partials, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, dump_yaml
@@ -45,7 +45,7 @@ from .metrics_log import MetricsWriter
 from .parts import configure_trainable, set_train_modes, trained_state
 from .prompt_simulation import CorrectionClick, make_prompt_generator
 from .train_step import TrainStep, batch_to_device
-from .validation import evaluate
+from .validation import evaluate, validation_backend
 
 
 class WarmupCosine:
@@ -106,6 +106,7 @@ class Trainer:
                                      click or CorrectionClick())
         self.encoder_frozen = "encoder" not in self.parts and "adapters" not in self.parts
         self.embed = None
+        self.val_backend = None  # validation runs through a LocalBackend on this model (validation.py)
         if self.encoder_frozen:
             cache = None
             if cfg.cache_embeddings != "off":
@@ -264,8 +265,11 @@ class Trainer:
 
     def _validate(self) -> dict:
         if self.dist.is_main:
-            res = evaluate(self.step_module, self.data, self.data.val_refs(), self.prompt, self.device,
-                           embed=self.embed, batch_size=self.cfg.batch_size)
+            if self.val_backend is None:
+                self.val_backend = validation_backend(self.model)
+            elif not self.encoder_frozen:  # the encoder moved: embeddings of the last validation are stale
+                self.val_backend.predictor.cache.clear()
+            res = evaluate(self.val_backend, self.data, self.data.val_refs(), self.prompt)
         else:
             res = None
         distributed.barrier(self.dist)
@@ -364,7 +368,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, progress: ProgressFn = 
     cfg.validate()
     info, device = distributed.init(cfg.device)
     try:
-        model = load_model(cfg.model, cfg.checkpoint, device or cfg.device)
+        model = load_model(cfg.model, cfg.checkpoint, device or cfg.device, engine="torch")  # trains the network
         trainer = Trainer(model, cfg, progress=progress if info.is_main else None, cancel=cancel,
                           embedding_cache=embedding_cache, dist_info=info)
         return trainer.fit(resume=resume)

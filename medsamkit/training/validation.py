@@ -1,47 +1,51 @@
-"""Validation Dice, measured the way a user would see it: at the original resolution.
+"""Validation Dice, measured the way a user sees it: through the backend every face uses.
 
-For each fixed validation sample (fixed seeded prompt, no augmentation) the network runs in eval
-mode without autocast, the chosen low-res logits go through the model's own
-``ModelTransform.logits_to_original`` and are thresholded at 0 — the arithmetic of
-``Predictor.predict`` — and Dice is computed against the original-resolution label.
+Each fixed validation sample (its seeded prompt, no augmentation: the prompt :class:`SampleDataset`
+draws for it) is segmented by a :class:`medsamkit.backend.local.LocalBackend` on the model being
+trained: ``set_image`` of the display image inference makes (``TrainingData.display_and_masks``),
+``predict`` with the prompt in that image's pixels, the model authors' multimask policy, the mask at
+the original resolution. So the figure is what ``medsamkit segment`` (or the Slicer effect) would give
+with the weights of that moment, and its Dice is :func:`medsamkit.metrics.dice` against the
+original-resolution label.
+
+Embeddings: the backend's embedding cache is kept across validations while the encoder is frozen
+(each validation image is encoded once per run) and must be cleared by the caller when it trains.
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..metrics import dice
-from .dataset import SampleDataset, TrainingData, collate
-from .train_step import TrainStep, batch_to_device
+
+#: SampleDataset's random stream for validation samples (train: 2); see dataset.SampleDataset.__getitem__.
+VALIDATION_STREAM = 3
 
 
-def evaluate(step: TrainStep, data: TrainingData, refs: list, prompt, device, embed=None,
-             batch_size: int = 4) -> dict:
+def validation_backend(model, cache_bytes: int = 1 << 30):
+    """A LocalBackend on ``model`` (the PromptableModel being trained; its net is shared, not copied)."""
+    from ..backend.local import LocalBackend
+
+    return LocalBackend(model, cache_bytes=cache_bytes)
+
+
+def evaluate(backend, data, refs: list, prompt) -> dict:
     """-> {"dice": mean over samples, "per_case": {case/structure: mean}, "samples": [(id, dice)]}.
 
-    embed: a FrozenEmbeddings (cached encoder output) or None to run the current encoder.
-    Leaves the network in eval mode; the caller restores training modes.
+    backend: :func:`validation_backend` of the model being trained. Puts the network in eval mode;
+    the caller restores training modes.
     """
-    net = step.net
-    net.eval()
-    dataset = SampleDataset(data, refs, prompt, epoch=0, train=False)
+    backend.predictor.model.net.eval()
     scores: list[tuple[str, float]] = []
     per_case: dict[str, list[float]] = {}
-    with torch.no_grad():
-        for start in range(0, len(dataset), batch_size):
-            samples = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
-            batch = batch_to_device(collate(samples), device)
-            if embed is not None:
-                emb = embed(batch["image"], batch["key"])
-            else:
-                emb = net.image_encoder(batch["image"])
-            logits, _ = step.predict(emb, batch)
-            for i, (s, ref) in enumerate(zip(samples, refs[start:start + len(samples)])):
-                h, w = s["hw"]
-                full = data.transform.logits_to_original(logits[i:i + 1].float(), h, w)[0, 0] > 0
-                d = dice(full.cpu().numpy(), s["gt"])
-                scores.append((s["id"], d))
-                name = f"{data.sources[ref.case].case_id}/{data.structures[ref.case][ref.structure].name}"
-                per_case.setdefault(name, []).append(d)
+    for i, ref in enumerate(refs):
+        rng = np.random.default_rng([data.cfg.seed, VALIDATION_STREAM, 0, i])
+        display, mask, prompt_mask = data.display_and_masks(ref)
+        p = prompt(prompt_mask, rng)  # the first draw of the sample's stream, as in TrainingData.sample
+        backend.set_image(display, normalization="none")  # already the display values inference makes
+        pred = backend.predict(box=p.box, points=p.points, point_labels=p.labels)
+        d = dice(pred.mask, mask)
+        scores.append((data.describe(ref), d))
+        name = f"{data.sources[ref.case].case_id}/{data.structures[ref.case][ref.structure].name}"
+        per_case.setdefault(name, []).append(d)
     mean = float(np.mean([d for _, d in scores])) if scores else None
     return {"dice": mean, "per_case": {k: float(np.mean(v)) for k, v in per_case.items()}, "samples": scores}

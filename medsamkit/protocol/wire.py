@@ -39,7 +39,7 @@ A 512x512 mask with a 150x150 lesion travels as ~0.3-1 KB instead of 256 KB (uin
 (bit-packed full frame); the client rebuilds the full-size boolean mask.
 
 Codecs: zstd (package ``zstandard``) when both ends have it, else zlib (standard library); a
-client lists what it can read in the ``X-MedSAMKit-Codecs`` header (see protocol.py).
+client lists what it can read in the ``X-MedSAMKit-Codecs`` header (see medsamkit/protocol/__init__.py).
 """
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""HTTP protocol between ``medsamkit serve`` and RemoteBackend: paths, headers, API version, limits.
+"""The protocol between ``medsamkit serve`` and RemoteBackend: paths, headers, API version, limits;
+the byte layout of arrays and masks is in :mod:`medsamkit.protocol.wire`.
 
-The single source of truth for both ends; no other module spells a path or header name.
+The single source of truth for both ends (server/ and backend/remote.py import this package, never
+each other); no other module spells a path or header name.
 
 API_VERSION is an integer bumped on any incompatible change. Every request carries it in
 ``X-MedSAMKit-API``; the server answers 409 when it differs, and the client checks

@@ -1,6 +1,6 @@
 """Trained weights as a file: ``adapter.safetensors`` + manifest, and applying it to a loaded model.
 
-Single source of truth for the adapter file format and for the predictor-side loader behind
+Single source of truth for the adapter file format (written by medsamkit.training) and for the loader behind
 ``load_model(..., adapter=PATH)`` and ``medsamkit segment --adapter FILE``.
 
 Format: a safetensors file whose tensors are the trained state_dict entries, keyed exactly as in
@@ -144,7 +144,7 @@ def apply_adapter(model, path: "str | os.PathLike", allow_other_base: bool = Fal
     check_base(model, manifest, path, allow_other_base)
     layout = manifest.get("adapter_layout")
     if layout:
-        from .adapter_layers import ensure_adapter_layout
+        from .adapters import ensure_adapter_layout
 
         ensure_adapter_layout(model.net, layout)
     state = model.net.state_dict()

@@ -26,19 +26,9 @@ import collections
 import os
 from pathlib import Path
 
+from medsamkit.models.registry import reference_layout  # noqa: F401  (the package's own: the catalog checks files with it)
+
 CONTAINERS = ("release", "raw", "torch_em", "ddp")
-
-
-def reference_layout(kind: str) -> "collections.OrderedDict":
-    """state_dict of the kind's architecture on the meta device: ``{key: meta tensor}`` in state_dict order."""
-    import torch
-
-    from .registry import get_spec
-
-    with torch.device("meta"):
-        net = get_spec(kind).build()
-    return collections.OrderedDict(net.state_dict())
-
 
 def tiny_state_dict(layout, seed: int = 0) -> "collections.OrderedDict":
     """``{key: one random scalar broadcast to the key's shape and dtype}`` (CPU, stride 0).

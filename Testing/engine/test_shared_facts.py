@@ -1,0 +1,99 @@
+"""One source for each fact every face shares (issue 14): model kinds, marker margin, engine default,
+Dice, option names. The GUI files are read as text/AST here (no Qt), the way their values reach users."""
+from __future__ import annotations
+
+import ast
+import re
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+GUI = REPO / "MedSAMSegment" / "MedSAMSegmentLib"
+
+
+def _assigned_literal(path, name):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{name} is not assigned in {path.name}")
+
+
+def test_gui_model_kinds_are_the_registry_kinds():
+    from medsamkit.models.registry import MODEL_KINDS
+
+    gui = _assigned_literal(GUI / "Parameters.py", "MODEL_KINDS")
+    assert sorted(gui) == sorted(MODEL_KINDS), "the effect's model list and the registry differ"
+    assert gui[0] == MODEL_KINDS[0] == "litemedsam"  # the default comes first in both
+
+
+def _effect_margin_default():
+    """The value the effect gives MarkerMarginMm by default: a number, or the name it reads it from."""
+    tree = ast.parse((GUI / "SegmentEditorEffect.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "setParameterDefault"
+                and node.args and getattr(node.args[0], "id", "") == "MARKER_MARGIN_MM"):
+            value = node.args[1]
+            return ast.literal_eval(value) if isinstance(value, ast.Constant) else ast.unparse(value)
+    raise AssertionError("the effect sets no default for MARKER_MARGIN_MM")
+
+
+@pytest.mark.xfail(strict=True, reason="the effect's default margin (SegmentEditorEffect.py, the GUI developer's file) "
+                                       "must read medsamkit.markers.DEFAULT_MARGIN_MM; remove this mark when it does")
+def test_effect_marker_margin_is_the_engine_default():
+    from medsamkit.markers import DEFAULT_MARGIN_MM
+
+    value = _effect_margin_default()
+    assert value == DEFAULT_MARGIN_MM or str(value).endswith("DEFAULT_MARGIN_MM")
+
+
+def test_cli_and_batch_margin_defaults_are_the_engine_default():
+    from medsamkit.cli import build_parser
+    from medsamkit.markers import DEFAULT_MARGIN_MM
+    from medsamkit.mrml.batch import build_parser as batch_parser
+
+    args = build_parser().parse_args(["markers", "v.nii.gz", "m.json", "--out", "o.seg.nrrd"])
+    assert args.margin_mm == DEFAULT_MARGIN_MM
+    assert batch_parser().parse_args(["--volume", "v.nrrd"]).margin_mm == DEFAULT_MARGIN_MM
+
+
+def test_option_names_say_their_units_and_old_spellings_still_work(capsys):
+    from medsamkit.cli import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["markers", "v", "m", "--out", "o.seg.nrrd", "--margin-mm", "4"]).margin_mm == 4
+    assert p.parse_args(["propagate", "v", "--slice", "3", "--out", "o.seg.nrrd", "--margin-px", "5"]).margin_px == 5
+    capsys.readouterr()
+    old = p.parse_args(["markers", "v", "m", "--out", "o.seg.nrrd", "--margin", "4.5"])
+    assert old.margin_mm == 4.5 and "--margin is deprecated; use --margin-mm" in capsys.readouterr().err
+    old = p.parse_args(["propagate", "v", "--slice", "3", "--out", "o.seg.nrrd", "--margin", "6"])
+    assert old.margin_px == 6 and "--margin is deprecated; use --margin-px" in capsys.readouterr().err
+
+
+def test_one_engine_default_everywhere(monkeypatch):
+    from medsamkit.backend.cli_options import DEFAULT_ENGINE
+    from medsamkit.cli import build_parser
+    from medsamkit.fast.engine import DEFAULT_ENGINE as LOADER_DEFAULT, resolve_engine
+    from medsamkit.mrml.batch import build_parser as batch_parser
+
+    monkeypatch.delenv("MEDSAMKIT_ENGINE", raising=False)
+    assert DEFAULT_ENGINE == LOADER_DEFAULT == resolve_engine(None) == "auto"  # load_model(engine=None) -> auto
+    p = build_parser()
+    for argv in (["segment", "i.png", "--out", "o.png"], ["markers", "v", "m", "--out", "o.seg.nrrd"],
+                 ["propagate", "v", "--slice", "1", "--out", "o.seg.nrrd"], ["serve"], ["demo"]):
+        assert p.parse_args(argv).engine == "auto", argv
+    assert batch_parser().parse_args(["--volume", "v.nrrd"]).engine == "auto"
+
+
+def test_dice_of_two_empty_masks_is_one_and_only_metrics_computes_dice():
+    from medsamkit.metrics import dice
+
+    empty = np.zeros((4, 4), bool)
+    assert dice(empty, empty) == 1.0
+    assert dice(empty, ~empty) == 0.0
+    # every face (CLI demo, batch --reference, bench, training validation) calls metrics.dice
+    formula = re.compile(r"2(\.0)?\s*\*\s*\(?[\w\[\]. ]+&")
+    own = [f"{p.relative_to(REPO)}:{n}" for p in (REPO / "medsamkit").rglob("*.py") if p.name != "metrics.py"
+           for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if formula.search(line)]
+    assert own == [], f"Dice computed outside medsamkit.metrics: {own}"

@@ -20,7 +20,7 @@ import vtk
 import slicer
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
-from MedSAMSegmentLib.EffectTarget import EngineHolder, ScriptedEffectTarget
+from MedSAMSegmentLib.EffectTarget import EngineHolder, ScriptedEffectTarget, ViewPrefetch
 from MedSAMSegmentLib.Parameters import (BACKEND, CHECKPOINT_PATH, DEVICE, MARKER_MARGIN_MM, MARKER_REFINE,
                                           MIN_DRAG_PIXELS, MODEL, MODEL_KINDS, POLL_INTERVAL_MS, PROMPT_MODE,
                                           PROMPT_MODES, SERVER_TOKEN_FILE, WINDOW, WINDOWS, WRITE_MODE)
@@ -43,6 +43,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.drag = None             # (viewWidget, xy0, ras0) while a box is being dragged
         self.boxPipelines = {}
         self.markerPanel = None
+        self.viewPrefetch = None     # EffectTarget.ViewPrefetch: encodes the viewed slice ahead (instant first box)
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(POLL_INTERVAL_MS)
         self.pollTimer.connect("timeout()", self.pollJob)
@@ -191,6 +192,8 @@ The slice view must be aligned with the volume (click the orientation warning bu
 
     def deactivate(self):
         self.cancelJob()
+        if self.viewPrefetch is not None:
+            self.viewPrefetch.stop()
         for viewWidget, pipeline in self.boxPipelines.items():
             self.scriptedEffect.removeActor2D(viewWidget, pipeline.actor)
         self.boxPipelines = {}
@@ -237,6 +240,12 @@ The slice view must be aligned with the volume (click the orientation warning bu
             return True
         return False
 
+    def processViewNodeEvents(self, callerViewNode, eventId, viewWidget):
+        # Slicer calls this when a view's node changes (slice moved); after a second at rest the model
+        # process encodes the viewed slice, so the first box there costs only the decoder.
+        if self.viewPrefetch is not None and viewWidget is not None and viewWidget.className() == "qMRMLSliceWidget":
+            self.viewPrefetch.viewChanged(self.sliceToRas(viewWidget))
+
     # ---------------------------------------------------------------- apply steps (main thread)
     def ensureSession(self):
         """Dependencies installed (first use), worker and engine holder ready. False if not usable."""
@@ -252,6 +261,7 @@ The slice view must be aligned with the volume (click the orientation warning bu
 
         self.worker = Worker()
         self.engineHolder = EngineHolder()
+        self.viewPrefetch = ViewPrefetch(self)
         self.promptState = PromptState()
         self.normalizationCache = NormalizationCache()
         return True
@@ -322,11 +332,11 @@ The slice view must be aligned with the volume (click the orientation warning bu
         volume, segmentation, segmentId = self.nodes()
         self.jobContext = (volume.GetID(), segmentation.GetID(), segmentId, label)
         holder = self.engineHolder
-        options = {k: self.scriptedEffect.parameter(k)
-                   for k in (MODEL, CHECKPOINT_PATH, DEVICE, BACKEND, SERVER_TOKEN_FILE)}
+        options = self.modelOptions()
 
         def work(progress=None, cancel=None):  # worker thread: no MRML here
-            return run_request(holder.get(**options), request, progress=progress, cancel=cancel)
+            session = holder.get(progress=progress, cancel=cancel, **options)  # starts the model process once
+            return run_request(session, request, progress=progress, cancel=cancel)
 
         self.job = self.worker.submit(work, label=label)
         qt.QApplication.setOverrideCursor(qt.Qt.BusyCursor)  # busy, but the UI stays usable
@@ -335,6 +345,10 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.progressBar.setRange(0, 0)
         self.setStatus(f"Segmenting {label}...")
         self.pollTimer.start()
+
+    def modelOptions(self):
+        """The parameters that choose the model session (EffectTarget.EngineHolder.get)."""
+        return {k: self.scriptedEffect.parameter(k) for k in (MODEL, CHECKPOINT_PATH, DEVICE, BACKEND, SERVER_TOKEN_FILE)}
 
     def pollJob(self):
         job = self.job

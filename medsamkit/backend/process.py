@@ -9,10 +9,12 @@ uses; ``sys.executable`` is the Slicer application there); elsewhere ``sys.execu
 
 :class:`ProcessBackend` is the :class:`~medsamkit.backend.base.Backend` on such a process, through
 the same protocol as a remote server (:class:`~medsamkit.backend.remote.RemoteBackend`). It starts
-the process on first use and reuses it. When the process dies (a crash, CUDA out of memory, a kill)
-the call in flight raises :class:`ModelProcessError` saying so, and the next call starts a new
-process, sets the last image/volume again and carries on; a refinement whose logits died with the
-old process is recomputed from its prompts (the model is deterministic). ``close()`` (the effect's
+the process on first use and reuses it. When the process dies (a crash, CUDA out of memory, a kill),
+the next call starts a new process, sets the last image/volume again and carries on; a refinement
+whose logits died with the old process is recomputed from its prompts (the model is deterministic).
+A propagation or marker run in flight when it dies raises :class:`ModelProcessError` (how it ended,
+the end of its log, "nothing was written"); a single prompt whose connection broke is tried once
+more on a new process, and raises that error if the new process dies too. ``close()`` (the effect's
 cleanup) and interpreter exit (atexit) stop it.
 
 Why a process and not a thread: Slicer's main thread holds the GIL inside the Qt event loop, so a
@@ -43,6 +45,8 @@ from .errors import RemoteError
 START_TIMEOUT_S = 300.0   # first start may export the ONNX graphs (~10 s) and load a large model on CPU
 PROMPT_TIMEOUT_S = 600.0  # a SAM ViT-H encoding on a slow CPU; a dead process is noticed at once anyway
 LOG_TAIL_CHARS = 1500
+LONG_JOBS = ("propagate", "segment_plan")  # a refused progress poll there means it died during the job
+EXIT_GRACE_S = 2.0  # a killed multi-threaded process takes a moment before its exit status can be read
 
 
 class ModelProcessError(RemoteError):
@@ -160,6 +164,18 @@ class ModelProcess:
             self.url, self.server_pid = str(info["url"]), int(info["pid"])
             return self.url
 
+    def exited_within(self, seconds: float) -> bool:
+        """True if the process has exited or does so within ``seconds`` (a refused connection may mean
+        it is being torn down: its threads die before its exit status can be collected)."""
+        proc = self.proc
+        if proc is None:
+            return True
+        try:
+            proc.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def exit_description(self) -> str:
         """'exit code 1' / 'killed by signal 9 (SIGKILL)' / 'running'."""
         code = None if self.proc is None else self.proc.poll()
@@ -202,6 +218,15 @@ class ModelProcess:
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
+
+
+def _refused(exc: BaseException) -> bool:
+    """The request never reached a server (connection refused), as opposed to one lost mid-answer."""
+    while exc is not None:
+        if type(exc).__name__ in ("ConnectError", "ConnectionRefusedError"):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _child_environment() -> dict:
@@ -287,16 +312,24 @@ class ProcessBackend(Backend):
         return self.process.alive
 
     def _call(self, name: str, *args, **kwargs):
-        remote = self.start(kwargs.get("progress"), kwargs.get("cancel"))
-        try:
-            return getattr(remote, name)(*args, **kwargs)
-        except (RemoteError, OSError) as exc:
-            if self.process.alive or isinstance(exc, ModelProcessError):
-                raise
-            raise ModelProcessError(
-                f"The model process stopped while working ({self.process.exit_description()}); nothing was written. "
-                "It starts again with your next prompt. If this repeats, choose a smaller model or the CPU "
-                f"(Device: cpu). End of its log:\n{self.process.log_tail()}") from exc
+        return self._run(name, lambda remote: getattr(remote, name)(*args, **kwargs),
+                         kwargs.get("progress"), kwargs.get("cancel"))
+
+    def _run(self, name: str, call, progress=None, cancel=None):
+        """``call(remote)`` on the running process; a process found dead is restarted first."""
+        for attempt in range(2):
+            remote = self.start(progress, cancel)
+            try:
+                return call(remote)
+            except (RemoteError, OSError) as exc:
+                if isinstance(exc, ModelProcessError) or not self.process.exited_within(EXIT_GRACE_S):
+                    raise
+                if attempt == 0 and name not in LONG_JOBS and _refused(exc):
+                    continue  # it had died before this request reached it (between prompts): restart, once
+                raise ModelProcessError(
+                    f"The model process stopped while working ({self.process.exit_description()}); nothing was "
+                    "written. It starts again with your next prompt. If this repeats, choose a smaller model or "
+                    f"the CPU (Device: cpu). End of its log:\n{self.process.log_tail()}") from exc
 
     # -- Backend interface -------------------------------------------------------------------------
     def info(self) -> BackendInfo:
@@ -317,9 +350,9 @@ class ProcessBackend(Backend):
 
     def predict(self, box=None, points=None, point_labels=None, mask_input=None, multimask_output=None,
                 slice_index=None, axis=0):
-        mask_input = self._rebind(mask_input)
-        return self._call("predict", box=box, points=points, point_labels=point_labels, mask_input=mask_input,
-                          multimask_output=multimask_output, slice_index=slice_index, axis=axis)
+        return self._run("predict", lambda remote: remote.predict(
+            box=box, points=points, point_labels=point_labels, mask_input=self._rebind(mask_input, remote),
+            multimask_output=multimask_output, slice_index=slice_index, axis=axis))
 
     def propagate(self, slice_index, axis=0, box=None, points=None, point_labels=None, progress=None, cancel=None,
                   margin_px=None, score_threshold=None, min_area=None, max_slices=None):
@@ -347,17 +380,16 @@ class ProcessBackend(Backend):
         self._image_call = None
         self.process.stop()
 
-    def _rebind(self, mask_input):
-        """A mask prompt predicted by a process that has since died: recompute it on the new one from
-        its prompts (same model, same prompts -> same logits), so a refinement survives a restart."""
+    def _rebind(self, mask_input, remote):
+        """A mask prompt predicted by a process that has since died: recompute it on ``remote`` (the new
+        one) from its prompts (same model, same prompts -> same logits), so a refinement survives a restart."""
         from .remote import RemotePrediction
 
-        if not isinstance(mask_input, RemotePrediction):
+        if not isinstance(mask_input, RemotePrediction) or mask_input._backend is remote:
             return mask_input
-        remote = self.start()
-        if mask_input._backend is remote or mask_input._low_res is not None:
-            return mask_input if mask_input._backend is remote else mask_input._low_res
-        request = dict(mask_input._request, parent=self._rebind(mask_input._request.get("parent")))
+        if mask_input._low_res is not None:
+            return mask_input._low_res
+        request = dict(mask_input._request, parent=self._rebind(mask_input._request.get("parent"), remote))
         with remote._lock:
             return remote._predict(request)
 

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import InputError
 from ..predictor import Prediction
 from ..preprocess import Normalization, resolve_normalization
-from ..progress import CancelFn, ProgressFn
+from ..progress import CancelFn, ProgressFn, check_cancel
 from .prompts import SlicePrompt, box_from_ras, ras_to_slice_pixels
 from .segments import MaskPlacement, SegmentTarget, WriteReport, ijk_to_segmentation, place_slice_mask, \
     place_volume_mask, write_mask
@@ -217,12 +217,11 @@ def _merge_correction(request: SliceRequest, pred):
     merged = progressive_merge(previous.mask, pred.mask, p.points[-1], int(p.labels[-1]) == 1)
     if hasattr(pred, "with_mask"):  # Prediction and RemotePrediction (logits stay on the server)
         return pred.with_mask(merged)
-    from dataclasses import is_dataclass, replace
+    import copy
 
-    if is_dataclass(pred):
-        return replace(pred, mask=merged)
-    pred.mask = merged  # a RemotePrediction before it had with_mask: its logits stay on the server
-    return pred
+    out = copy.copy(pred)  # not dataclasses.replace: a RemotePrediction is not built from its fields
+    out.mask = merged
+    return out
 
 
 def apply_result(target: SegmentTarget, result: Result, mode: str = "replace") -> WriteReport:

@@ -286,6 +286,44 @@ def test_a_refinement_survives_a_restart(ct, lite_model):
         backend.close()
 
 
+def test_an_adapter_and_the_default_engine_reach_the_model_process(ct, lite_model, tmp_path):
+    """The effect's defaults (Engine auto) with an Adapter: the model process runs the adapted weights
+    on ONNX Runtime when installed (the CLI's --engine auto rule), with the in-process result."""
+    import torch
+
+    from medsamkit.fast.engine import onnxruntime_available
+    from medsamkit.models import load_model
+    from medsamkit.mrml.engine import SessionHolder
+    from medsamkit.mrml.interactive import run_request
+    from medsamkit.predictor import Predictor
+    from medsamkit.training.adapter_io import build_manifest, save_adapter
+
+    # A decoder adapter file in the format `medsamkit train --parts decoder` writes: the base decoder
+    # with its upscaling convolution's weights scaled, so the adapted masks differ from the base ones.
+    tensors = {k: v.detach().clone() for k, v in lite_model.net.state_dict().items() if k.startswith("mask_decoder.")}
+    key = next(k for k in tensors if k.startswith("mask_decoder.output_upscaling.") and k.endswith("weight"))
+    tensors[key] = tensors[key] * 1.5
+    adapter = save_adapter(tmp_path / "adapter.safetensors", tensors, build_manifest(lite_model, ["decoder"]))
+
+    holder = SessionHolder()
+    try:
+        session = holder.get(Adapter=str(adapter), Device="cpu")  # Engine left at the effect's default
+        info = session.backend.info()
+        engine = "onnx" if onnxruntime_available()[0] else "torch"
+        assert info.extra["engine"] == engine and info.extra["process"]
+        _, request = _box_request(ct, session, K)
+        got = run_request(session, request).prediction.mask
+    finally:
+        holder.close()
+    tuned = Predictor(load_model("litemedsam", device="cpu", engine=engine, adapter=adapter))
+    tuned.set_image(request.image, request.normalization)
+    want = tuned.predict(box=request.prompt.box).mask
+    base = Predictor(lite_model)
+    base.set_image(request.image, request.normalization)
+    assert np.array_equal(got, want)
+    assert (got != base.predict(box=request.prompt.box).mask).sum() > 10  # the adapter changed the mask
+
+
 def test_no_orphan_when_the_parent_is_killed(tmp_path):
     """A program that started a model process dies by kill -9: the model process exits by itself."""
     script = tmp_path / "parent.py"

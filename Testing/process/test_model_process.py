@@ -298,11 +298,13 @@ def test_an_adapter_and_the_default_engine_reach_the_model_process(ct, lite_mode
     from medsamkit.predictor import Predictor
     from medsamkit.training.adapter_io import build_manifest, save_adapter
 
-    # A decoder adapter file in the format `medsamkit train --parts decoder` writes: the base decoder
-    # with its upscaling convolution's weights scaled, so the adapted masks differ from the base ones.
+    # A decoder adapter file in the format `medsamkit train --parts decoder` writes: the base decoder's
+    # transformer weights moved by seeded noise, so the adapted masks differ from the base ones.
+    gen = torch.Generator().manual_seed(0)
     tensors = {k: v.detach().clone() for k, v in lite_model.net.state_dict().items() if k.startswith("mask_decoder.")}
-    key = next(k for k in tensors if k.startswith("mask_decoder.output_upscaling.") and k.endswith("weight"))
-    tensors[key] = tensors[key] * 1.5
+    for k, v in tensors.items():
+        if k.startswith("mask_decoder.transformer.") and k.endswith("weight") and v.ndim == 2:
+            tensors[k] = v + 0.5 * v.std() * torch.randn(v.shape, generator=gen)
     adapter = save_adapter(tmp_path / "adapter.safetensors", tensors, build_manifest(lite_model, ["decoder"]))
 
     holder = SessionHolder()
@@ -321,7 +323,7 @@ def test_an_adapter_and_the_default_engine_reach_the_model_process(ct, lite_mode
     base = Predictor(lite_model)
     base.set_image(request.image, request.normalization)
     assert np.array_equal(got, want)
-    assert (got != base.predict(box=request.prompt.box).mask).sum() > 10  # the adapter changed the mask
+    assert (got != base.predict(box=request.prompt.box).mask).sum() > 0  # the adapter changed the mask
 
 
 def test_no_orphan_when_the_parent_is_killed(tmp_path):

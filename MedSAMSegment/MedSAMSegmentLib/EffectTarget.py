@@ -40,9 +40,11 @@ class EngineHolder:
 
         self.holder = SessionHolder()
 
-    def get(self, progress=None, cancel=None, **options):
-        """options: the effect's parameters (Model, CheckpointPath, Adapter, Device, Engine, Backend,
-        ServerTokenFile) -> a medsamkit.mrml.engine.ModelSession."""
+    def get(self, progress=None, cancel=None, adapter=None, **options):
+        """options: the effect's parameters (Model, CheckpointPath, Device, Engine, Backend, ServerTokenFile;
+        ``adapter``: a registered adapter file) -> a medsamkit.mrml.engine.ModelSession."""
+        if adapter:
+            options["Adapter"] = adapter
         return self.holder.get(progress=progress, cancel=cancel, **options)
 
     @property

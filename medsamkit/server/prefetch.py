@@ -22,7 +22,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import protocol
+try:  # the protocol module moves to medsamkit/protocol/ with the backend consolidation (issue 14)
+    from .. import protocol
+except ImportError:
+    from . import protocol
 
 log = logging.getLogger("medsamkit.server")
 

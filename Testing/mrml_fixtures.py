@@ -36,8 +36,10 @@ def ctx(slicer_core):
 
 @pytest.fixture(scope="session")
 def engine(shared_predictor):
-    """The in-process engine on the session's shared predictor: slices encoded by one test are cache
-    hits in the next (the dev CT's tumour slices recur across these tests)."""
-    from medsamkit.mrml.engine import PredictorEngine
+    """The effect's model session on an in-process LocalBackend over the session's shared predictor:
+    slices encoded by one test are cache hits in the next (the dev CT's tumour slices recur across
+    these tests). The effect itself uses a model process (Testing/process covers that path)."""
+    from medsamkit.backend.local import LocalBackend
+    from medsamkit.mrml.engine import ModelSession
 
-    return PredictorEngine(shared_predictor)
+    return ModelSession(LocalBackend(predictor=shared_predictor))

@@ -43,13 +43,14 @@ def _median_ms(fn, repeats):
 
 
 def box_to_segment(predictor, ctx, node, box, k, window, repeats, label):
-    from medsamkit.mrml.engine import PredictorEngine
+    from medsamkit.backend.local import LocalBackend
+    from medsamkit.mrml.engine import ModelSession
     from medsamkit.mrml.interactive import PromptState, apply_result, prepare_slice_request, run_request
     from medsamkit.mrml.segments import EditorLogicTarget, new_segmentation
     from medsamkit.mrml.volumes import array_from_volume, volume_geometry, volume_plane_slice_to_ras
     from medsamkit.preprocess import resolve_normalization
 
-    engine = PredictorEngine(predictor)
+    engine = ModelSession(LocalBackend(predictor=predictor))  # in process, as "engine alone"; the slice only
     g = volume_geometry(node)
     view = volume_plane_slice_to_ras(g, 0, k)
     a, b = g.ijk_to_ras_points(g.slice_to_ijk([box[:2], box[2:]], k, 0))

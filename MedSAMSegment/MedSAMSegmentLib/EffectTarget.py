@@ -1,9 +1,14 @@
-"""What the effect hands to medsamkit.mrml: where results are written, and the engine on the worker.
+"""What the effect hands to medsamkit.mrml: where results are written, the model session, the view prefetch.
 
 - ScriptedEffectTarget: medsamkit.mrml.segments.SegmentTarget over the scripted effect, so Slicer's own
   editing rules apply (undo state, editable area, overwrite mode).
-- EngineHolder: the model, created on the worker thread on first use (loading takes seconds).
+- EngineHolder: the model session (medsamkit.mrml.engine.SessionHolder): "local" is a model process the
+  effect starts with Slicer's Python (Slicer's process never imports torch), a URL a server. Started on
+  the worker thread on first use, reused, restarted if it died; close() (the effect's cleanup) stops it.
+- ViewPrefetch: the instant first box. When a slice view rests on a slice for a second, the worker asks
+  the model process to encode that slice in the background.
 """
+import qt
 import slicer
 
 
@@ -28,19 +33,87 @@ class ScriptedEffectTarget:
 
 
 class EngineHolder:
-    """Creates the engine on the worker thread on first use (model loading takes seconds) and again when
-    the model options change. Only the worker thread calls get()."""
+    """The effect's model session (see the module docstring). Only the worker thread calls get()."""
 
     def __init__(self):
-        self.engine = None
-        self.key = None
+        from medsamkit.mrml.engine import SessionHolder
 
-    def get(self, Model="litemedsam", CheckpointPath="", Device="auto", Backend="local", ServerTokenFile=""):
-        from medsamkit.mrml.engine import make_engine
+        self.holder = SessionHolder()
 
-        key = (Model, CheckpointPath, Device, Backend, ServerTokenFile)
-        if self.engine is None or key != self.key:
-            self.engine = make_engine(Model or None, CheckpointPath or None, Device or None, Backend or "local",
-                                      token_file=ServerTokenFile or None)
-            self.key = key
-        return self.engine
+    def get(self, progress=None, cancel=None, adapter=None, **options):
+        """options: the effect's parameters (Model, CheckpointPath, Device, Engine, Backend, ServerTokenFile;
+        ``adapter``: a registered adapter file) -> a medsamkit.mrml.engine.ModelSession."""
+        if adapter:
+            options["Adapter"] = adapter
+        return self.holder.get(progress=progress, cancel=cancel, **options)
+
+    @property
+    def engine(self):
+        """The current ModelSession, or None before the first run (main thread: read only)."""
+        return self.holder.session
+
+    def holds_volume(self, volume_key, normalization=None):
+        return self.holder.holds_volume(volume_key, normalization)
+
+    def close(self):
+        """Stop the model process (if this effect started one) and forget the session."""
+        self.holder.close()
+
+
+class ViewPrefetch:
+    """Instant first box: after a slice view rests on a slice for VIEW_DWELL_S, encode it ahead.
+
+    The effect calls viewChanged(sliceToRas) from processViewNodeEvents (Slicer calls that on every
+    change of a slice node while the effect is active); each call restarts a single-shot timer, so
+    scrolling sends nothing and only the slice the user stops on is encoded (the model process keeps
+    only the newest request and a bounded embedding cache).
+    """
+
+    def __init__(self, effect):
+        from medsamkit.mrml.interactive import VIEW_DWELL_S
+
+        self.effect = effect
+        self.sliceToRas = None
+        self.job = None
+        self.timer = qt.QTimer()
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(int(VIEW_DWELL_S * 1000))
+        self.timer.connect("timeout()", self.onDwell)
+
+    def viewChanged(self, sliceToRas):
+        self.sliceToRas = sliceToRas
+        self.timer.start()
+
+    def onDwell(self):
+        effect = self.effect
+        if self.sliceToRas is None or effect.worker is None or effect.worker.busy:
+            return  # a running prompt already has the model's attention
+        try:
+            self.job = self.submit(self.sliceToRas)
+        except Exception:  # a prefetch is a hint: never an error for the user
+            self.job = None
+
+    def submit(self, sliceToRas):
+        """Prepare the view request (main thread) and queue it on the worker; None if nothing to encode."""
+        from medsamkit.mrml.interactive import prepare_view_request, run_view_request
+
+        effect = self.effect
+        volume, _, _ = effect.nodes()
+        if volume is None or volume.GetImageData() is None:
+            return None
+        holder = effect.engineHolder
+        request = prepare_view_request(volume, sliceToRas, effect.scriptedEffect.parameter("Window"),
+                                       effect.normalizationCache, holder)
+        if request is None:
+            return None
+        options = effect.modelOptions()
+
+        def work(progress=None, cancel=None):  # worker thread: no MRML here
+            return run_view_request(holder.get(progress=progress, cancel=cancel, **options), request,
+                                    progress=progress, cancel=cancel)
+
+        return effect.worker.submit_background(work, label="view prefetch")
+
+    def stop(self):
+        self.timer.stop()
+        self.sliceToRas = None

@@ -20,7 +20,7 @@ import vtk
 import slicer
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
-from MedSAMSegmentLib.EffectTarget import EngineHolder, ScriptedEffectTarget
+from MedSAMSegmentLib.EffectTarget import EngineHolder, ScriptedEffectTarget, ViewPrefetch
 from MedSAMSegmentLib.Parameters import (ADAPTER, BACKEND, CANCEL_KEY, CHECKPOINT_PATH, DEVICE, MARKER_MARGIN_MM,
                                           MARKER_REFINE, MIN_DRAG_PIXELS, MODEL, MODEL_KINDS, POLL_INTERVAL_MS,
                                           PROMPT_MODE, PROMPT_MODES, RUN_MARKERS_KEY, SERVER_TOKEN_FILE, WINDOW,
@@ -44,6 +44,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.drag = None             # (viewWidget, xy0, ras0) while a box is being dragged
         self.boxPipelines = {}
         self.markerPanel = None
+        self.viewPrefetch = None     # EffectTarget.ViewPrefetch: encodes the viewed slice ahead (instant first box)
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(POLL_INTERVAL_MS)
         self.pollTimer.connect("timeout()", self.pollJob)
@@ -242,10 +243,14 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.finishJob()
         self.clearPrompts()
         self.dropBoxPipelines()
+        if self.viewPrefetch is not None:
+            self.viewPrefetch.stop()
 
     def cleanup(self):
         """Called by Slicer (5.10+) before the effect is deleted: stop the timer, the worker and the model."""
         self.pollTimer.stop()
+        if self.viewPrefetch is not None:
+            self.viewPrefetch.stop()
         self.cancelJob()
         self.finishJob()
         self.dropBoxPipelines()
@@ -312,6 +317,12 @@ The slice view must be aligned with the volume (click the orientation warning bu
             return True
         return False
 
+    def processViewNodeEvents(self, callerViewNode, eventId, viewWidget):
+        # Slicer calls this when a view's node changes (slice moved); after a second at rest the model
+        # process encodes the viewed slice, so the first box there costs only the decoder.
+        if self.viewPrefetch is not None and viewWidget is not None and viewWidget.className() == "qMRMLSliceWidget":
+            self.viewPrefetch.viewChanged(self.sliceToRas(viewWidget))
+
     # ---------------------------------------------------------------- apply steps (main thread)
     def ensureSession(self):
         """Dependencies installed (first use), worker and engine holder ready. False if not usable."""
@@ -331,6 +342,7 @@ The slice view must be aligned with the volume (click the orientation warning bu
 
         self.worker = Worker()
         self.engineHolder = EngineHolder()
+        self.viewPrefetch = ViewPrefetch(self)
         self.promptState = PromptState()
         self.normalizationCache = NormalizationCache()
         return True
@@ -403,13 +415,11 @@ The slice view must be aligned with the volume (click the orientation warning bu
         volume, segmentation, segmentId = self.nodes()
         self.jobContext = (volume.GetID(), segmentation.GetID(), segmentId, label)
         holder = self.engineHolder
-        options = {k: self.parameterOrEmpty(k) for k in (MODEL, CHECKPOINT_PATH, DEVICE, BACKEND, SERVER_TOKEN_FILE)}
-        adapter = self.parameterOrEmpty(ADAPTER)
-        if adapter:
-            options["adapter"] = adapter  # a registered adapter file (MedSAMTraining) for the model
+        options = self.modelOptions()
 
         def work(progress=None, cancel=None):  # worker thread: no MRML here
-            return run_request(holder.get(**options), request, progress=progress, cancel=cancel)
+            session = holder.get(progress=progress, cancel=cancel, **options)  # starts the model process once
+            return run_request(session, request, progress=progress, cancel=cancel)
 
         self.job = self.worker.submit(work, label=label)
         qt.QApplication.setOverrideCursor(qt.Qt.BusyCursor)  # busy, but the UI stays usable
@@ -418,6 +428,14 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.progressBar.setRange(0, 0)
         self.setStatus(f"Segmenting {label}...")
         self.pollTimer.start()
+
+    def modelOptions(self):
+        """The parameters that choose the model session (EffectTarget.EngineHolder.get)."""
+        options = {k: self.parameterOrEmpty(k) for k in (MODEL, CHECKPOINT_PATH, DEVICE, BACKEND, SERVER_TOKEN_FILE)}
+        adapter = self.parameterOrEmpty(ADAPTER)
+        if adapter:
+            options["adapter"] = adapter  # a registered adapter file (MedSAMTraining) for the model
+        return options
 
     def pollJob(self):
         job = self.job

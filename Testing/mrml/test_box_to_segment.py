@@ -113,7 +113,7 @@ def test_dev_ct_box_through_slicer_loader_and_axial_view(ctx, engine):
     assert np.array_equal(segment[k], result.prediction.mask.astype(np.uint8))
     assert segment.sum() == segment[k].sum()
     # The engine alone (the CLI path: SimpleITK reader, segment_image) gives the very same mask.
-    alone = segment_image(LocalBackend(predictor=engine.predictor), read_image(data / "sample_lung_ct.nii.gz"), box=box, slice_index=k,
+    alone = segment_image(LocalBackend(predictor=engine.backend.predictor), read_image(data / "sample_lung_ct.nii.gz"), box=box, slice_index=k,
                           axis="axial", normalization="lung")
     assert np.array_equal(alone.slice_mask, result.prediction.mask)
     d = _dice(segment[k], label[k])

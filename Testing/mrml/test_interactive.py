@@ -86,10 +86,10 @@ def test_worker_thread_box_then_refine_with_negative_point(ct, engine):
         y, x = wrong[len(wrong) // 2]
         prompt = state.add_point(ct.node, ct.view, _ras(ct, (float(x), float(y))), positive=False)
         request = prepare_slice_request(ct.node, ct.seg, prompt, window="lung", mask_input=state.previous)
-        calls = engine.predictor.model.encoder_calls
+        calls = engine.backend.predictor.model.encoder_calls
         job = worker.submit(run_request, engine, request, label="refine")
         refined = job.result(timeout=120)
-        assert engine.predictor.model.encoder_calls == calls  # same slice: embedding cached, decoder only
+        assert engine.backend.predictor.model.encoder_calls == calls  # same slice: embedding cached, decoder only
         apply_result(ct.target, refined, "replace")
         second = segment_array(ct.ctx, ct.seg, ct.sid, ct.node)[K].astype(bool)
         assert np.array_equal(second, refined.prediction.mask)
@@ -131,30 +131,57 @@ def test_cancel_stops_the_job_and_writes_nothing(ct, engine):
     assert segment_array(ct.ctx, ct.seg, ct.sid, ct.node).sum() == 0
 
 
-def test_backend_engine_gives_the_local_engines_mask(ct, engine):
-    """The same prompt through medsamkit.backend's LocalBackend (the interface RemoteBackend shares)."""
-    from medsamkit.backend.local import LocalBackend
-    from medsamkit.mrml.engine import BackendEngine
+def test_a_finished_but_cancelled_job_never_yields_its_result(ct, engine):
+    """Cancel after the call returned but before the GUI polled: the result must not be applied."""
     from medsamkit.mrml.interactive import PromptState, prepare_slice_request, run_request
+    from medsamkit.mrml.jobs import Worker
+    from medsamkit.progress import Cancelled
 
-    ys, xs = np.nonzero(ct.label[K])
-    prompt = PromptState().set_box(ct.node, ct.view, _ras(ct, (xs.min() - 3, ys.min() - 3)),
-                                   _ras(ct, (xs.max() + 3, ys.max() + 3)))
-    request = prepare_slice_request(ct.node, ct.seg, prompt, window="lung")
-    direct = run_request(engine, request)
-    via_backend = run_request(BackendEngine(LocalBackend(predictor=engine.predictor)), request)
-    assert np.array_equal(direct.prediction.mask, via_backend.prediction.mask)
-    assert np.array_equal(direct.placement.mask, via_backend.placement.mask)
+    prompt = PromptState().set_box(ct.node, ct.view, _ras(ct, (90, 91)), _ras(ct, (125, 124)))
+    request = prepare_slice_request(ct.node, ct.seg, prompt, window="lung", whole_volume=True)
+    worker = Worker()
+    try:
+        job = worker.submit(run_request, engine, request)
+        while not job.done():
+            time.sleep(0.01)
+        assert job.future.result().prediction.mask.any()  # the call itself succeeded
+        job.cancel()
+        with pytest.raises(Cancelled, match="nothing was written"):
+            job.result()
+    finally:
+        worker.shutdown()
 
 
-def test_backend_engine_keeps_the_volume_and_clicks_name_slices(ct, engine):
-    """A remote-style engine gets the whole volume once; clicks on other slices then send only the
-    slice index (no set_image, no second set_volume), with the same masks as the in-process engine."""
+def test_background_job_does_not_block_a_prompt_and_is_superseded():
+    from medsamkit.mrml.jobs import Worker
+
+    worker = Worker()
+    gate = threading.Event()
+    ran = []
+    try:
+        first = worker.submit_background(lambda progress=None, cancel=None: gate.wait(10) and ran.append(1))
+        second = worker.submit_background(lambda progress=None, cancel=None: ran.append(2))
+        third = worker.submit_background(lambda progress=None, cancel=None: ran.append(3))
+        assert not worker.busy  # a prefetch never makes the effect refuse a prompt
+        job = worker.submit(lambda progress=None, cancel=None: "prompt")
+        assert worker.busy and worker.current is job
+        gate.set()
+        assert job.result(timeout=10) == "prompt"
+        assert third.result(timeout=10) is None and second.cancelled and first.cancelled
+        assert ran == [1, 3]  # the queued older prefetch (2) never ran
+    finally:
+        worker.shutdown()
+
+
+def test_session_keeps_the_volume_and_clicks_name_slices(ct, engine):
+    """The session gets the whole volume once; clicks on other slices then send only the slice index
+    (no set_image, no second set_volume); a changed window without the volume falls back to the slice."""
     from medsamkit.backend.local import LocalBackend
-    from medsamkit.mrml.engine import BackendEngine
+    from medsamkit.mrml.engine import ModelSession
     from medsamkit.mrml.interactive import PromptState, engine_wants_volume, prepare_slice_request, run_request, \
         volume_key
     from medsamkit.mrml.volumes import volume_plane_slice_to_ras
+    from medsamkit.predictor import Predictor
 
     calls = []
 
@@ -167,10 +194,10 @@ def test_backend_engine_keeps_the_volume_and_clicks_name_slices(ct, engine):
             calls.append("set_image")
             return super().set_image(*a, **kw)
 
-    remote_like = BackendEngine(CountingBackend(predictor=engine.predictor))
+    shared = engine.backend.predictor
+    session = ModelSession(CountingBackend(predictor=Predictor(shared.model, shared.cache)))
     key = volume_key(ct.node)
-    url = "http://gpu-box:8765"
-    assert engine_wants_volume(None, url, key) and not engine_wants_volume(None, "local", key)
+    assert engine_wants_volume(None, "local", key)
     for k in (K, K - 1, K + 1):
         ys, xs = np.nonzero(ct.label[k])
         view = volume_plane_slice_to_ras(ct.g, 0, k)
@@ -178,14 +205,15 @@ def test_backend_engine_keeps_the_volume_and_clicks_name_slices(ct, engine):
                for xy in ((xs.min() - 3, ys.min() - 3), (xs.max() + 3, ys.max() + 3))]
         prompt = PromptState().set_box(ct.node, view, *ras)
         request = prepare_slice_request(ct.node, ct.seg, prompt, window="lung",
-                                        whole_volume=engine_wants_volume(remote_like, url, key))
+                                        whole_volume=engine_wants_volume(session, "local", key))
         assert (request.volume is not None) == (k == K)  # only the first request carries the volume
-        got, want = run_request(remote_like, request), run_request(engine, request)
-        assert np.array_equal(got.prediction.mask, want.prediction.mask) and got.prediction.mask.any()
-        assert np.array_equal(got.placement.mask, want.placement.mask)
-        assert remote_like.holds_volume(key)
+        got = run_request(session, request)
+        ref = Predictor(shared.model, shared.cache)
+        ref.set_image(request.image, request.normalization)
+        want = ref.predict(box=prompt.box)
+        assert np.array_equal(got.prediction.mask, want.mask) and got.prediction.mask.any()
+        assert session.holds_volume(key)
     assert calls == ["set_volume"]
-    # a changed window re-sets the volume only if the request carries one; else it falls back to the slice
     request = prepare_slice_request(ct.node, ct.seg, prompt, window="soft-tissue")
-    assert run_request(remote_like, request).prediction.mask.shape == request.image.shape
-    assert calls == ["set_volume", "set_image"] and not remote_like.holds_volume(key)
+    assert run_request(session, request).prediction.mask.shape == request.image.shape
+    assert calls == ["set_volume", "set_image"] and not session.holds_volume(key)

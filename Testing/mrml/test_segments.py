@@ -173,6 +173,8 @@ def test_wrong_shape_or_mode_changes_nothing(scene):
 
 def test_failed_inference_leaves_segment_untouched(scene, engine):
     """The real engine rejects a prompt (box without area; and a cancelled run): nothing is written."""
+    from dataclasses import replace
+
     from medsamkit.mrml.interactive import PromptState, apply_result, prepare_slice_request, run_request
     from medsamkit.mrml.volumes import volume_geometry, volume_plane_slice_to_ras
     from medsamkit.progress import Cancelled
@@ -186,13 +188,14 @@ def test_failed_inference_leaves_segment_untouched(scene, engine):
     corner = g.ijk_to_ras_points([[5.0, 5.0, 4.0]])[0]
     prompt = PromptState().set_box(s.vol, view, corner, corner)  # a click, not a drag: no area
     request = prepare_slice_request(s.vol, s.seg, prompt, window="soft-tissue")
-    calls = engine.predictor.model.encoder_calls
+    calls = engine.backend.predictor.model.encoder_calls
     with pytest.raises(InputError, match="no area"):
         apply_result(s.target, run_request(engine, request))  # as the effect: apply only what run returned
-    assert engine.predictor.model.encoder_calls == calls  # rejected before the (costly) image encoding
+    assert engine.backend.predictor.model.encoder_calls == calls  # rejected before the (costly) image encoding
     assert np.array_equal(_get(s, s.tumor), state)
     with pytest.raises(Cancelled):
-        engine.segment_slice(request.image, request.normalization, box=[1, 1, 9, 9], cancel=lambda: True)
+        boxed = replace(request, prompt=replace(request.prompt, box=np.array([1.0, 1.0, 9.0, 9.0])))
+        run_request(engine, boxed, cancel=lambda: True)
     assert np.array_equal(_get(s, s.tumor), state)
     s.target.undo()  # no undo state was added by the failures
     assert np.array_equal(_get(s, s.tumor), _blob(1, 7, 2, 9, 3, 11))

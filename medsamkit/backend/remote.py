@@ -40,7 +40,7 @@ from .. import protocol
 from ..protocol import wire
 from ..volume import numpy_axis
 from .base import Backend, BackendInfo, ImageInfo, check_volume, is_prediction, slice_hw
-from .errors import SessionLostError, VersionMismatchError
+from .errors import RemoteError, SessionLostError, VersionMismatchError
 from .transport import Transport, resolve_token
 
 JOB_POLL_S = 0.25  # progress poll of long jobs: 4 small GETs a second
@@ -199,6 +199,31 @@ class RemoteBackend(Backend):
                 "marked": [int(k) for k in plan.marked], "warnings": [str(w) for w in plan.warnings],
                 "refine": bool(refine)}
         return self._volume_job("segment_plan", body, progress, cancel)
+
+    def prefetch(self, slice_index: int, axis: "int | str" = 0) -> bool:
+        """Ask the server to encode slice ``slice_index`` along ``axis`` of the session's volume in the
+        background (server/prefetch.py), so the first prompt there costs only the decoder.
+
+        Returns at once: True if the server queued it, False if there is no volume session or the
+        server did not take it (a prefetch is a hint; it never raises for that). A newer prefetch
+        supersedes one not yet started. Extra (not in base.Backend): callers check with hasattr.
+        """
+        if self._info is None or not self._info.is_volume or self._sid is None:
+            return False
+        ax = numpy_axis(axis, self._direction)
+        if not 0 <= int(slice_index) < self._info.shape[ax]:
+            return False
+        try:
+            self._request("POST", protocol.session_path(self._sid, "prefetch"),
+                          json={"slice_index": int(slice_index), "axis": ax}, timeout=min(self._t.timeout, 10.0))
+        except (RemoteError, InputError):
+            return False
+        return True
+
+    def stats(self) -> dict:
+        """The server's /stats: sessions, bytes, ``encoder_calls`` (every encoding of the model) and
+        ``prefetch`` counts (requested, encoded, cached, superseded, skipped, failed)."""
+        return self._request("GET", protocol.PATH_STATS).json()
 
     def close(self) -> None:
         self._stop.set()

@@ -1,171 +1,173 @@
-"""The engine behind one small adapter: what the effect and the batch ask of a model.
+"""The model as the effect and the batch see it: a ``medsamkit.backend`` Backend plus the volume it holds.
 
-Three calls cover every prompt mode of the effect (box, +/- points, refine with the previous mask,
-propagate, markers) and the batch:
+Every face reaches a model through a Backend. For the Slicer effect "local" is a model process the
+effect starts itself (:class:`medsamkit.backend.process.ProcessBackend`: Slicer's process never
+imports torch, and a crash of the model never takes Slicer down); a URL is a server
+(:class:`medsamkit.backend.remote.RemoteBackend`). Tests and benchmarks may pass an in-process
+:class:`medsamkit.backend.local.LocalBackend`: the calls are the same.
 
-- :meth:`SliceEngine.segment_slice`  one 2D image + prompts -> :class:`medsamkit.predictor.Prediction`
-- :meth:`SliceEngine.segment_plan`   a volume + a marker box plan -> VolumeSegmentation
-- :meth:`SliceEngine.propagate`      a volume + prompts on one slice -> VolumeSegmentation
+:class:`ModelSession` adds what the MRML layer needs: which volume the backend holds, keyed by
+(volume node ID, voxel MTime) and the intensity mapping. A volume travels to the backend once; each
+click then names a slice (index + axis), propagation and markers reuse the same upload, and a view
+prefetch (the instant first box) is a few bytes. :class:`SessionHolder` builds the session for the
+effect's options on the worker thread on first use and rebuilds it when the options change.
 
-:class:`PredictorEngine` runs them in-process on a :class:`~medsamkit.predictor.Predictor`;
-:class:`BackendEngine` on any ``medsamkit.backend`` Backend (LocalBackend, or RemoteBackend for a
-GPU server). :func:`make_engine` is the one place that chooses. Engines are not thread-safe; the effect
-owns one and uses it from one worker thread.
+Not thread-safe: the effect drives one session from its one worker thread (jobs.Worker).
 """
 from __future__ import annotations
 
-from typing import Protocol
-
-import numpy as np
-
-from ..errors import DependencyError, InputError
-from ..predictor import Prediction, Predictor
-from ..preprocess import Normalization
+from ..errors import InputError
 from ..progress import CancelFn, ProgressFn, check_cancel
 from ..prompts import make_prompt
 
 
-class SliceEngine(Protocol):
-    def segment_slice(self, image: np.ndarray, normalization: Normalization, box=None, points=None,
-                      point_labels=None, mask_input=None, cancel: CancelFn = None) -> Prediction: ...
-
-    def segment_plan(self, volume: np.ndarray, plan, normalization: Normalization, refine: bool = False,
-                     progress: ProgressFn = None, cancel: CancelFn = None): ...
-
-    def propagate(self, volume: np.ndarray, slice_index: int, axis: int, box=None, points=None,
-                  point_labels=None, normalization: "Normalization | str" = "auto", progress: ProgressFn = None,
-                  cancel: CancelFn = None): ...
-
-
-class PredictorEngine:
-    """In-process engine on one Predictor (its embedding cache makes re-prompting a slice cost ~0.1 s)."""
-
-    def __init__(self, predictor: Predictor):
-        self.predictor = predictor
-
-    @property
-    def description(self) -> str:
-        model = self.predictor.model
-        return f"{model.kind} on {model.device} (local)"
-
-    def segment_slice(self, image: np.ndarray, normalization: Normalization, box=None, points=None,
-                      point_labels=None, mask_input=None, cancel: CancelFn = None) -> Prediction:
-        """Segment a (H, W) slice; prompts are its XY pixels. ``normalization`` is already resolved
-        (on the whole volume or from the display window) so that every slice maps intensities alike."""
-        if isinstance(mask_input, Prediction):
-            mask_input = mask_input.low_res_logits
-        # Validate the prompts first: a bad box must not cost an image encoding (~1.5 s on CPU).
-        make_prompt(tuple(image.shape[:2]), box, points, point_labels, None)
-        check_cancel(cancel)
-        # set_image (not set_display_image): the same call exists on issue 7's backends, so a backend
-        # object can stand in for the predictor here unchanged.
-        self.predictor.set_image(image, normalization)
-        check_cancel(cancel)
-        return self.predictor.predict(box=box, points=points, point_labels=point_labels, mask_input=mask_input)
-
-    def segment_plan(self, volume, plan, normalization, refine: bool = False, progress=None, cancel=None):
-        from ..volume_segmentation import segment_volume
-
-        return segment_volume(self.predictor, volume, plan, normalization=normalization, refine=refine,
-                              progress=progress, cancel=cancel)
-
-    def propagate(self, volume, slice_index, axis, box=None, points=None, point_labels=None,
-                  normalization="auto", progress=None, cancel=None):
-        from ..volume_segmentation import propagate
-
-        return propagate(self.predictor, volume, slice_index, axis, box=box, points=points,
-                         point_labels=point_labels, normalization=normalization, progress=progress, cancel=cancel)
-
-
-class BackendEngine:
-    """The same three calls on a ``medsamkit.backend`` Backend (set_image / set_volume, predict,
-    propagate, segment_plan), plus :meth:`segment_view` for slice prompts on a volume the backend keeps.
-
-    A remote server holds the volume once uploaded: the effect sends the whole volume with its first
-    slice request (``SliceRequest.volume``), and every later click on any slice of it sends only
-    coordinates and the slice index; propagation and markers reuse the same upload (the client skips
-    an upload of identical voxels). Without a volume in the request it uploads just the slice.
-    """
+class ModelSession:
+    """A Backend and the key of the volume it holds (see the module docstring)."""
 
     def __init__(self, backend):
         self.backend = backend
-        self._volume_key = None   # (SliceRequest.volume_key, normalization key) of the volume the backend holds
+        self._held = None  # (volume key, Normalization.key) of the volume set on the backend
 
     @property
     def description(self) -> str:
         info = self.backend.info()
-        where = f"remote {info.url}" if getattr(info, "remote", False) else "local backend"
-        return f"{info.kind} on {info.device} ({where})"
+        engine = info.extra.get("engine")
+        where = (f"remote {info.url}" if info.remote else
+                 "model process" if info.extra.get("process") else "in this process")
+        return f"{info.kind} on {info.device}" + (f", {engine}" if engine else "") + f" ({where})"
 
-    def holds_volume(self, volume_key) -> bool:
-        """True if the backend holds the volume with this key (any intensity mapping set with it)."""
-        return volume_key is not None and self._volume_key is not None and self._volume_key[0] == volume_key
+    def holds_volume(self, volume_key, normalization=None) -> bool:
+        """True if the backend holds the volume ``volume_key`` (with ``normalization``'s mapping, if given)."""
+        if volume_key is None or self._held is None or self._held[0] != volume_key:
+            return False
+        return normalization is None or self._held[1] == normalization.key
+
+    def use_volume(self, volume_key, volume, normalization) -> None:
+        """Set ``volume`` on the backend unless it holds it already (same key and mapping)."""
+        key = (volume_key, normalization.key)
+        if volume_key is not None and key == self._held:
+            return
+        if volume is None:
+            raise InputError("The volume changed since the prompt was drawn; prompt again.")
+        self._held = None
+        self.backend.set_volume(volume, normalization)
+        self._held = key if volume_key is not None else None
 
     def segment_view(self, request, cancel: CancelFn = None):
-        """Predict on slice ``request.prompt.view`` of the kept volume; None if the backend does not hold
-        that volume and the request carries none (the caller then sends the slice: segment_slice)."""
+        """Predict on slice ``request.prompt.view`` of the request's volume (a SliceRequest).
+
+        The volume travels only if the backend does not hold it; without the volume in the request
+        (it changed on the backend meanwhile, e.g. another window) the slice alone is sent.
+        """
         p = request.prompt
-        key = (request.volume_key, request.normalization.key)
-        if request.volume_key is None or (key != self._volume_key and request.volume is None):
-            return None
-        make_prompt(tuple(request.image.shape[:2]), p.box, p.points, p.labels, None)
+        make_prompt(tuple(request.image.shape[:2]), p.box, p.points, p.labels, None)  # before any upload
         check_cancel(cancel)
-        if key != self._volume_key:
-            self._volume_key = None
-            self.backend.set_volume(request.volume, request.normalization)
-            self._volume_key = key
+        if request.volume is not None or self.holds_volume(request.volume_key, request.normalization):
+            self.use_volume(request.volume_key, request.volume, request.normalization)
+            check_cancel(cancel)
+            return self.backend.predict(box=p.box, points=p.points, point_labels=p.labels,
+                                        mask_input=request.mask_input, slice_index=p.view.index, axis=p.view.axis)
+        self._held = None
+        self.backend.set_image(request.image, request.normalization)
         check_cancel(cancel)
-        return self.backend.predict(box=p.box, points=p.points, point_labels=p.labels,
-                                    mask_input=request.mask_input, slice_index=p.view.index, axis=p.view.axis)
+        return self.backend.predict(box=p.box, points=p.points, point_labels=p.labels, mask_input=request.mask_input)
 
-    def segment_slice(self, image, normalization, box=None, points=None, point_labels=None, mask_input=None,
-                      cancel: CancelFn = None):
-        make_prompt(tuple(image.shape[:2]), box, points, point_labels, None)
-        check_cancel(cancel)
-        self._volume_key = None
-        self.backend.set_image(image, normalization)
-        check_cancel(cancel)
-        return self.backend.predict(box=box, points=points, point_labels=point_labels, mask_input=mask_input)
-
-    def segment_plan(self, volume, plan, normalization, refine: bool = False, progress=None, cancel=None):
-        self._volume_key = None  # the volume set below is the request's copy; its key is not known here
-        self.backend.set_volume(volume, normalization)
+    def segment_plan(self, volume, plan, normalization, refine: bool = False, progress: ProgressFn = None,
+                     cancel: CancelFn = None, volume_key=None):
+        """Markers: every slice of a BoxPlan with its box -> VolumeSegmentation."""
+        self.use_volume(volume_key, volume, normalization)
         return self.backend.segment_plan(plan, refine=refine, progress=progress, cancel=cancel)
 
-    def propagate(self, volume, slice_index, axis, box=None, points=None, point_labels=None,
-                  normalization="auto", progress=None, cancel=None):
-        self._volume_key = None
-        self.backend.set_volume(volume, normalization)
+    def propagate(self, volume, slice_index, axis, box=None, points=None, point_labels=None, normalization=None,
+                  progress: ProgressFn = None, cancel: CancelFn = None, volume_key=None):
+        """Prompts on one slice, carried through the volume -> VolumeSegmentation."""
+        self.use_volume(volume_key, volume, normalization)
         return self.backend.propagate(slice_index, axis, box=box, points=points, point_labels=point_labels,
                                       progress=progress, cancel=cancel)
 
+    def prefetch(self, volume_key, view, volume=None, normalization=None) -> bool:
+        """Have the backend encode slice ``view`` in the background (True if it took the request).
 
-def make_engine(model: str | None = None, checkpoint: str | None = None, device: str | None = None,
-                backend: str = "local", token_file=None, timeout: float | None = None):
-    """Build the engine the user chose: ``backend`` "local" (in-process), or a server URL.
+        Sets the volume first when the request carries it; a backend without ``prefetch`` (in
+        process: nothing runs in the background there) answers False.
+        """
+        if volume is not None:
+            self.use_volume(volume_key, volume, normalization)
+        if not self.holds_volume(volume_key, normalization) or not hasattr(self.backend, "prefetch"):
+            return False
+        return bool(self.backend.prefetch(view.index, view.axis))
 
-    With a server, ``token_file`` holds its token (else $MEDSAMKIT_TOKEN); the model is the server's,
-    so ``model``/``checkpoint`` other than the default are refused rather than silently ignored.
+    def close(self) -> None:
+        self._held = None
+        self.backend.close()
 
-    Raises InputError for an unknown backend; DependencyError when the remote client is not available;
-    the remote client's errors (server unreachable, wrong token, version mismatch) as they are.
+
+def open_model_backend(backend: str = "local", model: str | None = None, checkpoint: str | None = None,
+                       adapter: str | None = None, engine: str | None = "auto", device: str | None = "auto",
+                       token_file=None, timeout: float | None = None):
+    """The Backend for the effect's options: "local" -> a model process; a URL -> that server.
+
+    With a server the model is the server's: a model, checkpoint or adapter other than the default
+    is refused rather than silently ignored. Raises InputError for anything else.
     """
-    if backend in (None, "", "local"):
-        from ..models.registry import load_model
-
-        return PredictorEngine(Predictor(load_model(model, checkpoint, device)))
     from ..backend import is_remote_spec
 
-    if is_remote_spec(backend):
-        try:
-            from ..backend.remote import RemoteBackend
-        except ImportError as exc:
-            raise DependencyError(f"The remote backend {backend} needs medsamkit.backend.remote, which this "
-                                  f"installation lacks ({exc}). Choose the local backend.") from exc
-        if checkpoint or (model and model != "litemedsam"):
-            raise InputError(f"Model '{model}' / checkpoint '{checkpoint or ''}' choose a local model; a server "
-                             f"({backend}) uses its own (medsamkit serve --model ... --checkpoint ...). Clear them "
-                             "or choose the local backend.")
+    if backend in (None, "", "local"):
+        from ..backend.process import ProcessBackend
+
         options = {} if timeout is None else {"timeout": float(timeout)}
-        return BackendEngine(RemoteBackend(backend, token_file=token_file or None, **options))
+        return ProcessBackend(model or None, checkpoint or None, adapter or None, engine or "auto",
+                              device or "auto", **options)
+    if is_remote_spec(backend):
+        given = [name for name, value in (("model", model), ("checkpoint", checkpoint), ("adapter", adapter))
+                 if value and not (name == "model" and value == "litemedsam")]
+        if given:
+            raise InputError(f"{' and '.join(given)} choose a local model; a server ({backend}) uses its own "
+                             "(medsamkit serve --model ... --checkpoint ... --adapter ...). Clear them or choose "
+                             "the local backend.")
+        from ..backend.remote import RemoteBackend
+
+        options = {} if timeout is None else {"timeout": float(timeout)}
+        return RemoteBackend(backend, token_file=token_file or None, **options)
     raise InputError(f"Unknown backend '{backend}'. Use 'local' or a server URL such as http://host:8765.")
+
+
+class SessionHolder:
+    """The effect's model session, built on the worker thread on first use (starting a model process
+    takes seconds) and again when the options change; ``close()`` stops its model process.
+
+    Options are the effect's parameter names: Model, CheckpointPath, Adapter, Device, Engine,
+    Backend, ServerTokenFile. Only the worker thread calls :meth:`get`.
+    """
+
+    def __init__(self, opener=open_model_backend):
+        self.session: ModelSession | None = None
+        self.key = None
+        self._opener = opener
+
+    def get(self, Model="litemedsam", CheckpointPath="", Device="auto", Backend="local", ServerTokenFile="",
+            Adapter="", Engine="auto", progress: ProgressFn = None, cancel: CancelFn = None) -> ModelSession:
+        key = (Model, CheckpointPath, Adapter, Engine, Device, Backend, ServerTokenFile)
+        if self.session is None or key != self.key:
+            self.close()
+            backend = self._opener(Backend or "local", Model or None, CheckpointPath or None, Adapter or None,
+                                   Engine or "auto", Device or "auto", token_file=ServerTokenFile or None)
+            if hasattr(backend, "start"):  # a model process: start it now, telling the user
+                try:
+                    backend.start(progress, cancel)
+                except BaseException:
+                    backend.close()
+                    raise
+            self.session, self.key = ModelSession(backend), key
+        return self.session
+
+    def holds_volume(self, volume_key, normalization=None) -> bool:
+        """Main thread: does the current session hold this volume? (False before the first run.)"""
+        session = self.session
+        return session is not None and session.holds_volume(volume_key, normalization)
+
+    def close(self) -> None:
+        session, self.session, self.key = self.session, None, None
+        if session is not None:
+            session.close()
+

@@ -5,13 +5,18 @@ main thread. So each prompt is three calls:
 
 1. ``prepare_*`` reads the scene (volume voxels, geometry, view, prompts in RAS) and returns a request
    holding plain numpy copies — nothing in it refers to a MRML node.
-2. ``run_request`` runs the engine on the request; it is safe on a worker thread (it touches no MRML),
-   takes ``progress``/``cancel`` callables and may take seconds.
+2. ``run_request`` runs it on the model session (engine.ModelSession: a model process, a server, or
+   in-process for tests); it is safe on a worker thread (it touches no MRML), takes
+   ``progress``/``cancel`` callables and may take seconds.
 3. ``apply_result`` writes the result into the selected segment as one undo step
    (:func:`medsamkit.mrml.segments.write_mask`).
 
 :class:`PromptState` keeps what the user has drawn on the current slice (box, +/- points, the last
 low-res logits for refinement) and forgets it when the view moves to another slice or volume.
+
+The instant first box: ``prepare_view_request`` (main thread, when a slice view has rested on a
+slice for :data:`VIEW_DWELL_S`) + ``run_view_request`` (worker) ask the model process to encode the
+viewed slice in the background (server/prefetch.py), so the first prompt there costs only the decoder.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ import numpy as np
 from ..errors import InputError
 from ..predictor import Prediction
 from ..preprocess import Normalization, resolve_normalization
-from ..progress import CancelFn, ProgressFn
+from ..progress import CancelFn, ProgressFn, check_cancel
 from .prompts import SlicePrompt, box_from_ras, ras_to_slice_pixels
 from .segments import MaskPlacement, SegmentTarget, WriteReport, ijk_to_segmentation, place_slice_mask, \
     place_volume_mask, write_mask
@@ -31,6 +36,7 @@ from .volumes import ViewSlice, array_from_volume, display_window_normalization,
     volume_geometry
 
 DISPLAY_WINDOW = "display"  # window option meaning "use the volume's current display window/level"
+VIEW_DWELL_S = 1.0  # a slice viewed this long without scrolling is encoded ahead (prepare_view_request)
 
 
 class NormalizationCache:
@@ -62,7 +68,7 @@ class SliceRequest:
     mask_input: object               # previous Prediction on this slice (or its (L, L) logits), or None
     ijk_to_target: np.ndarray        # (4, 4) volume IJK -> segmentation node RAS
     volume_key: tuple | None = None  # (volume node ID, image data MTime): which voxels the slice was cut from
-    volume: np.ndarray | None = None  # a copy of the whole volume, when the engine asked for it (see below)
+    volume: np.ndarray | None = None  # a copy of the whole volume, when the session does not hold it yet
 
 
 @dataclass
@@ -76,6 +82,17 @@ class VolumeRequest:
     plan: object = None
     prompt: SlicePrompt | None = None
     refine: bool = False
+    volume_key: tuple | None = None  # (volume node ID, image data MTime): the backend keeps the volume by it
+
+
+@dataclass
+class ViewRequest:
+    """Encode the slice a view shows, ahead of a prompt (plain data, no MRML)."""
+
+    view: ViewSlice
+    normalization: Normalization
+    volume_key: tuple
+    volume: np.ndarray | None = None  # a copy of the volume, when the session does not hold it yet
 
 
 @dataclass
@@ -104,9 +121,9 @@ def prepare_slice_request(volume_node, segmentation_node, prompt: SlicePrompt, w
                           whole_volume: bool = False) -> SliceRequest:
     """Main thread: copy the prompt's slice and resolve the intensity mapping on the whole volume.
 
-    ``whole_volume``: also copy the whole volume into the request, for an engine that keeps volumes
-    (a remote server: uploaded once, then every click on any slice sends only coordinates). The effect
-    asks ``engine_wants_volume`` whether its engine needs it for this volume.
+    ``whole_volume``: also copy the whole volume into the request: the model session keeps volumes
+    (uploaded once, then every click on any slice sends only coordinates). The effect asks
+    ``engine_wants_volume`` whether its session still needs this volume.
     """
     volume = array_from_volume(volume_node, copy=False)
     norm = (cache or NormalizationCache()).resolve(volume_node, volume, window)
@@ -115,13 +132,11 @@ def prepare_slice_request(volume_node, segmentation_node, prompt: SlicePrompt, w
                         volume.copy() if whole_volume else None)
 
 
-def engine_wants_volume(engine, backend_option: str, key: tuple) -> bool:
-    """Should the next slice request carry the whole volume? Yes for a remote backend that does not
-    hold this volume yet (``engine`` may still be None before the first run creates it)."""
-    from ..backend import is_remote_spec
-
-    if not is_remote_spec(backend_option):
-        return False
+def engine_wants_volume(engine, backend_option: str = "", key: tuple | None = None) -> bool:
+    """Should the next slice request carry the whole volume? Yes unless the model session (``engine``:
+    a ModelSession or SessionHolder, None before the first run) holds the volume ``key`` already.
+    Every backend keeps volumes (a model process and a server alike), so ``backend_option`` no longer
+    matters; it stays for the callers' signature."""
     holds = getattr(engine, "holds_volume", None)
     return not (holds is not None and holds(key))
 
@@ -136,32 +151,51 @@ def prepare_volume_request(volume_node, segmentation_node, kind: str, window="au
         raise InputError("Markers need at least one line; propagation needs a box or points on a slice.")
     volume = array_from_volume(volume_node, copy=True)
     norm = (cache or NormalizationCache()).resolve(volume_node, volume, window)
-    return VolumeRequest(kind, volume, norm, ijk_to_segmentation(volume_node, segmentation_node), plan, prompt, refine)
+    return VolumeRequest(kind, volume, norm, ijk_to_segmentation(volume_node, segmentation_node), plan, prompt, refine,
+                         volume_key(volume_node))
 
 
-def run_request(engine, request, progress: ProgressFn = None, cancel: CancelFn = None) -> Result:
-    """Worker thread: run the engine. Touches no MRML. Raises MedSAMError (incl. Cancelled) on failure."""
+def prepare_view_request(volume_node, slice_to_ras, window="auto", cache: NormalizationCache | None = None,
+                         session=None) -> "ViewRequest | None":
+    """Main thread: what to encode for a view with ``slice_to_ras`` (None if the view is not aligned
+    with the volume: nothing to encode). The volume is copied only if ``session`` (a ModelSession or
+    SessionHolder, None before the first run) does not hold it with this intensity mapping."""
+    try:
+        _, view = read_view(volume_node, slice_to_ras)
+    except InputError:
+        return None  # oblique view or outside the volume: a prompt there is refused anyway
+    volume = array_from_volume(volume_node, copy=False)
+    norm = (cache or NormalizationCache()).resolve(volume_node, volume, window)
+    key = volume_key(volume_node)
+    holds = getattr(session, "holds_volume", None)
+    held = holds is not None and holds(key, norm)
+    return ViewRequest(view, norm, key, None if held else volume.copy())
+
+
+def run_view_request(session, request: ViewRequest, progress: ProgressFn = None, cancel: CancelFn = None) -> bool:
+    """Worker thread: send the volume if needed, then ask for the slice's encoding (True if queued)."""
+    check_cancel(cancel)
+    return session.prefetch(request.volume_key, request.view, request.volume, request.normalization)
+
+
+def run_request(session, request, progress: ProgressFn = None, cancel: CancelFn = None) -> Result:
+    """Worker thread: run the request on a ModelSession (engine.py). Touches no MRML.
+    Raises MedSAMError (incl. Cancelled) on failure."""
     t0 = time.perf_counter()
     if isinstance(request, SliceRequest):
         p = request.prompt
-        pred = None
-        if hasattr(engine, "segment_view"):  # engines that keep the volume: predict on a slice of it
-            pred = engine.segment_view(request, cancel=cancel)
-        if pred is None:
-            pred = engine.segment_slice(request.image, request.normalization, box=p.box, points=p.points,
-                                        point_labels=p.labels, mask_input=request.mask_input, cancel=cancel)
-        pred = _merge_correction(request, pred)
+        pred = _merge_correction(request, session.segment_view(request, cancel=cancel))
         placement = place_slice_mask(pred.mask, p.view, request.ijk_to_target)
         return Result(request, placement, time.perf_counter() - t0, prediction=pred,
                       summary=f"slice {p.view.index}: {int(pred.mask.sum())} pixels, predicted IoU {pred.score:.2f}")
     if request.kind == "markers":
-        seg = engine.segment_plan(request.volume, request.plan, request.normalization, refine=request.refine,
-                                  progress=progress, cancel=cancel)
+        seg = session.segment_plan(request.volume, request.plan, request.normalization, refine=request.refine,
+                                   progress=progress, cancel=cancel, volume_key=request.volume_key)
     else:
         p = request.prompt
-        seg = engine.propagate(request.volume, p.view.index, p.view.axis, box=p.box, points=p.points,
-                               point_labels=p.labels, normalization=request.normalization, progress=progress,
-                               cancel=cancel)
+        seg = session.propagate(request.volume, p.view.index, p.view.axis, box=p.box, points=p.points,
+                                point_labels=p.labels, normalization=request.normalization, progress=progress,
+                                cancel=cancel, volume_key=request.volume_key)
     placement = place_volume_mask(seg.mask, request.ijk_to_target, seg.axis, seg.slices)
     return Result(request, placement, time.perf_counter() - t0, warnings=list(seg.warnings),
                   summary=f"{len(seg.slices)} slices, {int(seg.mask.sum())} voxels")
@@ -178,15 +212,16 @@ def _merge_correction(request: SliceRequest, pred):
         return pred
     if tuple(previous.mask.shape) != tuple(pred.mask.shape):
         return pred
-    from dataclasses import is_dataclass, replace
-
     from ..refinement import progressive_merge
 
     merged = progressive_merge(previous.mask, pred.mask, p.points[-1], int(p.labels[-1]) == 1)
-    if is_dataclass(pred):
-        return replace(pred, mask=merged)
-    pred.mask = merged  # a remote prediction: its logits stay on the server
-    return pred
+    if hasattr(pred, "with_mask"):  # Prediction and RemotePrediction (logits stay on the server)
+        return pred.with_mask(merged)
+    import copy
+
+    out = copy.copy(pred)  # not dataclasses.replace: a RemotePrediction is not built from its fields
+    out.mask = merged
+    return out
 
 
 def apply_result(target: SegmentTarget, result: Result, mode: str = "replace") -> WriteReport:

@@ -1,10 +1,16 @@
-"""One persistent worker thread for inference, polled by the GUI (no Qt here).
+"""One persistent worker thread that talks to the model, polled by the GUI (no Qt here).
 
 The effect submits :func:`medsamkit.mrml.interactive.run_request` here and polls :meth:`Job.done`
 from a ``qt.QTimer`` on the main thread; when it is done, the main thread applies the result (MRML is
-only touched there). One thread, not a pool: the engine (a Predictor with its embedding cache) is not
-thread-safe, and one request at a time is what a user drawing boxes means. PyTorch releases the GIL
-inside its kernels, so the main thread stays responsive while a slice is encoded.
+only touched there). One thread, not a pool: a model session holds one volume state, and one request
+at a time is what a user drawing boxes means. The model itself runs in another process (a model
+process or a server): inside Slicer the main thread holds the GIL in the Qt event loop, so this
+thread only sends requests and waits on a socket (httpx releases the GIL while it waits).
+
+Background jobs (:meth:`Worker.submit_background`, the view prefetch) queue on the same thread
+without becoming the current job, so a prompt is never refused because of one; a newer background
+job replaces one that has not started. A cancelled job never yields a result: :meth:`Job.result`
+raises Cancelled even if the call finished, so nothing is written after Cancel.
 """
 from __future__ import annotations
 
@@ -36,7 +42,20 @@ class Job:
         return self.future.done()
 
     def result(self, timeout: float | None = None):
-        return self.future.result(timeout)
+        """The call's return value; raises its exception, or Cancelled once :meth:`cancel` was called
+        (even if the call had already finished: a cancelled result must never be applied)."""
+        value = None
+        if not self.future.cancelled():
+            try:
+                value = self.future.result(timeout)
+            except Exception:
+                if not self.cancelled or not self.future.done():
+                    raise  # a timeout while the call still runs stays a timeout
+        if self.cancelled:
+            from ..progress import Cancelled
+
+            raise Cancelled(f"Cancelled{': ' + self.label if self.label else ''}; nothing was written.")
+        return value
 
     def progress(self) -> tuple[int, int, str]:
         """Latest (done, total, text) reported by the call; safe from any thread."""
@@ -54,6 +73,7 @@ class Worker:
     def __init__(self):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medsam-worker")
         self.current: Job | None = None
+        self.background: Job | None = None
 
     @property
     def busy(self) -> bool:
@@ -71,7 +91,18 @@ class Worker:
         self.current = job
         return job
 
+    def submit_background(self, fn: Callable, *args, label: str = "", **kwargs) -> Job:
+        """Like :meth:`submit`, for work nobody waits for (a prefetch): it does not make the worker
+        busy, and it cancels the previous background job if that has not finished."""
+        if self.background is not None and not self.background.done():
+            self.background.cancel()
+        current = self.current
+        job = self.submit(fn, *args, label=label, **kwargs)
+        self.current, self.background = current, job
+        return job
+
     def shutdown(self, cancel: bool = True) -> None:
-        if cancel and self.current is not None:
-            self.current.cancel()
+        for job in (self.current, self.background):
+            if cancel and job is not None:
+                job.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -36,6 +36,7 @@ from fastapi.responses import JSONResponse, Response  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
 from .models import PredictRequest  # noqa: E402  (pydantic comes with fastapi)
+from .prefetch import add_prefetch_routes  # noqa: E402
 from .volume_routes import add_volume_routes  # noqa: E402
 
 
@@ -172,7 +173,7 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
 
     @app.get(protocol.PATH_STATS)
     def stats() -> dict:
-        return store.stats()
+        return dict(store.stats(), prefetch=prefetcher.stats())
 
     @app.post(protocol.PATH_SESSIONS)
     async def create_session(request: Request):
@@ -269,6 +270,7 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
         return binary(wire.encode_array(out.astype("float32"), codec), {"shape": list(out.shape)})
 
     add_volume_routes(app, store, binary)
+    prefetcher = add_prefetch_routes(app, store)  # the instant first box (prefetch.py)
     return app
 
 

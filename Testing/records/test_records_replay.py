@@ -55,7 +55,7 @@ def test_segment_2d_box_and_3d_points_replay_voxel_identical(tmp_path, capsys):
     assert "voxel-identical" in text
 
     out3d = tmp_path / "ct.nii.gz"
-    run("segment", CT, "--slice", 11, "--point", 215, 160, 1, "--point", 222, 166, 1, "--point", 150, 150, 0,
+    run("segment", CT, "--slice", 11, "--point", 108, 108, 1, "--point", 112, 110, 1, "--point", 60, 60, 0,
         "--window", "lung", "--out", out3d, *MODEL)
     (e,) = read_record(sidecar_path(out3d))["entries"]
     assert e["kind"] == "points" and e["plane"] == {"axis": 0, "name": "axial", "index": 11}
@@ -65,7 +65,7 @@ def test_segment_2d_box_and_3d_points_replay_voxel_identical(tmp_path, capsys):
     from medsamkit.io import read_image
 
     g = VolumeGeometry.from_image(read_image(CT))
-    np.testing.assert_allclose(e["prompt"]["points"][0]["ijk"], [215, 160, 11])
+    np.testing.assert_allclose(e["prompt"]["points"][0]["ijk"], [108, 108, 11])
     np.testing.assert_allclose(e["prompt"]["points"][0]["lps"], (g.ijk_to_lps @ [215, 160, 11, 1])[:3], atol=1e-9)
     assert e["window"]["label"] == "lung" and e["window"]["requested"] == "lung"
     text = replay_ok(sidecar_path(out3d), CT, tmp_path / "replay.nii.gz", capsys=capsys)
@@ -94,7 +94,7 @@ def test_markers_and_propagate_records_in_seg_nrrd_replay_identical(tmp_path, ma
     assert seg_nrrd_records(tmp_path / "markers_replay.seg.nrrd")["Segment_1"]["entries"][0]["kind"] == "markers"
 
     prop = tmp_path / "prop.seg.nrrd"
-    run("propagate", CT, "--slice", 11, "--box", 200, 145, 240, 180, "--window", "lung", "--out", prop, *MODEL)
+    run("propagate", CT, "--slice", 11, "--box", 92, 93, 123, 122, "--window", "lung", "--out", prop, *MODEL)
     (e,) = read_record(prop)["entries"]
     assert e["kind"] == "propagate" and e["plane"]["index"] == 11 and e["prompt"]["options"]["score_threshold"] == 0.5
     capsys.readouterr()

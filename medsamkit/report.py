@@ -197,7 +197,8 @@ def write_report(cases: list[CaseInput], out_dir, top: float = 0.2) -> list[Path
                 if volume is None:
                     continue
                 e = r["_entry"]
-                snap = e["result"].get("snapshot")
+                snap = next((x["result"]["snapshot"] for x in reversed(case.record["entries"])
+                             if x["segment"]["id"] == seg_id and "snapshot" in x["result"]), None)
                 model_mask = unpack_mask(snap, e["image"]["shape"]) if snap else None
                 img = thumbnail(volume.array, case.final[seg_id], r["slice"], r["axis"], e["window"], model_mask)
                 thumbs.append((f"{e['segment']['name']} slice {r['slice']} (rank {r['rank']}, score {r['score']:.2f})",

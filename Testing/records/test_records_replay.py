@@ -41,6 +41,14 @@ def marker_file(tmp_path_factory):
     return write_markers(markers, tmp_path_factory.mktemp("markers") / "lines.mrk.json")
 
 
+@pytest.fixture(scope="module")
+def markers_seg(tmp_path_factory, marker_file):
+    """One markers run (3 slices) written by the CLI, shared by the tests below."""
+    seg = tmp_path_factory.mktemp("markers_run") / "markers.seg.nrrd"
+    run("markers", CT, marker_file, "--out", seg, "--window", "lung", "--name", "tumour", *MODEL)
+    return seg
+
+
 def test_segment_2d_box_and_3d_points_replay_voxel_identical(tmp_path, capsys):
     from medsamkit.records import read_record, sidecar_path
 
@@ -74,12 +82,11 @@ def test_segment_2d_box_and_3d_points_replay_voxel_identical(tmp_path, capsys):
     assert a.sum() > 0 and np.array_equal(a, b)
 
 
-def test_markers_and_propagate_records_in_seg_nrrd_replay_identical(tmp_path, marker_file, capsys):
+def test_markers_and_propagate_records_in_seg_nrrd_replay_identical(tmp_path, markers_seg, capsys):
     from medsamkit.cli_records import _segments_of
     from medsamkit.records import read_record, seg_nrrd_records, sidecar_path
 
-    seg = tmp_path / "markers.seg.nrrd"
-    run("markers", CT, marker_file, "--out", seg, "--window", "lung", "--name", "tumour", *MODEL)
+    seg = markers_seg
     tags = seg_nrrd_records(seg)  # the record inside the file's segment tags ...
     assert list(tags) == ["Segment_1"]
     (e,) = tags["Segment_1"]["entries"]
@@ -119,18 +126,17 @@ def _perturbed_adapter(path: Path) -> Path:
     return save_adapter(path, tensors, manifest)
 
 
-def test_replay_with_another_adapter_changes_masks_and_reports_dice(tmp_path, marker_file, capsys):
+def test_replay_with_another_adapter_changes_masks_and_reports_dice(tmp_path, markers_seg, capsys):
     from medsamkit.cli_records import _segments_of
     from medsamkit.records import read_record
 
-    seg = tmp_path / "markers.seg.nrrd"
-    run("markers", CT, marker_file, "--out", seg, "--window", "lung", *MODEL)
+    seg = markers_seg
     adapter = _perturbed_adapter(tmp_path / "noisy.safetensors")
     capsys.readouterr()
     text = replay_ok(seg, CT, tmp_path / "adapted.seg.nrrd", "--adapter", adapter, capsys=capsys)
     print(text)
     assert "different from the record" in text
-    row = [line for line in text.splitlines() if line.startswith("lesion")][0].split()
+    row = [line for line in text.splitlines() if line.startswith("tumour")][0].split()
     d = float(row[4])
     a, b = _segments_of(seg)["Segment_1"], _segments_of(tmp_path / "adapted.seg.nrrd")["Segment_1"]
     expect = 2 * (a & b).sum() / (a.sum() + b.sum())
@@ -140,13 +146,11 @@ def test_replay_with_another_adapter_changes_masks_and_reports_dice(tmp_path, ma
     assert new["prompt"]["plan"] == read_record(seg)["entries"][0]["prompt"]["plan"]  # the same prompts
 
 
-def test_corrupt_foreign_and_newer_records_are_refused(tmp_path, marker_file):
+def test_corrupt_foreign_and_newer_records_are_refused(tmp_path, markers_seg):
     from medsamkit.errors import InputError
     from medsamkit.records import RecordError, decode_tag, encode_tag, loads, read_record
 
-    seg = tmp_path / "m.seg.nrrd"
-    run("markers", CT, marker_file, "--out", seg, "--window", "lung", *MODEL)
-    good = read_record(seg)
+    good = read_record(markers_seg)
     text = json.dumps(good)
     with pytest.raises(RecordError, match="not valid JSON"):
         loads(text[: len(text) // 2])

@@ -199,3 +199,25 @@ def prompt_markups_from_record(scene, record: dict, segment_id: str | None = Non
         roi.SetSize(np.abs(b - a).tolist())
         nodes.append(roi)
     return nodes
+
+
+def record_batch_result(segmentation_node, segment_id: str, volume_node, plan, result, normalization, engine,
+                        seconds: float, markers=None, refine: bool = False, backend_spec: str = "local") -> dict:
+    """Headless batch (medsamkit.mrml.batch): record one case's markers/boxes run on its segment (tag), before
+    the .seg.nrrd is saved. Returns the record (the caller writes the sidecar once the file is saved)."""
+    from .volumes import ijk_to_world
+
+    shape = tuple(np.asarray(result.mask).shape)
+    image = _image_block(shape, ijk_to_world(volume_node))
+    prompt = prompt_block(image)
+    prompt["plan"] = plan_block(plan)
+    prompt["markers"] = markers_block(markers) if markers else None
+    prompt["options"] = {"refine": bool(refine)}
+    name = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
+    entry = make_entry("batch", image, prompt, window_block(normalization), model_of(engine, backend_spec),
+                       result_block(result.mask, scores=result.scores, slices=result.slices, snapshot=result.mask),
+                       segment_id=segment_id, segment_name=name, plane_axis=plan.axis, model_seconds=seconds,
+                       region="volume")
+    record = append_entry(None, entry)
+    set_record(segmentation_node, segment_id, record)
+    return record

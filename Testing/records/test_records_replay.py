@@ -68,13 +68,13 @@ def test_segment_2d_box_and_3d_points_replay_voxel_identical(tmp_path, capsys):
     (e,) = read_record(sidecar_path(out3d))["entries"]
     assert e["kind"] == "points" and e["plane"] == {"axis": 0, "name": "axial", "index": 11}
     assert [q["label"] for q in e["prompt"]["points"]] == [1, 1, 0]
-    # the recorded physical position is the voxel's: IJK (215, 160, 11) through the file's geometry
+    # the recorded physical position is the voxel's: IJK (108, 108, 11) through the file's geometry
     from medsamkit.geometry import VolumeGeometry
     from medsamkit.io import read_image
 
     g = VolumeGeometry.from_image(read_image(CT))
     np.testing.assert_allclose(e["prompt"]["points"][0]["ijk"], [108, 108, 11])
-    np.testing.assert_allclose(e["prompt"]["points"][0]["lps"], (g.ijk_to_lps @ [215, 160, 11, 1])[:3], atol=1e-9)
+    np.testing.assert_allclose(e["prompt"]["points"][0]["lps"], (g.ijk_to_lps @ [108, 108, 11, 1])[:3], atol=1e-9)
     assert e["window"]["label"] == "lung" and e["window"]["requested"] == "lung"
     text = replay_ok(sidecar_path(out3d), CT, tmp_path / "replay.nii.gz", capsys=capsys)
     assert "voxel-identical" in text

@@ -35,7 +35,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import Callable
 
-from ..errors import CheckpointError, MedSAMError
+from ..errors import CheckpointError, MedSAMError, OutputError
 from ..fast.artifacts import CacheDirError, cache_dir
 from .catalog import CatalogEntry, get_entry, load_catalog
 from .download_events import EventFn, JsonLines, TqdmBytes, default_events  # noqa: F401 (public here too)
@@ -91,7 +91,7 @@ def cached_path(kind: str, catalog: dict | None = None, events: EventFn | None =
                               f"{manual_instructions(entry)}") from exc
     try:
         _write_record(path, entry, source="found in the cache folder")
-    except OSError:
+    except (OSError, OutputError):  # io.atomic_output reports write failures as OutputError
         pass  # a read-only shared folder prepared by an administrator: verified now, verified again next time
     return path
 

@@ -66,10 +66,14 @@ def segment_snapshot(segmentation_node, segment_id: str, shape, ijk_to_target) -
     from .segments import SAME_LATTICE_ATOL
     from .volumes import matrix_to_numpy
 
-    image = slicer.vtkOrientedImageData()
-    if not slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
-            segmentation_node, segment_id, image):
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    # the shared layer itself, read without a copy (GetSegmentBinaryLabelmapRepresentation copies and
+    # extracts: ~25 ms on the bundled CT against ~1 ms here, which matters on a 0.1 s refinement click)
+    image = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()) \
+        if segment is not None else None
+    if image is None or not image.IsA("vtkOrientedImageData"):
         return None
+    label = segment.GetLabelValue()
     m = vtk.vtkMatrix4x4()
     image.GetImageToWorldMatrix(m)
     if not np.allclose(matrix_to_numpy(m), ijk_to_target, atol=SAME_LATTICE_ATOL):
@@ -84,7 +88,7 @@ def segment_snapshot(segmentation_node, segment_id: str, shape, ijk_to_target) -
     if np.any(hi <= lo):
         return out
     out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = arr[lo[0] - k0:hi[0] - k0, lo[1] - j0:hi[1] - j0,
-                                                     lo[2] - i0:hi[2] - i0] != 0
+                                                     lo[2] - i0:hi[2] - i0] == label
     return out
 
 

@@ -16,7 +16,7 @@ from .errors import InputError, MedSAMError
 
 # Modules that add sub-commands: each has add_parser(subparsers) setting func=run(args) -> int.
 COMMAND_MODULES: tuple[str, ...] = ("medsamkit.cli_volume", "medsamkit.cli_serve", "medsamkit.cli_train",
-                                  "medsamkit.cli_models")
+                                  "medsamkit.cli_models", "medsamkit.cli_records")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -81,6 +81,9 @@ def cmd_segment(args) -> int:
             write_mask(res.mask, out, reference=image, group=outputs)
         if args.overlay:
             write_overlay_png(res.display, res.slice_mask, args.overlay, box=args.box, group=outputs)
+    from .cli_records import record_slice_result  # issue 16: <out>.prompts.json
+
+    record_slice_result(args, out, image, backend, res, time.perf_counter() - t0)
     steps("written")
     print(f"mask: {out} ({int(res.slice_mask.sum())} pixels, predicted IoU {res.prediction.score:.3f}, "
           f"{model}, window {res.normalization.label}, {time.perf_counter() - t0:.2f} s)")

@@ -83,14 +83,20 @@ def _check_out(path: str, inputs=()) -> Path:
     return out
 
 
-def _write(mask, out: Path, image, name: str) -> None:
+def _write(mask, out: Path, image, name: str, record: "dict | None" = None) -> None:
     from .io import suffix_of, write_mask
+    from .records import TAG, record_tags
     from .segmentation_file import write_segmentation
 
     if suffix_of(out) == ".seg.nrrd":
-        write_segmentation(mask, out, image, [(1, name)])
+        tags = {1: {TAG: text} for text in record_tags(record).values()} if record else None  # issue 16
+        write_segmentation(mask, out, image, [(1, name)], tags=tags)
     else:
         write_mask(mask, out, reference=image)
+    if record:
+        from .cli_records import write_record_outputs
+
+        write_record_outputs(out, record)  # issue 16: <out>.prompts.json
 
 
 def _volume(path: str):
@@ -122,7 +128,11 @@ def cmd_markers(args) -> int:
         t0 = time.perf_counter()
         backend.set_volume(image.array, normalization=args.window, modality=image.modality, direction=image.direction)
         res = backend.segment_plan(plan, refine=args.refine, progress=tqdm_progress("markers"))
-    _write(res.mask, out, image, args.name)
+    from .cli_records import volume_record  # issue 16: the prompt record
+
+    record = volume_record("markers", args, image, backend, res, time.perf_counter() - t0, args.name, plan=plan,
+                           markers=markers, options={"refine": bool(args.refine), "margin_mm": args.margin})
+    _write(res.mask, out, image, args.name, record)
     for w in res.warnings:
         print(f"warning: {w}")
     print(f"segmentation: {out} ({len(markers)} lines on slices {plan.marked} along numpy axis {plan.axis}; "
@@ -151,7 +161,11 @@ def cmd_propagate(args) -> int:
         res = backend.propagate(args.slice, axis, box=args.box, points=points, point_labels=labels,
                                 progress=tqdm_progress("propagate"), margin_px=args.margin_px,
                                 score_threshold=args.threshold)
-    _write(res.mask, out, image, args.name)
+    from .cli_records import volume_record  # issue 16: the prompt record
+
+    record = volume_record("propagate", args, image, backend, res, time.perf_counter() - t0, args.name,
+                           options={"margin_px": args.margin, "score_threshold": args.threshold})
+    _write(res.mask, out, image, args.name, record)
     for w in res.warnings:
         print(f"warning: {w}")
     print(f"segmentation: {out} (slices {res.slices[0]}..{res.slices[-1]} along numpy axis {axis}, "

@@ -70,7 +70,8 @@ def test_one_case_dev_ct(ctx, tmp_path):
     d, written = _dice_read_back(ctx, out, CT, CT_LABEL)
     assert sorted(set(np.nonzero(written)[0])) == [10, 11, 12]
     assert d > 0.75, d  # measured 0.820 (same as the in-scene marker run)
-    assert [p.name for p in out.parent.iterdir()] == ["ct.seg.nrrd"]  # no temporary left behind
+    # no temporary left behind; the prompt record's sidecar (issue 16) is written next to the result
+    assert sorted(p.name for p in out.parent.iterdir()) == ["ct.seg.nrrd", "ct.seg.nrrd.prompts.json"]
 
 
 def test_list_of_three_with_one_bad_case(ctx, tmp_path, test_data):

@@ -157,7 +157,8 @@ class RemoteBackend(Backend):
         v = self.version
         return BackendInfo(kind=v["models"][0], device=v["device"], package_version=v["package"], remote=True,
                            url=self.url, api_version=v["api"],
-                           extra={"model_id": v.get("model_id"), "engine": v.get("engine")})
+                           extra={"model_id": v.get("model_id"), "engine": v.get("engine"),
+                                  "weights_sha256": v.get("weights_sha256"), "adapter": v.get("adapter")})
 
     def set_image(self, image, normalization="auto", modality=None) -> ImageInfo:
         arr = validate_image(image)  # fail here, before uploading anything

@@ -195,10 +195,19 @@ def run_case(backend, ctx, case: Case, args, progress=None) -> CaseReport:
         volume = array_from_volume(volume_node)
         norm = NormalizationCache().resolve(volume_node, volume, case.window or args.window)
         backend.set_volume(volume, normalization=norm)  # the plan names numpy axes: no plane names to resolve
+        t_model = time.perf_counter()
         result = backend.segment_plan(plan, refine=args.refine, progress=progress)
+        t_model = time.perf_counter() - t_model
         seg_node, segment_id = new_segmentation(ctx, volume_node, Path(case.out).name.split(".")[0], args.segment_name)
         set_segment_from_array(seg_node, segment_id, result.mask, volume_node)
+        from medsamkit.mrml.records import record_batch_result  # issue 16: the prompt record (segment tag)
+
+        record = record_batch_result(seg_node, segment_id, volume_node, plan, result, norm, backend, t_model,
+                                     refine=args.refine, backend_spec=args.backend)
         save_segmentation(ctx, seg_node, case.out, atomic_output)
+        from medsamkit.records import write_sidecar
+
+        write_sidecar(case.out, record)  # issue 16: <out>.prompts.json
         dice = None
         if case.reference:
             ref = array_from_volume(load_volume(ctx, case.reference, "reference", labelmap=True)) > 0

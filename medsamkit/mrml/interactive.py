@@ -103,6 +103,9 @@ class Result:
     prediction: Prediction | None = None   # slice runs: for the next refinement
     warnings: list = field(default_factory=list)
     summary: str = ""
+    model: dict | None = None              # issue 16: what made it (medsamkit.records model block)
+    scores: dict = field(default_factory=dict)   # 3D runs: slice -> predicted IoU
+    slices: list = field(default_factory=list)   # 3D runs: the slices segmented
 
 
 def read_view(volume_node, slice_to_ras) -> tuple[object, ViewSlice]:
@@ -187,7 +190,8 @@ def run_request(session, request, progress: ProgressFn = None, cancel: CancelFn 
         pred = _merge_correction(request, session.segment_view(request, cancel=cancel))
         placement = place_slice_mask(pred.mask, p.view, request.ijk_to_target)
         return Result(request, placement, time.perf_counter() - t0, prediction=pred,
-                      summary=f"slice {p.view.index}: {int(pred.mask.sum())} pixels, predicted IoU {pred.score:.2f}")
+                      summary=f"slice {p.view.index}: {int(pred.mask.sum())} pixels, predicted IoU {pred.score:.2f}",
+                      model=_model_of(engine))
     if request.kind == "markers":
         seg = session.segment_plan(request.volume, request.plan, request.normalization, refine=request.refine,
                                    progress=progress, cancel=cancel, volume_key=request.volume_key)
@@ -198,7 +202,18 @@ def run_request(session, request, progress: ProgressFn = None, cancel: CancelFn 
                                 cancel=cancel, volume_key=request.volume_key)
     placement = place_volume_mask(seg.mask, request.ijk_to_target, seg.axis, seg.slices)
     return Result(request, placement, time.perf_counter() - t0, warnings=list(seg.warnings),
-                  summary=f"{len(seg.slices)} slices, {int(seg.mask.sum())} voxels")
+                  summary=f"{len(seg.slices)} slices, {int(seg.mask.sum())} voxels", model=_model_of(engine),
+                  scores=dict(seg.scores), slices=list(seg.slices))
+
+
+def _model_of(engine) -> "dict | None":
+    """Issue 16: the model block for the result's prompt record (never fails a result)."""
+    try:
+        from .records import model_of
+
+        return model_of(engine)
+    except Exception:  # an engine without model information (a test double): the record says "unknown"
+        return None
 
 
 def _merge_correction(request: SliceRequest, pred):
@@ -225,8 +240,13 @@ def _merge_correction(request: SliceRequest, pred):
 
 
 def apply_result(target: SegmentTarget, result: Result, mode: str = "replace") -> WriteReport:
-    """Main thread: write a result into the selected segment as one undo step."""
-    return write_mask(target, result.placement, mode)
+    """Main thread: write a result into the selected segment as one undo step (its prompt record entry,
+    medsamkit.mrml.records, is written in the same step: Undo removes both)."""
+    report = write_mask(target, result.placement, mode)
+    from .records import record_result
+
+    record_result(target, result, mode)  # issue 16
+    return report
 
 
 @dataclass

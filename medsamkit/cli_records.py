@@ -1,0 +1,177 @@
+"""``medsamkit replay`` and ``medsamkit report``, and the hooks that record CLI results.
+
+Hooks (one call each in cli.py / cli_volume.py): :func:`record_slice_result` for ``segment`` (a JSON
+sidecar next to the mask), :func:`volume_record` + :func:`write_record_outputs` for ``markers`` and
+``propagate`` (the record goes into the ``.seg.nrrd`` segment tags and into the sidecar).
+
+    medsamkit replay lesion.seg.nrrd --volume CT.nii.gz --out replay.seg.nrrd [--model sam_vit_b --checkpoint F]
+    medsamkit report --case lesion.seg.nrrd CT.nii.gz [--case ...] --out-dir report/
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .errors import InputError
+from .records import (append_entry, geometry_of, make_entry, markers_block, model_block, plan_block, prompt_block,
+                      prompt_kind, result_block, window_block, write_sidecar)
+
+
+def _backend_spec(args) -> str:
+    return getattr(args, "backend", None) or "local"
+
+
+def record_slice_result(args, out, image, backend, res, seconds: float, segment_name: str = "Segment_1") -> dict:
+    """``segment``: record one box/points result (``res``: segment.SegmentResult) in ``<out>.prompts.json``."""
+    t0 = time.perf_counter()
+    geom = geometry_of(image)
+    axis = res.axis if image.is_3d else None
+    points = [p[:2] for p in args.point] if args.point else None
+    labels = [int(p[2]) for p in args.point] if args.point else None
+    prompt = prompt_block(geom, axis, res.slice_index, args.box, points, labels)
+    entry = make_entry(prompt_kind(args.box, points), geom, prompt, window_block(res.normalization, args.window),
+                       model_block(backend, _backend_spec(args)), result_block(res.slice_mask, snapshot=res.mask),
+                       segment_id="Segment_1", segment_name=segment_name, plane_axis=axis, plane_index=res.slice_index,
+                       model_seconds=seconds, region="slice" if image.is_3d else "volume")
+    record = append_entry(None, entry)
+    write_sidecar(out, record)
+    record["overhead_s"] = time.perf_counter() - t0  # not stored: for the benchmark
+    return record
+
+
+def volume_record(kind: str, args, image, backend, res, seconds: float, segment_name: str, plan=None,
+                  markers=None, options: dict | None = None, segment_id: str = "Segment_1") -> dict:
+    """``markers`` / ``propagate`` (and batch): the record of one 3D run (``res``: VolumeSegmentation)."""
+    geom = geometry_of(image)
+    if plan is not None:
+        prompt = prompt_block(geom)
+        prompt["plan"] = plan_block(plan)
+        prompt["markers"] = markers_block(markers) if markers else None
+        axis, index = plan.axis, None
+    else:
+        points = [p[:2] for p in args.point] if getattr(args, "point", None) else None
+        labels = [int(p[2]) for p in args.point] if getattr(args, "point", None) else None
+        axis, index = res.axis, int(args.slice)
+        prompt = prompt_block(geom, axis, index, args.box, points, labels)
+    prompt["options"] = {k: v for k, v in (options or {}).items() if v is not None}
+    entry = make_entry(kind, geom, prompt, window_block(res.normalization, getattr(args, "window", None))
+                       if res.normalization is not None else {"mode": "none"},
+                       model_block(backend, _backend_spec(args)),
+                       result_block(res.mask, scores=res.scores, slices=res.slices, snapshot=res.mask),
+                       segment_id=segment_id, segment_name=segment_name, plane_axis=axis, plane_index=index,
+                       model_seconds=seconds, region="volume")
+    return append_entry(None, entry)
+
+
+def write_record_outputs(out, record: dict) -> Path:
+    """The sidecar next to ``out`` (the .seg.nrrd itself carries the record in its segment tags)."""
+    return write_sidecar(out, record)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# replay / report commands
+# ---------------------------------------------------------------------------------------------------------
+def add_parser(subparsers) -> None:
+    from .backend.cli_options import add_backend_options
+    from .cli import _add_model_options
+
+    p = subparsers.add_parser("replay", help="re-run the prompts recorded with a result (same or another model)")
+    p.add_argument("record", help=".seg.nrrd written by medsamkit (record in its segment tags) or a .prompts.json")
+    p.add_argument("--volume", required=True, help="the image/volume the record was made on")
+    p.add_argument("--out", required=True, help="output .seg.nrrd (3D) or .nii.gz/.nrrd/.png")
+    p.add_argument("--against", default=None, metavar="SEG",
+                   help="compare with this segmentation (default: the model's recorded result)")
+    _add_model_options(p)
+    add_backend_options(p)
+    p.set_defaults(func=cmd_replay, engine=None)
+
+    p = subparsers.add_parser("report", help="annotation report (CSV + HTML): interactions, time, manual edits, "
+                              "slices to review")
+    p.add_argument("--case", nargs=2, action="append", required=True, metavar=("SEG", "VOLUME"),
+                   help="a .seg.nrrd (with its record) and the volume it was made on (repeatable)")
+    p.add_argument("--out-dir", required=True, help="folder for report.csv, review.csv and report.html")
+    p.add_argument("--top", type=float, default=0.2, help="share of slices flagged for review (default 0.2)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_replay(args) -> int:
+    import numpy as np
+
+    from .backend import is_remote_spec
+    from .io import read_image, suffix_of, write_mask
+    from .progress import tqdm_progress
+    from .records import read_record, record_tags
+    from .replay import dice_table, format_table, open_replay_backend, recorded_segments, replay
+    from .segmentation_file import write_segmentation
+
+    out = Path(args.out)
+    if suffix_of(out) not in (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".png"):
+        raise InputError(f"--out must end in .seg.nrrd, .nii.gz, .nii, .nrrd, .mha or .png (got '{out.name}').")
+    record = read_record(args.record)
+    image = read_image(args.volume)
+    remote = {}
+    if is_remote_spec(args.backend):
+        if args.model or args.checkpoint or args.adapter:
+            raise InputError("--model/--checkpoint/--adapter choose a local model; with --backend URL the server's "
+                             "model is used.")
+        remote = {"token_file": args.server_token_file, "timeout": args.server_timeout}
+    backend, model = open_replay_backend(record, args.backend, args.model, args.checkpoint, args.adapter,
+                                         args.device, getattr(args, "engine", None), **remote)
+    with backend:
+        result = replay(backend, record, image, model, progress=tqdm_progress("replay"))
+    if args.against:
+        original = _segments_of(args.against)
+    else:
+        original = recorded_segments(record)
+        if not original and str(args.record).lower().endswith(".seg.nrrd"):
+            original = _segments_of(args.record)
+    seg_ids = list(result.segments)
+    if suffix_of(out) == ".seg.nrrd":
+        labels = np.zeros(result.segments[seg_ids[0]].shape, np.uint8)
+        for n, sid in enumerate(seg_ids, 1):  # later segments overwrite earlier ones (Slicer's default)
+            labels[result.segments[sid] > 0] = n
+        tags = record_tags(result.record)
+        write_segmentation(labels, out, image, [(n, result.names[s]) for n, s in enumerate(seg_ids, 1)],
+                           tags={n: {"MedSAM.PromptRecord": tags[s]} for n, s in enumerate(seg_ids, 1)},
+                           segment_ids=seg_ids)
+    else:
+        write_mask(result.segments[seg_ids[0]], out, reference=image if image.is_3d else None)
+    write_sidecar(out, result.record)
+    rows = dice_table(result, original)
+    print(format_table(rows))
+    same = "voxel-identical to the record" if result.all_identical else "different from the record"
+    print(f"replayed {len(result.entries)} entries in {result.seconds:.1f} s on {model['kind']} "
+          f"({model.get('engine')}, {model.get('backend')}): {same}; written {out}")
+    return 0
+
+
+def _segments_of(path) -> dict:
+    """{segment ID: mask} of a .seg.nrrd (single- or multi-layer) or {"Segment_1": mask} of a label file."""
+    import SimpleITK as sitk
+    import numpy as np
+
+    img = sitk.ReadImage(str(path))
+    arr = sitk.GetArrayFromImage(img)
+    keys = set(img.GetMetaDataKeys())
+    out, n = {}, 0
+    while f"Segment{n}_ID" in keys:
+        value = int(img.GetMetaData(f"Segment{n}_LabelValue")) if f"Segment{n}_LabelValue" in keys else 1
+        layer = int(img.GetMetaData(f"Segment{n}_Layer")) if f"Segment{n}_Layer" in keys else 0
+        data = arr[..., layer] if arr.ndim == 4 else arr
+        out[img.GetMetaData(f"Segment{n}_ID")] = (data == value).astype(np.uint8)
+        n += 1
+    return out or {"Segment_1": (arr > 0).astype(np.uint8)}
+
+
+def cmd_report(args) -> int:
+    from .records import read_record
+    from .report import CaseInput, write_report
+
+    cases = []
+    for seg, volume in args.case:
+        cases.append(CaseInput(name=Path(seg).name.split(".")[0], record=read_record(seg),
+                               final=_segments_of(seg), volume_path=volume))
+    paths = write_report(cases, args.out_dir, top=args.top)
+    for p in paths:
+        print(f"written {p}")
+    return 0

@@ -74,6 +74,19 @@ class DicomSeries:
         except ValueError:
             return None
 
+    def _damaged_file(self) -> "Path | None":
+        """The first file whose pixels cannot be decoded (to name it in the error)."""
+        import SimpleITK as sitk
+
+        n_pixels = self.geometry.shape[1] * self.geometry.shape[2]
+        for f in self.files:
+            try:
+                if sitk.GetArrayFromImage(sitk.ReadImage(str(f))).size != n_pixels:
+                    return f
+            except RuntimeError:
+                return f
+        return None
+
     def read(self) -> ImageData:
         """The volume as :class:`medsamkit.io.ImageData` (array [k, j, i], LPS geometry from the headers)."""
         import SimpleITK as sitk
@@ -83,8 +96,8 @@ class DicomSeries:
         try:
             img = reader.Execute()
         except RuntimeError as exc:
-            raise InputError(f"Cannot read the pixels of {self.description} (first file {self.files[0]}): "
-                             f"{str(exc).strip().splitlines()[-1][:200]}") from exc
+            raise InputError(f"Cannot read the pixels of {self.description}: {self._damaged_file() or self.files[0]} "
+                             f"is damaged ({str(exc).strip().splitlines()[-1][:160]}). Export the series again.") from exc
         arr = sitk.GetArrayFromImage(img)
         if arr.shape != tuple(self.geometry.shape):
             raise InputError(f"{self.description}: pixel data of shape {arr.shape} does not match the headers "
@@ -146,6 +159,8 @@ def index_folder(folder: "str | os.PathLike") -> FolderIndex:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=None)
             sop_class = str(ds.get("SOPClassUID", ""))
+            if not sop_class or "SOPInstanceUID" not in ds:  # pydicom stops quietly at a truncated file's end
+                raise EOFError("the header ends before the SOP Class/Instance UID (truncated file?)")
         except Exception as exc:  # pydicom raises many types for damaged files
             index.corrupt[path] = f"{type(exc).__name__}: {str(exc)[:160]}"
             continue

@@ -153,8 +153,10 @@ def read_report(path: "str | os.PathLike") -> MeasurementReport:
         ds = pydicom.dcmread(path)
         content = ds.get("ContentSequence")
         modality = str(ds.get("Modality", ""))
+        if content is None and modality == "SR":  # pydicom stops quietly at the end of a truncated file
+            raise EOFError("the document content is missing (truncated file?)")
     except Exception as exc:  # damaged files raise many types inside pydicom
-        raise InputError(f"{path}: cannot read it as DICOM ({type(exc).__name__}: {str(exc)[:160]}). Is the file "
+        raise InputError(f"{path}: cannot read this SR file ({type(exc).__name__}: {str(exc)[:160]}). Is the file "
                          "complete? Export the structured report again from the PACS.") from exc
     if modality != "SR" or content is None:
         raise InputError(f"{path} is not a DICOM structured report (Modality '{modality}'); give the SR that holds "

@@ -106,17 +106,19 @@ def find_sr(folder: Path) -> Path:
 def _one_sr(index) -> Path:
     from .dicom.sr import read_report
 
-    reports = []
+    reports, problems = [], []
     for path in index.sr_files:
         try:
             read_report(path)
-        except InputError:
-            continue  # a key-object note, a dose report, ...: not a measurement report
+        except InputError as exc:  # a key-object note, a dose report, a damaged file
+            problems.append(str(exc))
+            continue
         reports.append(path)
     if not reports:
-        broken = "".join(f"; damaged DICOM file {p}" for p in list(index.corrupt)[:3])
-        raise InputError(f"{index.folder} holds no DICOM SR measurement report (TID 1500){broken}. Export the RECIST "
-                         "measurements with the images, or give the SR with --sr FILE.")
+        seen = problems + [f"damaged DICOM file {p}" for p in list(index.corrupt)[:3]]
+        raise InputError(f"{index.folder} holds no usable DICOM SR measurement report (TID 1500)"
+                         + (f" ({'; '.join(seen)})" if seen else "") + ". Export the RECIST measurements with the "
+                         "images, or give the SR with --sr FILE.")
     if len(reports) > 1:
         raise InputError(f"{index.folder} holds {len(reports)} measurement reports ({', '.join(str(p) for p in reports)}); "
                          "choose one with --sr FILE.")

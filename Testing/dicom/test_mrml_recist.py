@@ -68,3 +68,22 @@ def test_errors_leave_the_scene_unchanged(ctx, dicom_volume):
         load_sr_lines(ctx.scene, folder / "sr.dcm", node)
     assert "lesion 'T1'" in str(err.value) and str(folder / "sr.dcm") in str(err.value)
     assert ctx.scene.GetNumberOfNodes() == n_before
+
+
+def test_headless_batch_runs_recist(tmp_path):
+    """`batch.py -- recist ...` (as Slicer --python-script runs it) is the CLI command: a study whose SR refers
+    to images that are not in its folder fails with the message naming the SR, before any model loads."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    image, label = sample_case()
+    write_study(tmp_path / "elsewhere", image, label, every=2, extra_series=False)
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "sr.dcm").write_bytes((tmp_path / "elsewhere" / "sr.dcm").read_bytes())
+    batch = Path(__file__).resolve().parents[2] / "medsamkit" / "mrml" / "batch.py"
+    res = subprocess.run([sys.executable, str(batch), "--", "recist", str(tmp_path / "study"), "--out",
+                          str(tmp_path / "out"), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "medsamkit recist: error:" in res.stderr and str(tmp_path / "study" / "sr.dcm") in res.stderr
+    assert not (tmp_path / "out").exists()

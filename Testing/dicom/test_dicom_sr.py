@@ -232,3 +232,32 @@ def test_marker_names_survive_as_axis_concepts(study, tmp_path):
     with pytest.raises(InputError, match="not within one slice"):
         write_linear_report([("T9", [off])], series, tmp_path / "x.dcm")
     assert not (tmp_path / "x.dcm").exists()
+
+
+def test_dcmjs_ohif_bidirectional_report_reads_back_to_the_voxel(tmp_path):
+    """An SR written by dcmjs (OHIF/Cornerstone's DICOM library, npm) through its Cornerstone 'Bidirectional'
+    measurement adapter - the way a reader's RECIST measurement in OHIF reaches PACS. The stored file
+    (Testing/Data/dicom, made by dcmjs_bidirectional.js) refers to the sample CT written with fixed UIDs."""
+    from medsamkit.geometry import VolumeGeometry
+    from medsamkit.reader import simulate_markers
+
+    from medsamkit.dicom.export import write_image_series
+
+    image, label = sample_case()
+    write_image_series(image, tmp_path / "ct", "CT", uid_seed="medsamkit-dcmjs-fixture", patient_id="P1")
+    (tmp_path / "ct" / "sr.dcm").write_bytes((DICOM_DATA / "dcmjs_bidirectional_sr.dcm").read_bytes())
+    index = index_folder(tmp_path / "ct")
+    (sr_path,) = index.sr_files
+    report = read_report(sr_path)
+    check_has_lines(report)
+    (les,) = report.lesions  # one tracking identifier for all of the tool's measurements: one lesion
+    assert les.name == "cornerstoneTools@^4.0.0:Bidirectional"
+    assert les.finding == ("108369006", "SCT", "Neoplasm")
+    assert les.finding_site == ("39607008", "SCT", "Lung")  # written under the old SRT concept G-C0E3
+    series = select_series(report, index)
+    back = lesion_markers(les, series, report.path)
+    expected = simulate_markers(label, VolumeGeometry.from_image(image), axis=0, every=1)
+    assert len(back) == len(expected) == 6
+    for a, b in zip(expected, back):
+        np.testing.assert_allclose(a.start_ras, b.start_ras, atol=1e-3)
+        np.testing.assert_allclose(a.end_ras, b.end_ras, atol=1e-3)

@@ -25,11 +25,13 @@ _STORAGE = {"CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4"
 def write_image_series(image: ImageData, folder: "str | os.PathLike", modality: str = "CT",
                        patient_id: str = "ANON", study_uid: str | None = None, series_uid: str | None = None,
                        frame_of_reference: str | None = None, series_number: int = 1,
-                       description: str = "medsamkit export", file_order=None) -> list[Path]:
+                       description: str = "medsamkit export", file_order=None,
+                       uid_seed: str | None = None) -> list[Path]:
     """Write one file per slice into ``folder`` -> the paths, in slice order.
 
     file_order: optional permutation of the slice indices used to *name* the files (tests use it to
-    check that nothing depends on file order). Raises InputError for a non-3D image or a modality
+    check that nothing depends on file order). uid_seed: derive every UID from this text (the same
+    series gets the same UIDs on every run, so a stored SR can refer to it). Raises InputError for a non-3D image or a modality
     other than CT/MR.
     """
     pydicom, _ = require_dicom()
@@ -53,16 +55,19 @@ def write_image_series(image: ImageData, folder: "str | os.PathLike", modality: 
     direction = np.asarray(image.direction, dtype=float).reshape(3, 3)
     spacing = np.asarray(image.spacing, dtype=float)
     origin = np.asarray(image.origin, dtype=float)
-    study_uid = study_uid or generate_uid()
-    series_uid = series_uid or generate_uid()
-    frame_of_reference = frame_of_reference or generate_uid()
+    def uid(*parts):
+        return generate_uid(entropy_srcs=[uid_seed, *map(str, parts)]) if uid_seed else generate_uid()
+
+    study_uid = study_uid or uid("study")
+    series_uid = series_uid or uid("series", series_number)
+    frame_of_reference = frame_of_reference or uid("for")
     now = datetime.datetime(2024, 1, 1, 12, 0, 0)
     order = list(range(arr.shape[0])) if file_order is None else [int(n) for n in file_order]
     paths = []
     for k in range(arr.shape[0]):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = _STORAGE[modality]
-        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.MediaStorageSOPInstanceUID = uid("sop", series_number, k)
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         path = folder / f"IM{order[k]:05d}.dcm"

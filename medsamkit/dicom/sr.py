@@ -319,6 +319,9 @@ def select_series(report: MeasurementReport, index, series_uid: str | None = Non
             return index.series[best]
         broken = [str(p) for p in index.corrupt]
         hint = f" {len(broken)} damaged DICOM file(s) could not be read: {', '.join(broken[:3])}." if broken else ""
+        if index.multiframe:
+            hint += (f" {len(index.multiframe)} multi-frame (enhanced) image file(s) were found; only single-frame "
+                     "series are read so far: convert them to single-frame images (e.g. dcmtk's dcmconv/emf2sf).")
         raise InputError(f"{report.path}: its lines refer to {len(refs)} image(s) (e.g. {sorted(refs)[0]}) that are "
                          f"not in {index.folder} ({index.summary()}).{hint} Export the measured series together "
                          "with the SR.")

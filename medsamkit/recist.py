@@ -291,7 +291,7 @@ def write_study(out_dir: "str | os.PathLike", study: Study, results: list, model
     lesion's error). Raises InputError when ``out_dir`` exists and is not a finished study of ours.
     """
     from .dicom.seg import SegmentSpec, write_seg
-    from .dicom.sr import write_volume_report
+    from .dicom.sr_write import write_volume_report
     from .io import write_mask
     from .segmentation_file import write_segmentation
 

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from dicom_fixtures import REPO, run_tool, sample_case, tool, write_study
+from dicom_fixtures import run_tool, sample_case, tool, write_study
 
 pytest.importorskip("highdicom")
 import SimpleITK as sitk  # noqa: E402

@@ -224,7 +224,7 @@ def test_dcmqi_tid1500writer_report_is_read(study, tmp_path):
 
 
 def test_marker_names_survive_as_axis_concepts(study, tmp_path):
-    from medsamkit.dicom.sr import write_linear_report
+    from medsamkit.dicom.sr_write import write_linear_report
 
     _, _, series, markers = study
     m = markers[0]

@@ -68,7 +68,7 @@ def test_cli_two_studies_errors_resume(tmp_path, capsys):
     good, bad = tmp_path / "studies" / "good", tmp_path / "studies" / "bad"
     series, markers = write_study(good, image, label, every=2,
                                   lesions=None)
-    from medsamkit.dicom.sr import write_linear_report
+    from medsamkit.dicom.sr_write import write_linear_report
 
     one_slice = [m for m in markers if m.name.endswith("_10")]
     write_linear_report([("T1", markers), ("T2-one-slice", one_slice), ("T3-off", [_off_volume_marker(image)])],

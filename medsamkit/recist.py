@@ -158,8 +158,10 @@ def plan_lesion(lesion, series, sr_path, options: RecistOptions) -> LesionPlan:
 
     item = LesionPlan(lesion)
     try:
-        item.markers = lesion_markers(lesion, series, sr_path)
+        notes: list = []
+        item.markers = lesion_markers(lesion, series, sr_path, notes)
         item.plan = boxes_from_markers(item.markers, series.geometry, margin_mm=options.margin_mm)
+        item.plan.warnings[:0] = notes
     except InputError as exc:
         msg = str(exc)
         where = f"{sr_path}, lesion '{lesion.name}'"

@@ -261,3 +261,24 @@ def test_dcmjs_ohif_bidirectional_report_reads_back_to_the_voxel(tmp_path):
     for a, b in zip(expected, back):
         np.testing.assert_allclose(a.start_ras, b.start_ras, atol=1e-3)
         np.testing.assert_allclose(a.end_ras, b.end_ras, atol=1e-3)
+
+
+def test_degenerate_line_beside_valid_ones_is_left_out_with_a_warning(study, tmp_path):
+    """The simulated reader on BraTS gives a one-pixel first slice (both axes one point): the lesion keeps
+    its valid lines and says which one was left out."""
+    _, _, series, markers = study
+    header = series.headers[10]
+    src = hd.sr.SourceImageForRegion(header.SOPClassUID, header.SOPInstanceUID)
+    ijk = series.geometry.ras_to_ijk_points([markers[0].start_ras, markers[0].end_ras])
+    good = hd.sr.CoordinatesForMeasurement("POLYLINE", (ijk[:, :2] + 0.5).astype(np.float32), src)
+    same = hd.sr.CoordinatesForMeasurement("POLYLINE", np.array([[50, 60], [50, 60]], np.float32), src)
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="T1"),
+        measurements=[hd.sr.Measurement(codes.SCT.LongAxis, 10.0, codes.UCUM.Millimeter, referenced_coordinates=[good]),
+                      hd.sr.Measurement(codes.SCT.ShortAxis, 0.0, codes.UCUM.Millimeter, referenced_coordinates=[same])])
+    path = _report(tmp_path / "mixed.dcm", [group], series)
+    (les,) = read_report(path).lesions
+    notes = []
+    (m,) = lesion_markers(les, series, path, notes)
+    np.testing.assert_allclose(m.start_ras, markers[0].start_ras, atol=1e-3)
+    assert len(notes) == 1 and "Short axis 1" in notes[0] and "same point" in notes[0] and str(path) in notes[0]

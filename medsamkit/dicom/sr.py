@@ -263,7 +263,7 @@ def line_lps(line: SRLine, series, report_path, lesion_name: str) -> np.ndarray:
 
     where = f"{report_path}, lesion '{lesion_name}', line '{line.name}'"
     if line.n_points < 2:
-        raise InputError(f"{where}: has {line.n_points} point(s); a linear measurement needs 2 end points. Measure "
+        raise DegenerateLine(f"{where}: has {line.n_points} point(s); a linear measurement needs 2 end points. Measure "
                          "the axis again as a line (or remove the point from the report).")
     if line.lps is not None:
         if line.frame_of_reference and series.frame_of_reference and line.frame_of_reference != series.frame_of_reference:
@@ -278,22 +278,39 @@ def line_lps(line: SRLine, series, report_path, lesion_name: str) -> np.ndarray:
                              f"slice of {series.description}. Export the series the lines were measured on with the SR.")
         pts = image_point_to_lps(series.headers[k], line.image_xy[:2])
     if np.linalg.norm(pts[1] - pts[0]) < 1e-6:
-        raise InputError(f"{where}: both end points are the same point; a linear measurement needs two. Measure the "
+        raise DegenerateLine(f"{where}: both end points are the same point; a linear measurement needs two. Measure the "
                          "axis again.")
     return pts
 
 
-def lesion_markers(lesion: SRLesion, series, report_path) -> list:
-    """The lesion's lines as :class:`medsamkit.markers.Marker` (RAS mm) on ``series``; see :func:`line_lps`."""
+class DegenerateLine(InputError):
+    """A "line" with one point, or two equal points."""
+
+
+def lesion_markers(lesion: SRLesion, series, report_path, warnings: list | None = None) -> list:
+    """The lesion's lines as :class:`medsamkit.markers.Marker` (RAS mm) on ``series``; see :func:`line_lps`.
+
+    A degenerate line (one point, two equal points) beside valid lines is left out and said in
+    ``warnings`` (a reader's slip must not cost the lesion); when no valid line remains, or on any
+    other problem, InputError.
+    """
     from ..markers import Marker
 
     if not lesion.lines:
         raise InputError(f"{report_path}, lesion '{lesion.name}': has no linear measurement (only other items); "
                          "nothing to segment.")
-    markers = []
+    markers, skipped = [], []
     for line in lesion.lines:
-        lps = line_lps(line, series, report_path, lesion.name)
+        try:
+            lps = line_lps(line, series, report_path, lesion.name)
+        except DegenerateLine as exc:
+            skipped.append(exc)
+            continue
         markers.append(Marker(LPS_TO_RAS @ lps[0], LPS_TO_RAS @ lps[1], f"{lesion.name}: {line.name}"))
+    if not markers:
+        raise skipped[0]
+    if warnings is not None:
+        warnings.extend(f"{exc} Left out; the other lines were used." for exc in skipped)
     return markers
 
 

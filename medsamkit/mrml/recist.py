@@ -68,11 +68,12 @@ def _markers_by_instance_uids(lesion, sr_path, volume_node) -> list:
 
     uids = (volume_node.GetAttribute(INSTANCE_UIDS_ATTRIBUTE) or "").split()
     geometry = volume_geometry(volume_node)
-    markers = []
+    markers, skipped = [], []
     for line in lesion.lines:
         where = f"{sr_path}, lesion '{lesion.name}', line '{line.name}'"
         if line.n_points < 2:
-            raise InputError(f"{where}: has {line.n_points} point(s); a linear measurement needs 2 end points.")
+            skipped.append(InputError(f"{where}: has {line.n_points} point(s); a linear measurement needs 2 end points."))
+            continue
         if line.lps is not None:
             ras = (LPS_TO_RAS @ line.lps[:2].T).T
         else:
@@ -87,8 +88,11 @@ def _markers_by_instance_uids(lesion, sr_path, volume_node) -> list:
             ijk = np.column_stack([line.image_xy[:2] - 0.5, [k, k]])
             ras = geometry.ijk_to_ras_points(ijk)
         if np.linalg.norm(ras[1] - ras[0]) < 1e-6:
-            raise InputError(f"{where}: both end points are the same point; a linear measurement needs two.")
+            skipped.append(InputError(f"{where}: both end points are the same point; a linear measurement needs two."))
+            continue
         markers.append(Marker(ras[0], ras[1], f"{lesion.name}: {line.name}"))
+    if not markers:  # a degenerate line beside valid ones is left out (as medsamkit.dicom.sr.lesion_markers)
+        raise skipped[0]
     return markers
 
 

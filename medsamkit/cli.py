@@ -16,7 +16,7 @@ from .errors import InputError, MedSAMError
 
 # Modules that add sub-commands: each has add_parser(subparsers) setting func=run(args) -> int.
 COMMAND_MODULES: tuple[str, ...] = ("medsamkit.cli_volume", "medsamkit.cli_serve", "medsamkit.cli_train",
-                                  "medsamkit.cli_models", "medsamkit.cli_records")
+                                  "medsamkit.cli_models", "medsamkit.cli_records", "medsamkit.cli_recist")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:

@@ -45,6 +45,12 @@ class MarkerPanel:
         layout.addRow(buttons)
         layout.addRow("Box margin:", self.marginSpinBox)
         layout.addRow(self.refineCheckBox)
+        # RECIST measurements from a DICOM SR -> marker lines to edit before Run (medsamkit.mrml.recist)
+        self.loadSRButton = qt.QPushButton("Load measurements from DICOM SR...")
+        self.loadSRButton.setToolTip("Turn the long/short-axis lines of a TID 1500 measurement report into marker "
+                                     "lines on the selected volume; edit them, then Run.")
+        self.loadSRButton.connect("clicked()", self.onLoadSR)
+        layout.addRow(self.loadSRButton)
 
     def updateGUIFromMRML(self, mode):
         p = self.effect.scriptedEffect
@@ -115,6 +121,27 @@ class MarkerPanel:
             return
         refine = self.effect.scriptedEffect.integerParameter(MARKER_REFINE) != 0
         self.effect.guarded(lambda: self.effect.submitPlan(self.plan(), refine))
+
+    def onLoadSR(self):
+        path = qt.QFileDialog.getOpenFileName(None, "DICOM SR with RECIST measurements", "", "DICOM (*.dcm *);;All (*)")
+        if not path:
+            return
+
+        def load():
+            import os
+
+            from medsamkit.mrml.recist import INSTANCE_UIDS_ATTRIBUTE, load_sr_lines
+
+            volume, _, _ = self.effect.nodes()
+            study = None if volume.GetAttribute(INSTANCE_UIDS_ATTRIBUTE) else os.path.dirname(path)
+            lesions = load_sr_lines(slicer.mrmlScene, path, volume, study_dir=study)
+            n = sum(len(v) for v in lesions.values())
+            more = (" Run segments all marker lines as one lesion: delete the other lesions' lines first, or "
+                    "use 'medsamkit recist' for every lesion at once.") if len(lesions) > 1 else ""
+            self.effect.setStatus(f"Loaded {n} line(s) of lesion(s) {', '.join(lesions)}; edit them, then Run.{more}")
+            self.updateCount()
+
+        self.effect.guarded(load)
 
     def onClear(self):
         for node in self.lines():

@@ -5,6 +5,7 @@ Runs the same way inside Slicer and in plain Python with slicer-core installed::
     Slicer --no-main-window --python-script medsamkit/mrml/batch.py -- --volume CT.nrrd --markers L.mrk.json --out L.seg.nrrd
     python medsamkit/mrml/batch.py --volume CT.nrrd --markers L.mrk.json --out L.seg.nrrd
     python -m medsamkit.mrml.batch --cases cases.csv   # columns: volume, markers, boxes, out, reference, window
+    Slicer --no-main-window --python-script medsamkit/mrml/batch.py -- recist STUDY_DIR --out OUT_DIR  # DICOM SR -> SEG
 
 Files are read and written with Slicer's own logic: volumes by ``vtkSlicerVolumesLogic``, markers by
 ``vtkSlicerMarkupsLogic`` (a plain JSON list of lines is read by :mod:`medsamkit.markers`), the result
@@ -257,6 +258,10 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" in argv:  # Slicer --python-script passes "--" through; what follows is ours
         argv = argv[argv.index("--") + 1:]
+    if argv[:1] == ["recist"]:  # RECIST studies (DICOM SR -> DICOM SEG): the CLI command, run headless here
+        from medsamkit.cli import main as cli_main
+
+        return cli_main(argv)
     args = build_parser().parse_args(argv)
     from medsamkit.backend import describe
     from medsamkit.backend.cli_options import backend_from_options

@@ -17,6 +17,12 @@ public (and likely seen-in-training) dev set with centre clicks. Usage::
     python benchmarks/bench_prompts.py --quick            # 12 cases, ~1 min on 2 CPU cores
     python benchmarks/bench_prompts.py                    # all 2D dev cases
     python benchmarks/bench_prompts.py --device cuda --model sam-med2d --checkpoint sam-med2d_b.pth
+    python benchmarks/bench_prompts.py --model litemedsam,litemedsam-clicks   # side by side (issue 17)
+    python benchmarks/bench_prompts.py --model litemedsam-clicks --training-metrics RUN/metrics.jsonl
+
+``--model`` takes a comma-separated list: every model runs on the same objects and a comparison
+table (Dice %% per prompt, difference to the first model) follows. ``--training-metrics`` prints the
+training time and samples/s of a ``medsamkit train`` run (its metrics.jsonl).
 """
 from __future__ import annotations
 
@@ -103,13 +109,13 @@ def box_of(gt: np.ndarray) -> list:
     return [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
 
 
-def run(args) -> dict:
+def run(args, kind: str | None = None) -> dict:
     from medsamkit.models import load_model
     from medsamkit.predictor import Predictor
     from medsamkit.refinement import refine
 
     folder = dev_dir(args.data)
-    model = load_model(args.model, args.checkpoint, args.device)
+    model = load_model(kind or args.model, args.checkpoint, args.device)
     predictor = TimedPredictor(Predictor(model))
     rows = {k: [] for k in ("box", "1 pt", "3 pts", "5 pts", "box + 1", "box + 2", "box + 4",
                             "box + 1 merged", "box + 2 merged", "box + 4 merged", "3 pts merged", "5 pts merged")}
@@ -168,11 +174,42 @@ def report(res: dict) -> None:
           f"{statistics.median(dec) / 1000 / max(statistics.median(enc), 1e-9):.3f} of an encoding")
 
 
+def compare(results: list) -> None:
+    """Side-by-side Dice % of several models on the same objects; differences to the first model."""
+    first = results[0]
+    print(f"\nside by side, mean Dice % over {first['objects']} objects (difference to {first['model']})")
+    print(f"{'prompt':<15s} " + " ".join(f"{r['model']:>18s}" for r in results))
+    for name in first["dice"]:
+        base = 100 * float(np.mean(first["dice"][name]))
+        cells = [f"{base:18.2f}"] + [f"{100 * float(np.mean(r['dice'][name])):10.2f} ({100 * float(np.mean(r['dice'][name])) - base:+6.2f})"
+                                     for r in results[1:]]
+        print(f"{name:<15s} " + " ".join(cells))
+
+
+def training_figures(path: str) -> dict:
+    """Training time and speed of a ``medsamkit train`` run from its metrics.jsonl."""
+    events = [json.loads(x) for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
+    steps = [e for e in events if e["event"] == "step"]
+    starts = [e["time"] for e in events if e["event"] == "start"]
+    ends = [e["time"] for e in events if e["event"] == "end"]
+    wall = sum(e - s for s, e in zip(starts, ends)) if len(starts) == len(ends) else None
+    rates = sorted(e["images_per_s"] for e in steps)
+    vals = [e for e in events if e["event"] == "val"]
+    out = {"optimizer_steps": steps[-1]["step"] if steps else 0, "wall_s": wall,
+           "median_samples_per_s": rates[len(rates) // 2] if rates else None, "validations": len(vals)}
+    print(f"\ntraining run {path}: {out['optimizer_steps']} optimizer steps, wall time "
+          f"{'n/a' if wall is None else f'{wall / 60:.1f} min'} (with {len(vals)} validations and first-time "
+          f"encodings), median {out['median_samples_per_s'] or 0:.3f} samples/s per step "
+          "(a sample = first prompt + its correction rounds)")
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help=f"{QUICK_PER_DATASET} cases per dataset")
     p.add_argument("--data", default=None, help="dev-set folder holding manifest.json")
-    p.add_argument("--model", default="litemedsam")
+    p.add_argument("--model", default="litemedsam", help="model kind, or several separated by commas")
+    p.add_argument("--training-metrics", default=None, help="metrics.jsonl of a medsamkit train run: time, samples/s")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -187,11 +224,18 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     # Run on a worker thread, as the Slicer effect and the server do: under load, torch ops on this
     # interpreter's main thread were measured 2-4x slower (decode 0.3-0.6 s vs 0.13 s, 2 threads).
-    with ThreadPoolExecutor(1) as worker:
-        res = worker.submit(run, args).result()
-    report(res)
+    results = []
+    for kind in [k.strip() for k in args.model.split(",") if k.strip()]:
+        with ThreadPoolExecutor(1) as worker:
+            res = worker.submit(run, args, kind).result()
+        report(res)
+        results.append(res)
+    if len(results) > 1:
+        compare(results)
+    if args.training_metrics:
+        training_figures(args.training_metrics)
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
+        Path(args.json).write_text(json.dumps(results[0] if len(results) == 1 else results, indent=1))
     return 0
 
 

@@ -217,8 +217,12 @@ def forbidden_ids(exclude_path: Path, manifest_path: Path) -> tuple[dict, set]:
     ids: dict = {}
     for dataset, cases in exclude.get("cases", {}).items():
         ids.setdefault(dataset, set()).update(cases)
-    for case in manifest["cases"]:
-        ids.setdefault(case["dataset"], set()).add(case["case_id"])
+    if isinstance(manifest["cases"], dict):  # {dataset: [case ids]} (Testing/Data/click_training/dev-set-ids.json)
+        for dataset, cases in manifest["cases"].items():
+            ids.setdefault(dataset, set()).update(cases)
+    else:  # the dev set's manifest.json
+        for case in manifest["cases"]:
+            ids.setdefault(case["dataset"], set()).add(case["case_id"])
     return ids, set(exclude.get("reserved_whole", {}))
 
 

@@ -71,7 +71,17 @@ def dev_dir(arg: str | None) -> Path:
     sys.exit("dev set not found: pass --data DIR (the folder holding manifest.json) or set MEDSAMKIT_DEV_DATA")
 
 
-def objects(folder: Path, quick: bool, max_cases: int | None):
+def objects(folder: Path, quick: bool, max_cases: int | None, max_objects: int = 0):
+    """The objects of :func:`all_objects`; max_objects > 0 keeps that many, evenly spread (as
+    ``medsamkit train --val-objects`` picks them, so the figures compare with the run's validation)."""
+    found = list(all_objects(folder, quick, max_cases))
+    if max_objects and len(found) > max_objects:
+        keep = np.unique(np.linspace(0, len(found) - 1, max_objects).round().astype(int))
+        found = [found[i] for i in keep]
+    yield from found
+
+
+def all_objects(folder: Path, quick: bool, max_cases: int | None):
     """Yield (dataset, case_id, label, image array, bool gt mask) for the 2D cases, in manifest order."""
     from PIL import Image
 
@@ -116,11 +126,18 @@ def run(args, kind: str | None = None) -> dict:
 
     folder = dev_dir(args.data)
     model = load_model(kind or args.model, args.checkpoint, args.device)
-    predictor = TimedPredictor(Predictor(model))
+    cache = None
+    if args.embedding_dir:  # the image encoder of litemedsam-clicks is LiteMedSAM's: one set of embeddings
+        from medsamkit.training.click_validation import DiskEmbeddingCache
+
+        base = getattr(model, "base_checkpoint_sha256", None) or model.checkpoint_sha256
+        family = "litemedsam" if model.kind in ("litemedsam", "litemedsam-clicks") else model.kind
+        cache = DiskEmbeddingCache(args.embedding_dir, f"{family}:{base}")
+    predictor = TimedPredictor(Predictor(model, cache))
     rows = {k: [] for k in ("box", "1 pt", "3 pts", "5 pts", "box + 1", "box + 2", "box + 4",
                             "box + 1 merged", "box + 2 merged", "box + 4 merged", "3 pts merged", "5 pts merged")}
     encode_s, datasets = [], []
-    for dataset, case_id, label, image, gt in objects(folder, args.quick, args.max_cases):
+    for dataset, case_id, label, image, gt in objects(folder, args.quick, args.max_cases, args.max_objects):
         calls = predictor.model.encoder_calls
         t0 = time.perf_counter()
         predictor.set_image(image)
@@ -129,16 +146,17 @@ def run(args, kind: str | None = None) -> dict:
         box = box_of(gt)
         boxed = refine(predictor, gt, box=box, n_clicks=4, use_mask_prompt=not args.no_mask_prompt)
         clicks = refine(predictor, gt, box=None, n_clicks=5, use_mask_prompt=not args.no_mask_prompt)
-        # the same sessions with progressive merge (each correction changes only the region it touches)
-        merged_box = refine(predictor, gt, box=box, n_clicks=4, use_mask_prompt=not args.no_mask_prompt,
-                            merge="progressive").masks
-        merged_clicks = refine(predictor, gt, box=None, n_clicks=5, use_mask_prompt=not args.no_mask_prompt,
-                               merge="progressive").masks
+        if not args.no_merged:
+            # the same sessions with progressive merge (each correction changes only the region it touches)
+            merged_box = refine(predictor, gt, box=box, n_clicks=4, use_mask_prompt=not args.no_mask_prompt,
+                                merge="progressive").masks
+            merged_clicks = refine(predictor, gt, box=None, n_clicks=5, use_mask_prompt=not args.no_mask_prompt,
+                                   merge="progressive").masks
+            for k in (1, 2, 4):
+                rows[f"box + {k} merged"].append(dice(merged_box[min(k, len(merged_box) - 1)], gt))
+            for name, k in (("3 pts merged", 2), ("5 pts merged", 4)):
+                rows[name].append(dice(merged_clicks[min(k, len(merged_clicks) - 1)], gt))
         b, c = boxed.masks, clicks.masks
-        for k in (1, 2, 4):
-            rows[f"box + {k} merged"].append(dice(merged_box[min(k, len(merged_box) - 1)], gt))
-        for name, k in (("3 pts merged", 2), ("5 pts merged", 4)):
-            rows[name].append(dice(merged_clicks[min(k, len(merged_clicks) - 1)], gt))
         rows["box"].append(dice(b[0], gt))
         for k in (1, 2, 4):  # a session that reached a perfect mask early keeps its last mask
             rows[f"box + {k}"].append(dice(b[min(k, len(b) - 1)], gt))
@@ -148,6 +166,7 @@ def run(args, kind: str | None = None) -> dict:
         if args.verbose:
             print(f"{case_id:>28s} L{label}: box {rows['box'][-1]:.3f}  1pt {rows['1 pt'][-1]:.3f}  "
                   f"5pt {rows['5 pts'][-1]:.3f}  box+4 {rows['box + 4'][-1]:.3f}", flush=True)
+    rows = {k: v for k, v in rows.items() if v}
     return {"model": model.kind, "device": model.device, "objects": len(datasets), "datasets": datasets,
             "dice": rows, "decode_ms": [1000 * x for x in predictor.predict_s], "encode_s": encode_s}
 
@@ -214,6 +233,10 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--max-cases", type=int, default=None)
+    p.add_argument("--max-objects", type=int, default=0, help="at most N objects, evenly spread (0 = all)")
+    p.add_argument("--no-merged", action="store_true", help="skip the progressive-merge sessions (half the decodes)")
+    p.add_argument("--embedding-dir", default=None,
+                   help="keep image embeddings in this folder (float16) and reuse them across runs and models")
     p.add_argument("--no-mask-prompt", action="store_true", help="do not feed previous logits back as mask prompt")
     p.add_argument("--json", default=None, help="also write raw figures to this JSON file")
     p.add_argument("-v", "--verbose", action="store_true")

@@ -31,8 +31,9 @@ HELP = {
     "model": "base model kind (litemedsam, medsam, sam-vit-b, sam-med2d, ...)",
     "checkpoint": "base weights file (default: the kind's bundled weights)",
     "device": "auto, cpu, cuda, cuda:N or mps",
-    "parts": "what trains: adapters, decoder, prompt_encoder, encoder, full, or a '+' list (e.g. adapters+decoder)",
-    "prompt": "simulated prompts: box, points or mixed",
+    "parts": "what trains: adapters, decoder, prompt_encoder, encoder, full, clicks (prompt encoder + decoder "
+             "attention/tokens/upscaling/IoU head: the small point-capable delta), or a '+' list (e.g. adapters+decoder)",
+    "prompt": "simulated prompts: box, points, mixed, or clicks (box only, 1..--points points, or box + points)",
     "box_jitter": "box sides move outward by 0..N pixels (MedSAM: 20)",
     "clicks": "iterative correction clicks per sample (SAM-Med2D: 8; 0 = off)",
     "loss": "dice-bce (MedSAM), focal-dice-iou (SAM-Med2D) or auto",

@@ -107,7 +107,7 @@ def test_click_training_runs_on_cpu_keeps_embeddings_on_disk_and_resumes(tmp_pat
     val_events = [e for e in events if e["event"] == "val"]
     assert len(val_events) == 1 and set(val_events[0]["figures"]) == {"box", "1 pt", "3 pts", "5 pts", "box + 2"}
     assert 0.0 <= val_events[0]["dice"] <= 1.0
-    assert len(list(emb.glob("*.pt"))) == 2  # the two training images, float16 on disk
+    assert len(list(emb.glob("*.pt"))) == 3  # the two training images and the validation image, float16 on disk
     stamps = {p.name: p.stat().st_mtime_ns for p in emb.glob("*.pt")}
 
     from safetensors import safe_open

@@ -60,6 +60,52 @@ def manifest_objects(folders: list, max_objects: int = 0) -> list:
     return out
 
 
+class DiskEmbeddingCache:
+    """An EmbeddingCache that also keeps entries on disk (float16 ``.pt`` files), for a frozen encoder.
+
+    Predictor keys are ``(model_id, content digest)``; the model id holds the process-local network
+    identity, so files are named by ``base_id`` (kind + base checkpoint SHA-256) and the digest only.
+    """
+
+    def __init__(self, folder, base_id: str, max_bytes: int = 2 << 30):
+        from pathlib import Path
+
+        from ..embedding_cache import EmbeddingCache
+
+        self.memory = EmbeddingCache(max_bytes)
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.base_id = base_id
+
+    def _path(self, key):
+        import hashlib
+
+        return self.folder / (hashlib.sha1(f"{self.base_id}|val|{key[-1]}".encode()).hexdigest() + ".pt")
+
+    def get(self, key):
+        import torch
+
+        value = self.memory.get(key)
+        if value is None and self._path(key).is_file():
+            try:
+                value = torch.load(self._path(key), map_location="cpu", weights_only=True).float()
+            except Exception:
+                return None
+            self.memory.put(key, value)
+        return value
+
+    def put(self, key, value) -> None:
+        import os
+
+        import torch
+
+        self.memory.put(key, value)
+        path = self._path(key)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        torch.save(value.detach().to("cpu", torch.float16).clone(), tmp)
+        os.replace(tmp, path)
+
+
 def box_of(gt: np.ndarray) -> list:
     ys, xs = np.nonzero(gt)
     return [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]

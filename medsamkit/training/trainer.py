@@ -118,7 +118,12 @@ class Trainer:
             from .click_validation import manifest_objects
 
             self.val_objects = manifest_objects(cfg.val_data, cfg.val_objects)
-            self.val_cache = EmbeddingCache(2 << 30)
+            if cfg.embedding_dir and self.encoder_frozen:
+                from .click_validation import DiskEmbeddingCache
+
+                self.val_cache = DiskEmbeddingCache(cfg.embedding_dir, self.embed.base_id)
+            else:
+                self.val_cache = EmbeddingCache(2 << 30)
         self.amp = self.device.type == "cuda" and cfg.amp in ("auto", "bf16")
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         per_rank = len(distributed.shard(list(range(len(self.data.train_refs(0)))), self.dist))

@@ -189,8 +189,9 @@ def report(res: dict) -> None:
     dec, enc = res["decode_ms"], res["encode_s"]
     print(f"\nper-click decode (prompt encoder + mask decoder + resize to image, cached embedding): "
           f"median {statistics.median(dec):.1f} ms, mean {statistics.mean(dec):.1f} ms over {len(dec)} clicks/boxes")
-    print(f"image encoding: median {statistics.median(enc):.2f} s over {len(enc)} images; one click costs "
-          f"{statistics.median(dec) / 1000 / max(statistics.median(enc), 1e-9):.3f} of an encoding")
+    if enc:  # none when every embedding came from --embedding-dir
+        print(f"image encoding: median {statistics.median(enc):.2f} s over {len(enc)} images; one click costs "
+              f"{statistics.median(dec) / 1000 / max(statistics.median(enc), 1e-9):.3f} of an encoding")
 
 
 def compare(results: list) -> None:

@@ -56,6 +56,9 @@ def main(argv=None) -> int:
     p.add_argument("--bench-json", type=Path, help="bench_prompts.py --json of litemedsam-clicks on the dev set")
     p.add_argument("--bench-base-json", type=Path, help="the same for litemedsam")
     p.add_argument("--out", type=Path, default=lc.WEIGHTS_DIR)
+    p.add_argument("--collect-counts", default=None,
+                   help="the --count options the collection ran with (default: the images actually used)")
+    p.add_argument("--subset-note", default=None, help="how the training folder was chosen from the collection")
     args = p.parse_args(argv)
 
     cfg = yaml.safe_load((args.run / "config.yaml").read_text())
@@ -68,6 +71,7 @@ def main(argv=None) -> int:
     delta_sha = hashlib.sha256(out.read_bytes()).hexdigest()
 
     sources = json.loads((args.sources or args.data / "sources.json").read_text())
+    sources["pairs_collected"] = len(sources["records"])
     sources["records"] = [r for r in sources["records"] if (args.data / f"{r['name']}.img.png").exists()]
     cases, seen = [], set()
     for r in sources["records"]:
@@ -115,8 +119,10 @@ def main(argv=None) -> int:
             "never_used": "cases of training-exclude.json, datasets it reserves whole, every dev-set case "
                           "(HC18: whole examinations); checked by tools/collect_click_data.py and "
                           "Testing/training/test_click_data.py",
-            "collect_command": COLLECT.format(counts=" ".join(f"--count {d}={v['images']}"
-                                                              for d, v in per_dataset.items()), seed=sources["seed"]),
+            "collect_command": COLLECT.format(counts=args.collect_counts or " ".join(
+                f"--count {d}={v['images']}" for d, v in per_dataset.items()), seed=sources["seed"]),
+            "collected_pairs": sources.get("pairs_collected", len(sources["records"])),
+            "subset": args.subset_note,
             "cases": cases,
         },
         "training": {

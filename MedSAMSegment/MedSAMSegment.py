@@ -28,7 +28,24 @@ class MedSAMSegment(ScriptedLoadableModule):
         slicer.app.connect("startupCompleted()", self.registerEditorEffect)
 
     def registerEditorEffect(self):
+        import sys
+
+        if sys.version_info[:2] < (3, 10):  # Dependencies.MINIMUM_PYTHON; that file needs no Qt but 3.10 syntax
+            import logging
+
+            # Slicer 5.8 and older ship Python 3.9: the model packages cannot install there. Say so once,
+            # and register nothing, instead of an effect that fails on first use.
+            message = ("MedSAM needs 3D Slicer 5.10 or later (this Slicer runs Python "
+                       f"{sys.version_info[0]}.{sys.version_info[1]}; MedSAM's model packages need Python 3.10 "
+                       "or later). Install Slicer 5.10 or later and MedSAM from its Extensions Manager.")
+            logging.error(message)
+            slicer.util.warningDisplay(message, "MedSAM: Slicer too old")
+            return
         import qSlicerSegmentationsEditorEffectsPythonQt as qSlicerSegmentationsEditorEffects
+
+        # The package first: it holds the effect class, so setPythonSource uses it instead of executing the
+        # effect file as a module named "MedSAMSegmentLib" (see MedSAMSegmentLib/__init__.py).
+        import MedSAMSegmentLib  # noqa: F401
 
         instance = qSlicerSegmentationsEditorEffects.qSlicerSegmentEditorScriptedEffect(None)
         effectFilename = os.path.join(os.path.dirname(__file__), self.__class__.__name__ + "Lib/SegmentEditorEffect.py")

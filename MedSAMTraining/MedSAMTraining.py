@@ -21,7 +21,6 @@ MODEL_KINDS = ("litemedsam", "medsam", "sam-vit-b", "sam-vit-l", "sam-vit-h", "s
 PARTS = ("decoder", "adapters", "adapters+decoder", "full")
 WINDOWS = ("auto", "soft-tissue", "lung", "brain", "bone", "percentile", "none")
 MODALITIES = ("", "CT", "MR", "US", "XRay", "PET", "other")
-REQUIRED = ("medsamkit", "torch", "safetensors", "yaml")
 
 
 class MedSAMTraining(ScriptedLoadableModule):
@@ -29,7 +28,7 @@ class MedSAMTraining(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = "MedSAM Training"
         self.parent.categories = ["Segmentation"]
-        self.parent.dependencies = []
+        self.parent.dependencies = ["MedSAMSegment"]  # its installer (MedSAMSegmentLib.Install)
         self.parent.contributors = ["medsamkit developers"]
         self.parent.helpText = (
             "Fine-tune a promptable segmentation model (LiteMedSAM, MedSAM, SAM, SAM-Med2D) on volumes and "
@@ -39,34 +38,11 @@ class MedSAMTraining(ScriptedLoadableModule):
 
 
 def ensureDependencies() -> bool:
-    """True when medsamkit's training packages import; otherwise offer to install them (one confirmation)."""
-    import importlib
+    """The training packages ([project] dependencies + the train extra of pyproject.toml), installed after
+    one confirmation by the same installer as the MedSAM effect (PyTorch Utils for torch, Slicer's numpy kept)."""
+    from MedSAMSegmentLib.Install import ensureDependencies as ensure
 
-    missing = []
-    for name in REQUIRED:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-    if not missing:
-        return True
-    if "torch" in missing:
-        try:
-            import PyTorchUtils  # the PyTorch extension installs the build that matches the GPU
-
-            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
-                return False
-        except ImportError:
-            slicer.util.errorDisplay("Training needs PyTorch: install the 'PyTorch' extension from the Extensions "
-                                     "Manager, restart Slicer, and open this module again.")
-            return False
-    rest = [{"yaml": "pyyaml"}.get(n, n) for n in missing if n not in ("torch", "medsamkit")]
-    if rest:
-        if not slicer.util.confirmOkCancelDisplay(f"Training needs these Python packages: {', '.join(rest)}. "
-                                                  "Install them now?"):
-            return False
-        slicer.util.pip_install(" ".join(rest))
-    return True
+    return ensure(purpose="train")
 
 
 class MedSAMTrainingWidget(ScriptedLoadableModuleWidget):

@@ -51,12 +51,29 @@ class BenchSettings:
     overlays: str | None = None     # folder for overlay PNGs
 
 
+def _manifest_cases(path: Path) -> list[dict]:
+    """The manifest's ``cases`` list; InputError (not a traceback) for a malformed file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"Cannot read {path}: {exc}. Give a manifest.json in the shared dev-set format.") from exc
+    cases = data.get("cases") if isinstance(data, dict) else None
+    if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
+        raise InputError(f"{path} has no 'cases' list of objects; give a manifest.json in the shared dev-set format.")
+    need = ("dataset", "kind")
+    for n, c in enumerate(cases):
+        missing = [k for k in need if k not in c]
+        if missing:
+            raise InputError(f"{path}: case {n} has no {', '.join(repr(k) for k in missing)}.")
+    return cases
+
+
 def load_cases(dataset_dir, settings: BenchSettings) -> list[dict]:
     """Cases of ``dataset_dir/manifest.json`` that the protocol applies to, in manifest order."""
     root = Path(dataset_dir)
     if not (root / "manifest.json").is_file():
         raise InputError(f"{root} has no manifest.json; give a folder in the shared dev-set format.")
-    cases = json.loads((root / "manifest.json").read_text(encoding="utf-8"))["cases"]
+    cases = _manifest_cases(root / "manifest.json")
     if settings.datasets:
         unknown = set(settings.datasets) - {c["dataset"] for c in cases}
         if unknown:

@@ -11,10 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+from . import cli_types
 from .errors import InputError, MedSAMError
 
 # Modules that add sub-commands: each has add_parser(subparsers) setting func=run(args) -> int.
-COMMAND_MODULES: tuple[str, ...] = ("medsamkit.cli_volume", "medsamkit.cli_serve", "medsamkit.cli_train")
+COMMAND_MODULES: tuple[str, ...] = ("medsamkit.cli_volume", "medsamkit.cli_serve", "medsamkit.cli_train",
+                                  "medsamkit.cli_models")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -37,7 +39,7 @@ def _add_prompt_options(p: argparse.ArgumentParser) -> None:
                    help="box prompt in pixels of the (slice) image: x = column, y = row")
     p.add_argument("--point", nargs=3, type=float, action="append", metavar=("X", "Y", "LABEL"),
                    help="point prompt (repeatable); LABEL 1 = foreground, 0 = background")
-    p.add_argument("--slice", type=int, default=None, metavar="K", help="slice index for 3D volumes")
+    p.add_argument("--slice", type=cli_types.non_negative_int, default=None, metavar="K", help="slice index for 3D volumes")
     p.add_argument("--axis", default="axial", help="slice plane for 3D volumes: axial, coronal or sagittal")
     p.add_argument("--window", default="auto", metavar="PRESET",
                    help="intensity: soft-tissue, lung, brain, bone, W,L (CT), percentile, none, or auto (default)")
@@ -65,7 +67,7 @@ def _points(args):
 
 
 def cmd_segment(args) -> int:
-    from .io import read_image, write_mask, write_overlay_png, suffix_of
+    from .io import check_outputs, output_group, read_image, write_mask, write_overlay_png, suffix_of
     from .segment import segment_with_backend
 
     if args.box is None and not args.point:
@@ -73,11 +75,13 @@ def cmd_segment(args) -> int:
     out = Path(args.out)
     if suffix_of(out) not in (".nii.gz", ".nii", ".nrrd", ".mha", ".png"):
         raise InputError(f"--out must end in .nii.gz, .nii, .nrrd, .mha or .png (got '{out.name}').")
+    check_outputs([("--out", out), ("--overlay", args.overlay)], [("the input image", args.image)])
     from .backend.cli_options import backend_from_args, describe
 
     steps = _Steps(4)
     image = read_image(args.image)
     points, labels = _points(args)
+    cli_types.check_prompt_early(image, args.box, points, labels, args.slice, args.axis)
     steps("image read")
     with backend_from_args(args) as backend:
         model = describe(backend)
@@ -86,12 +90,13 @@ def cmd_segment(args) -> int:
         res = segment_with_backend(backend, image, box=args.box, points=points, point_labels=labels,
                                    slice_index=args.slice, axis=args.axis, normalization=args.window)
     steps("segmented")
-    if suffix_of(out) == ".png":
-        write_mask(res.slice_mask, out)
-    else:
-        write_mask(res.mask, out, reference=image)
-    if args.overlay:
-        write_overlay_png(res.display, res.slice_mask, args.overlay, box=args.box)
+    with output_group() as outputs:  # mask and overlay: both written or neither
+        if suffix_of(out) == ".png":
+            write_mask(res.slice_mask, out, group=outputs)
+        else:
+            write_mask(res.mask, out, reference=image, group=outputs)
+        if args.overlay:
+            write_overlay_png(res.display, res.slice_mask, args.overlay, box=args.box, group=outputs)
     steps("written")
     print(f"mask: {out} ({int(res.slice_mask.sum())} pixels, predicted IoU {res.prediction.score:.3f}, "
           f"{model}, window {res.normalization.label}, {time.perf_counter() - t0:.2f} s)")
@@ -104,7 +109,7 @@ def cmd_demo(args) -> int:
     """Segment the bundled lung-tumour CT from a box and report the Dice against its label."""
     import numpy as np
 
-    from .io import read_image, write_mask, write_overlay_png
+    from .io import output_group, read_image, write_mask, write_overlay_png
     from .segment import segment_image
 
     data = Path(__file__).parent / "data"
@@ -119,8 +124,10 @@ def cmd_demo(args) -> int:
     steps(f"{predictor.model.kind} on {predictor.model.device}")
     res = segment_image(predictor, image, box=box, slice_index=k, axis="axial", normalization="lung")
     steps("segmented")
-    mask_path = write_mask(res.mask, out_dir / "demo_mask.nii.gz", reference=image)
-    overlay_path = write_overlay_png(res.display, res.slice_mask, out_dir / "demo_overlay.png", box=box)
+    with output_group() as outputs:  # both files or neither
+        mask_path = write_mask(res.mask, out_dir / "demo_mask.nii.gz", reference=image, group=outputs)
+        overlay_path = write_overlay_png(res.display, res.slice_mask, out_dir / "demo_overlay.png", box=box,
+                                         group=outputs)
     steps("written")
     gt = label[k]
     dice = 2 * (res.slice_mask & gt).sum() / max(res.slice_mask.sum() + gt.sum(), 1)

@@ -12,6 +12,7 @@ import ipaddress
 import socket
 import sys
 
+from . import cli_types
 from .errors import InputError
 from .server import protocol
 
@@ -24,19 +25,19 @@ def add_parser(subparsers) -> None:
                                           "open_backend('http://HOST:PORT') in Python (docs/remote.md).")
     p.add_argument("--host", default=protocol.DEFAULT_HOST,
                    help="address to listen on (default 127.0.0.1: this machine only; others need --token-file)")
-    p.add_argument("--port", type=int, default=protocol.DEFAULT_PORT, help="TCP port (0 = any free port)")
+    p.add_argument("--port", type=cli_types.port, default=protocol.DEFAULT_PORT, help="TCP port (0 = any free port)")
     _add_model_options(p)
     p.add_argument("--token-file", default=None, metavar="FILE",
                    help="file holding the bearer token clients must send (required unless --host is loopback)")
-    p.add_argument("--max-sessions", type=int, default=protocol.DEFAULT_MAX_SESSIONS,
+    p.add_argument("--max-sessions", type=cli_types.positive_int, default=protocol.DEFAULT_MAX_SESSIONS,
                    help="sessions (uploaded images/volumes) held at once")
-    p.add_argument("--session-ttl", type=float, default=protocol.DEFAULT_SESSION_TTL_S, metavar="SECONDS",
+    p.add_argument("--session-ttl", type=cli_types.positive_float, default=protocol.DEFAULT_SESSION_TTL_S, metavar="SECONDS",
                    help="close a session after this many seconds without requests or heartbeats")
-    p.add_argument("--max-upload-mb", type=float, default=protocol.DEFAULT_MAX_UPLOAD_BYTES / 2**20,
+    p.add_argument("--max-upload-mb", type=cli_types.positive_float, default=protocol.DEFAULT_MAX_UPLOAD_BYTES / 2**20,
                    help="largest compressed upload accepted (HTTP 413 above)")
-    p.add_argument("--max-session-mb", type=float, default=protocol.DEFAULT_MAX_SESSION_BYTES / 2**20,
+    p.add_argument("--max-session-mb", type=cli_types.positive_float, default=protocol.DEFAULT_MAX_SESSION_BYTES / 2**20,
                    help="largest decoded image/volume of one session")
-    p.add_argument("--max-memory-mb", type=float, default=protocol.DEFAULT_MAX_TOTAL_BYTES / 2**20,
+    p.add_argument("--max-memory-mb", type=cli_types.positive_float, default=protocol.DEFAULT_MAX_TOTAL_BYTES / 2**20,
                    help="memory all sessions may hold together (HTTP 503 above)")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=run)
@@ -94,8 +95,10 @@ def run(args) -> int:
         shown = f"[{host}]" if ":" in host else host
         print(f"medsamkit serve: listening on http://{shown}:{port} ({model.kind} on {model.device}, "
               f"{'token required' if token else 'no token: this machine only'})", flush=True)
+        from .server.guard import uvicorn_options
+
         config = uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level in ("debug", "info"),
-                                timeout_keep_alive=30)
+                                **uvicorn_options())
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()

@@ -10,6 +10,7 @@ import math
 import time
 from pathlib import Path
 
+from . import cli_types
 from .errors import InputError
 
 SEG_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
@@ -27,7 +28,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="output: .seg.nrrd (Slicer segmentation) or .nii.gz/.nrrd/.mha labelmap")
     p.add_argument("--refine", action="store_true", help="re-prompt slices that disagree with their neighbours")
     p.add_argument("--axis", default="auto", help="slice axis: auto (most perpendicular to the lines), axial, coronal, sagittal")
-    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN_MM, metavar="MM", help="box margin around each slice's lines (mm)")
+    p.add_argument("--margin", type=cli_types.non_negative_float, default=DEFAULT_MARGIN_MM, metavar="MM", help="box margin around each slice's lines (mm)")
     p.add_argument("--window", default="auto", metavar="PRESET", help="intensity: soft-tissue, lung, brain, bone, W,L, percentile, auto")
     p.add_argument("--name", default="lesion", help="segment name in a .seg.nrrd")
     _add_model_options(p)
@@ -36,14 +37,14 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("propagate", help="segment one slice from a box/points and propagate through the volume")
     p.add_argument("volume", help="NIfTI/NRRD/MHA volume or DICOM folder")
-    p.add_argument("--slice", type=int, required=True, metavar="K", help="slice index to start from")
+    p.add_argument("--slice", type=cli_types.non_negative_int, required=True, metavar="K", help="slice index to start from")
     p.add_argument("--axis", default="axial", help="slice plane: axial, coronal or sagittal")
     p.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"), help="box on the start slice (pixels)")
     p.add_argument("--point", nargs=3, type=float, action="append", metavar=("X", "Y", "LABEL"),
                    help="point on the start slice (repeatable); LABEL 1 = foreground, 0 = background")
     p.add_argument("--out", required=True, help="output: .seg.nrrd or .nii.gz/.nrrd/.mha labelmap")
-    p.add_argument("--threshold", type=float, default=DEFAULT_SCORE_THRESHOLD, help="stop below this predicted IoU")
-    p.add_argument("--margin", type=float, default=None, metavar="PX",
+    p.add_argument("--threshold", type=cli_types.probability, default=DEFAULT_SCORE_THRESHOLD, help="stop below this predicted IoU")
+    p.add_argument("--margin", type=cli_types.non_negative_float, default=None, metavar="PX",
                    help="pixels around the previous mask's box (default: 3 at the model's 256 scale)")
     p.add_argument("--window", default="auto", metavar="PRESET", help="intensity preset (as for segment)")
     p.add_argument("--name", default="structure", help="segment name in a .seg.nrrd")
@@ -56,13 +57,13 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="DSC/NSD of a model on a dataset folder (shared dev-set format)")
     p.add_argument("dataset_dir", help="folder holding manifest.json")
     p.add_argument("--protocol", choices=PROTOCOLS, default="box")
-    p.add_argument("--every", type=int, default=5, metavar="N", help="markers: reader marks every N slices")
-    p.add_argument("--jitter", type=int, default=0, metavar="PX", help="box: enlarge sides by random 0..PX pixels")
+    p.add_argument("--every", type=cli_types.positive_int, default=5, metavar="N", help="markers: reader marks every N slices")
+    p.add_argument("--jitter", type=cli_types.non_negative_int, default=0, metavar="PX", help="box: enlarge sides by random 0..PX pixels")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tolerance", type=float, default=2.0, metavar="MM", help="NSD tolerance (mm; pixels without spacing)")
+    p.add_argument("--tolerance", type=cli_types.non_negative_float, default=2.0, metavar="MM", help="NSD tolerance (mm; pixels without spacing)")
     p.add_argument("--refine", action="store_true", help="markers: refinement pass")
     p.add_argument("--datasets", default=None, help="comma-separated dataset names (default: all)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="at most N cases per dataset")
+    p.add_argument("--limit", type=cli_types.positive_int, default=None, metavar="N", help="at most N cases per dataset")
     p.add_argument("--json", required=True, metavar="OUT", help="write settings, per-case records and summary here")
     p.add_argument("--overlays", default=None, metavar="DIR", help="write one overlay PNG per case/label here")
     _add_model_options(p)
@@ -70,12 +71,13 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=cmd_bench)
 
 
-def _check_out(path: str) -> Path:
-    from .io import suffix_of
+def _check_out(path: str, inputs=()) -> Path:
+    from .io import check_outputs, suffix_of
 
     out = Path(path)
     if suffix_of(out) not in SEG_SUFFIXES:
         raise InputError(f"--out must end in {', '.join(SEG_SUFFIXES)} (got '{out.name}').")
+    check_outputs([("--out", out)], inputs)
     return out
 
 
@@ -105,8 +107,9 @@ def cmd_markers(args) -> int:
     from .progress import tqdm_progress
     from .volume import numpy_axis
 
-    out = _check_out(args.out)
+    out = _check_out(args.out, [("the input volume", args.volume)] + [("a markers file", m) for m in args.markers])
     image = _volume(args.volume)
+    cli_types.check_volume_early(image)
     markers = [m for path in args.markers for m in read_markers(path)]
     geometry = VolumeGeometry.from_image(image)
     axis = None if args.axis == "auto" else numpy_axis(args.axis, image.direction)
@@ -134,10 +137,11 @@ def cmd_propagate(args) -> int:
 
     if args.box is None and not args.point:
         raise InputError("Give a prompt on the start slice: --box X0 Y0 X1 Y1 and/or --point X Y LABEL.")
-    out = _check_out(args.out)
+    out = _check_out(args.out, [("the input volume", args.volume)])
     image = _volume(args.volume)
     axis = numpy_axis(args.axis, image.direction)
     points, labels = _points(args)
+    cli_types.check_prompt_early(image, args.box, points, labels, args.slice, axis)
     with backend_from_args(args) as backend:
         t0 = time.perf_counter()
         backend.set_volume(image.array, normalization=args.window, modality=image.modality, direction=image.direction)
@@ -165,14 +169,16 @@ def _finite(obj):
 
 def cmd_bench(args) -> int:
     from .backend.cli_options import backend_from_args
-    from .bench import BenchSettings, format_table, run_bench
-    from .io import atomic_output
+    from .bench import BenchSettings, format_table, load_cases, run_bench
+    from .io import atomic_output, check_outputs
     from .progress import tqdm_progress
 
     settings = BenchSettings(protocol=args.protocol, every=args.every, jitter=args.jitter, seed=args.seed,
                              tolerance_mm=args.tolerance, refine=args.refine,
                              datasets=tuple(args.datasets.split(",")) if args.datasets else None,
                              limit=args.limit, overlays=args.overlays)
+    check_outputs([("--json", args.json)], [("the manifest", Path(args.dataset_dir) / "manifest.json")])
+    load_cases(args.dataset_dir, settings)  # a malformed manifest is refused before the model loads
     with backend_from_args(args) as backend:
         result = run_bench(backend, args.dataset_dir, settings, progress=tqdm_progress(f"bench {args.protocol}"))
     out = Path(args.json)

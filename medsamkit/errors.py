@@ -15,6 +15,18 @@ class InputError(MedSAMError, ValueError):
     """Bad image, prompt or option given by the caller."""
 
 
+class OutputError(MedSAMError):
+    """An output cannot be written (full disk, read-only folder, a folder where a file was asked for)."""
+
+
+class NonFiniteError(InputError):
+    """The image/volume holds NaN or infinite values (one rule everywhere: refused, never blanked)."""
+
+
+class ConstantImageError(InputError):
+    """The image (or slice) is constant after normalisation: nothing to segment."""
+
+
 class CheckpointError(MedSAMError):
     """A checkpoint file cannot be read or does not match the requested model kind."""
 

@@ -59,10 +59,13 @@ class Marker:
 
     def __post_init__(self):
         for attr in ("start_ras", "end_ras"):
-            value = np.asarray(getattr(self, attr), dtype=np.float64).reshape(-1)
+            try:
+                value = np.asarray(getattr(self, attr), dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                value = np.zeros(0)  # not numbers: the message below
             if value.size != 3 or not np.isfinite(value).all():
                 raise InputError(f"Marker '{self.name}': {attr} must be 3 finite numbers (R, A, S mm); "
-                                 f"got {np.ravel(getattr(self, attr)).tolist()}.")
+                                 f"got {str(getattr(self, attr))[:80]}.")
             setattr(self, attr, value)
 
     @property
@@ -120,7 +123,13 @@ def read_markers(path: "str | os.PathLike") -> list[Marker]:
 
 def _from_slicer(data: dict, path: Path) -> list[Marker]:
     markers = []
-    for n, markup in enumerate(data.get("markups") or []):
+    markups = data.get("markups") or []
+    if not isinstance(markups, list):
+        raise InputError(f"{path}: 'markups' must be a list of markups; got {type(markups).__name__}. Save the "
+                         "lines from Slicer again (File > Save).")
+    for n, markup in enumerate(markups):
+        if not isinstance(markup, dict):
+            raise InputError(f"{path}: markup {n} is not a JSON object (got {str(markup)[:60]}).")
         kind = str(markup.get("type", ""))
         name = str(markup.get("name") or f"{path.name.split('.')[0]}[{n}]")
         if kind != "Line":
@@ -129,18 +138,32 @@ def _from_slicer(data: dict, path: Path) -> list[Marker]:
         system = str(markup.get("coordinateSystem", "LPS")).upper()
         if system not in ("LPS", "RAS"):
             raise InputError(f"{path}: markup '{name}' uses coordinate system '{system}'; expected LPS or RAS.")
-        points = [p for p in markup.get("controlPoints") or []
-                  if p.get("positionStatus", "defined") == "defined" and "position" in p]
+        control = markup.get("controlPoints") or []
+        if not isinstance(control, list) or not all(isinstance(p, dict) for p in control):
+            raise InputError(f"{path}: line '{name}' has malformed 'controlPoints' (expected a list of objects "
+                             "with a 'position'). Save the lines from Slicer again.")
+        points = [p for p in control if p.get("positionStatus", "defined") == "defined" and "position" in p]
         if len(points) != 2:
             raise InputError(f"{path}: line '{name}' has {len(points)} placed points; a line needs exactly 2. "
                              "Finish or delete it in Slicer and save again.")
         if not markup.get("name") and points[0].get("label"):
             name = str(points[0]["label"]).rsplit("-", 1)[0] or name
-        pos = [np.asarray(p["position"], dtype=np.float64) for p in points]
+        pos = [_position(p["position"], path, name) for p in points]
         if system == "LPS":
             pos = [LPS_TO_RAS @ p for p in pos]
         markers.append(Marker(pos[0], pos[1], name))
     return markers
+
+
+def _position(value, path: Path, name: str) -> np.ndarray:
+    try:
+        pos = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        pos = np.zeros(0)
+    if pos.size != 3 or not np.isfinite(pos).all():
+        raise InputError(f"{path}: a point of line '{name}' has position {str(value)[:60]}; a position is 3 finite "
+                         "numbers (mm). Save the lines from Slicer again.")
+    return pos
 
 
 def _from_plain_list(data: list, path: Path) -> list[Marker]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from .errors import ConstantImageError, InputError, NonFiniteError
 
 #: CT window presets: name -> (width, level) in Hounsfield units.
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
@@ -119,6 +119,7 @@ def resolve_normalization(spec: "str | Normalization | None", data: np.ndarray,
     1% are non-zero (MedSAM), else over all values.
     """
     norm = parse_normalization(spec)
+    check_finite(data)  # one rule for NaN/Inf everywhere, whatever the window: refused, never blanked
     if norm.mode == "auto":
         mod = (modality or "").upper()
         if mod == "CT" or (not mod and looks_like_ct(data)):
@@ -128,7 +129,6 @@ def resolve_normalization(spec: "str | Normalization | None", data: np.ndarray,
         norm = Normalization("percentile", label="percentile")
     if norm.mode != "percentile":
         return norm
-    _check_finite(data)
     values = data.reshape(-1)
     nonzero = values[values != 0]
     sample = nonzero if nonzero.size >= max(1, values.size // 100) else values
@@ -141,10 +141,34 @@ def resolve_normalization(spec: "str | Normalization | None", data: np.ndarray,
     return Normalization("range", float(low), float(high), keep_zero=nonzero.size > 0, label="percentile")
 
 
-def _check_finite(data: np.ndarray) -> None:
-    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
-        raise InputError("The image contains NaN or infinite values; replace them (e.g. with the background "
-                         "value) before segmenting.")
+def check_finite(data: np.ndarray, is_volume: bool | None = None) -> None:
+    """Refuse NaN/Inf values (NonFiniteError naming how many and where the first one is).
+
+    The one rule for non-finite data everywhere (2D images, volumes, single slices of a 3D job):
+    medsamkit does not guess a value for them, so a volume with one NaN voxel is refused as a whole
+    instead of a slice being silently left empty. is_volume: name the position as voxel IJK (default:
+    a 3D array whose last axis is not a colour axis).
+    """
+    if not np.issubdtype(data.dtype, np.floating):
+        return
+    bad = ~np.isfinite(data)
+    if not bad.any():
+        return
+    count = int(np.count_nonzero(bad))
+    first = [int(v) for v in np.unravel_index(int(np.argmax(bad)), data.shape)]
+    value = float(data[tuple(first)])
+    if is_volume is None:
+        is_volume = data.ndim == 3 and data.shape[-1] not in (3, 4)
+    if is_volume:
+        where = f"voxel IJK ({first[2]}, {first[1]}, {first[0]})"
+        thing, unit = "volume", "voxel"
+    else:
+        where = f"pixel x={first[1]}, y={first[0]}"
+        thing, unit = "image", "pixel"
+    raise NonFiniteError(
+        f"The {thing} holds {count} NaN or infinite {unit}{'s' if count != 1 else ''} (the first, {value}, at "
+        f"{where}). medsamkit does not guess values for them: replace them "
+        "(e.g. with the background value) before segmenting.")
 
 
 def validate_image(image: np.ndarray) -> np.ndarray:
@@ -163,7 +187,7 @@ def validate_image(image: np.ndarray) -> np.ndarray:
         raise InputError(f"The image is empty or a single line (shape {arr.shape}); nothing to segment.")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise InputError(f"Image data type {arr.dtype} is not numeric.")
-    _check_finite(arr)
+    check_finite(arr, is_volume=False)
     return arr
 
 
@@ -187,7 +211,7 @@ def normalize_to_uint8(image: np.ndarray, norm: "str | Normalization | None" = "
             scaled[arr == 0] = 0.0
         out = np.rint(scaled).astype(np.uint8)
     if out.max() == out.min():
-        raise InputError(
+        raise ConstantImageError(
             f"The image is constant after normalisation '{norm.label or norm.key}' (all pixels {int(out.max())}); "
             "nothing to segment. Check the slice index, or choose another window (e.g. --window lung for lung CT)."
         )
@@ -224,8 +248,8 @@ class ModelTransform:
         s = self.spec.size
         if self.spec.resize == "squash":
             return s, s
-        scale = s / max(h, w)
-        return int(h * scale + 0.5), int(w * scale + 0.5)
+        scale = s / max(h, w)  # at least one pixel: a 2 x 2000 image must not become 0 x 256
+        return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
     def image_to_input(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (3, size, size) float32 model input."""

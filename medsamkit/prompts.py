@@ -38,7 +38,7 @@ def make_prompt(image_hw: tuple[int, int], box=None, points=None, point_labels=N
     if box is not None:
         b = np.asarray(box, dtype=np.float64).reshape(-1)
         if b.size != 4 or not np.isfinite(b).all():
-            raise InputError(f"A box needs 4 finite numbers X0 Y0 X1 Y1 (pixels); got {list(np.ravel(box))}.")
+            raise InputError(f"A box needs 4 finite numbers X0 Y0 X1 Y1 (pixels); got {_numbers(box)}.")
         x0, x1 = sorted((b[0], b[2]))
         y0, y1 = sorted((b[1], b[3]))
         if x1 < 0 or y1 < 0 or x0 > w - 1 or y0 > h - 1:
@@ -73,3 +73,11 @@ def make_prompt(image_hw: tuple[int, int], box=None, points=None, point_labels=N
     if prompt.box is None and prompt.points is None:
         raise InputError("Give a box and/or at least one point (a mask prompt alone is not enough).")
     return prompt
+
+
+def _numbers(values) -> str:
+    """Numbers as a person writes them ("[1, nan, 3]"), never numpy reprs like np.float64(nan)."""
+    try:
+        return "[" + ", ".join(f"{float(v):g}" for v in np.ravel(np.asarray(values, dtype=np.float64))) + "]"
+    except (TypeError, ValueError):
+        return repr(values)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .io import ImageData, atomic_output, suffix_of
+from .io import ImageData, atomic_output, sitk_write, suffix_of, verify_image_file
 
 #: Slicer's default colours for the first segments (its "GenericAnatomyColors" start), RGB 0..1.
 DEFAULT_COLORS = ((0.945, 0.839, 0.569), (0.502, 0.682, 0.502), (0.855, 0.459, 0.333),
@@ -23,13 +23,14 @@ DEFAULT_COLORS = ((0.945, 0.839, 0.569), (0.502, 0.682, 0.502), (0.855, 0.459, 0
 
 
 def write_segmentation(labels: np.ndarray, path: "str | os.PathLike", reference: ImageData,
-                       segments: "list[tuple[int, str]] | None" = None, colors=None) -> Path:
+                       segments: "list[tuple[int, str]] | None" = None, colors=None, group=None) -> Path:
     """Write ``labels`` ((K, J, I) uint8, 0 = background) as a Slicer ``.seg.nrrd``, atomically.
 
     reference: the volume the labels were segmented on (its spacing/origin/direction are used).
     segments: [(label value, name), ...]; default one segment per non-zero value present, named
     "Segment_<v>" (a binary mask gives one segment, value 1, "Segment_1"). Raises InputError for a
-    shape mismatch or a path not ending in .seg.nrrd.
+    shape mismatch or a path not ending in .seg.nrrd, OutputError when the file cannot be written
+    (it is read back and compared before it replaces ``path``). group: an io.OutputGroup.
     """
     import SimpleITK as sitk
 
@@ -65,6 +66,7 @@ def write_segmentation(labels: np.ndarray, path: "str | os.PathLike", reference:
         img.SetMetaData(key + "Layer", "0")
         img.SetMetaData(key + "Extent", f"0 {ni - 1} 0 {nj - 1} 0 {nk - 1}")
         img.SetMetaData(key + "Tags", "|")
-    with atomic_output(path) as tmp:
-        sitk.WriteImage(img, tmp, True)
+    expected = arr.astype(np.uint8)
+    with atomic_output(path, verify=lambda tmp: verify_image_file(tmp, expected), group=group) as tmp:
+        sitk_write(img, tmp)
     return path

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InputError
+from .errors import ConstantImageError, InputError
 from .markers import BoxPlan
 from .predictor import Prediction, Predictor
 from .preprocess import Normalization, normalize_to_uint8, resolve_normalization
@@ -86,8 +86,8 @@ class _SliceRunner:
         plane = extract_slice(self.volume, k, self.axis)
         try:
             rgb = normalize_to_uint8(plane, self.norm)
-        except InputError:  # a constant slice (padding, outside the scan) cannot hold the lesion
-            return False
+        except ConstantImageError:  # a constant slice (padding, outside the scan) cannot hold the lesion
+            return False  # (NaN/Inf are refused for the whole volume by resolve_normalization above)
         self.predictor.set_display_image(rgb, self.norm)
         self.display = rgb
         return True

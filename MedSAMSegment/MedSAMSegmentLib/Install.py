@@ -5,6 +5,8 @@ when it is installed (it picks the build matching the GPU/driver); otherwise pip
 build and the dialog says so. A failed download (offline, proxy) shows what to do instead of a traceback.
 """
 import logging
+import os
+import tempfile
 
 import qt
 
@@ -13,14 +15,19 @@ import slicer
 from MedSAMSegmentLib import Dependencies
 
 
-def ensureDependencies(askConfirmation=True):
-    """True when every dependency is importable (installing the missing ones after confirmation)."""
+def ensureDependencies(askConfirmation=True, purpose="local"):
+    """True when every package ``purpose`` needs is installed, installing the missing ones after one
+    confirmation. purpose: "local" (run the model), "remote" (a MedSAM server: client packages only) or
+    "train" (MedSAMTraining). pip never replaces Slicer's numpy (a constraint pins the running one)."""
+    if not Dependencies.python_supported():
+        slicer.util.errorDisplay(Dependencies.unsupported_message(), "MedSAM: Slicer too old")
+        return False
     pyproject = Dependencies.find_pyproject()
     if pyproject is None:
         slicer.util.errorDisplay("MedSAM cannot find its pyproject.toml (the list of Python packages it needs); "
                                  "reinstall the MedSAM extension.")
         return False
-    missing = Dependencies.missing_requirements(Dependencies.requirements_from_pyproject(pyproject))
+    missing = Dependencies.missing_requirements(Dependencies.requirements_for(pyproject, purpose))
     if not missing:
         return True
     torchRequirement, others = Dependencies.split_torch(missing)
@@ -41,9 +48,9 @@ def ensureDependencies(askConfirmation=True):
                 if torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=spec or None) is None:
                     raise RuntimeError("PyTorch Utils could not install PyTorch")
             else:
-                slicer.util.pip_install(torchRequirement)
+                _pipInstall([torchRequirement])
         if others:
-            slicer.util.pip_install(others)
+            _pipInstall(others)
     except Exception as exc:
         qt.QApplication.restoreOverrideCursor()
         logging.exception("MedSAM dependency installation failed")
@@ -57,6 +64,21 @@ def ensureDependencies(askConfirmation=True):
             slicer.util.restart()
         return False
     return True
+
+
+def _pipInstall(requirements):
+    """pip install with a constraint pinning Slicer's running numpy (never upgraded underneath Slicer)."""
+    constraint = Dependencies.numpy_constraint()
+    if constraint is None:
+        slicer.util.pip_install(list(requirements))
+        return
+    fd, path = tempfile.mkstemp(prefix="medsam-constraints-", suffix=".txt")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(constraint + "\n")
+        slicer.util.pip_install(["-c", path, *requirements])
+    finally:
+        os.remove(path)
 
 
 def _torchLogic():

@@ -14,6 +14,7 @@ PROMPT_MODE = "PromptMode"             # box, points, refine, propagate, markers
 WRITE_MODE = "WriteMode"               # replace (the prompted slice/slab) or add
 MARKER_MARGIN_MM = "MarkerMarginMm"    # margin around each marked slice's box
 MARKER_REFINE = "MarkerRefine"         # 1: re-prompt slices that disagree with their neighbours
+ADAPTER = "Adapter"                    # path of a registered adapter (MedSAMTraining); empty = none
 
 PROMPT_MODES = (("box", "Box"), ("points", "+/- points"), ("refine", "Refine"), ("propagate", "Propagate"),
                 ("markers", "Markers"))
@@ -21,3 +22,11 @@ WINDOWS = ("display", "auto", "soft-tissue", "lung", "brain", "bone", "percentil
 MODEL_KINDS = ("litemedsam", "medsam", "sam-vit-b", "sam-vit-l", "sam-vit-h", "sam-med2d", "medicosam")
 MIN_DRAG_PIXELS = 4  # a press and release closer than this is a click, not a box
 POLL_INTERVAL_MS = 100
+
+# Keys the effect handles in slice views. None is a Segment Editor shortcut (qMRMLSegmentEditorWidget::
+# installKeyboardShortcuts: 0-9, Shift+0-9, Escape, space, z, y, q, w, i (5.8), /, *, comma, period,
+# <, >) nor a
+# slice view key (vtkMRMLSliceIntersectionWidget: g, t, f, b, v, V, r, arrows, brackets, braces).
+# Escape never reaches an effect: the editor's shortcut deactivates the effect, which cancels too.
+CANCEL_KEY = "x"          # cancel the running segmentation and clear the prompts
+RUN_MARKERS_KEY = "Return"  # markers mode: run

@@ -21,9 +21,10 @@ import slicer
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
 from MedSAMSegmentLib.EffectTarget import EngineHolder, ScriptedEffectTarget
-from MedSAMSegmentLib.Parameters import (BACKEND, CHECKPOINT_PATH, DEVICE, MARKER_MARGIN_MM, MARKER_REFINE,
-                                          MIN_DRAG_PIXELS, MODEL, MODEL_KINDS, POLL_INTERVAL_MS, PROMPT_MODE,
-                                          PROMPT_MODES, SERVER_TOKEN_FILE, WINDOW, WINDOWS, WRITE_MODE)
+from MedSAMSegmentLib.Parameters import (ADAPTER, BACKEND, CANCEL_KEY, CHECKPOINT_PATH, DEVICE, MARKER_MARGIN_MM,
+                                          MARKER_REFINE, MIN_DRAG_PIXELS, MODEL, MODEL_KINDS, POLL_INTERVAL_MS,
+                                          PROMPT_MODE, PROMPT_MODES, RUN_MARKERS_KEY, SERVER_TOKEN_FILE, WINDOW,
+                                          WINDOWS, WRITE_MODE)
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
@@ -46,6 +47,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(POLL_INTERVAL_MS)
         self.pollTimer.connect("timeout()", self.pollJob)
+        self.layoutObserved = False
+        self.dependenciesReady = set()  # purposes ("local", "remote") whose packages are installed
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -66,7 +69,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 <li><b>Refine:</b> like points, reusing the previous result as a mask prompt.
 <li><b>Propagate:</b> drag a box; the result is carried to neighbouring slices until the object ends.
 <li><b>Markers:</b> click the two ends of the lesion's long and short axes every few slices, then Run.
-<li><b>Esc:</b> cancel a running segmentation and clear the prompts. <b>Enter</b> (markers): Run.
+<li><b>x</b> (in a slice view) or <b>Cancel</b>: stop the running segmentation, nothing is written, and clear
+the prompts. Leaving the effect (Esc, or another effect) does the same. <b>Enter</b> (markers): Run.
 </ul><p>Each result is one Undo step; the editable area and overwrite settings below apply.
 The slice view must be aligned with the volume (click the orientation warning button if it is not).</html>"""
 
@@ -85,6 +89,11 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.backendEdit.setToolTip("'local' runs the model in Slicer; a URL (http://host:8765) uses a MedSAM server.")
         self.scriptedEffect.addLabeledOptionsWidget("Backend:", self.backendEdit)
 
+        self.adapterSelector = qt.QComboBox()
+        self.adapterSelector.setToolTip("Adapter fine-tuned with the MedSAM Training module for this model kind "
+                                        "(registered there with 'Register adapter for the MedSAM effect').")
+        self.scriptedEffect.addLabeledOptionsWidget("Adapter:", self.adapterSelector)
+
         self.tokenFileEdit = ctk.ctkPathLineEdit()
         self.tokenFileEdit.filters = ctk.ctkPathLineEdit.Files
         self.tokenFileEdit.setToolTip("File holding the server's token (empty: the MEDSAMKIT_TOKEN environment "
@@ -94,6 +103,9 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.windowSelector = qt.QComboBox()
         self.windowSelector.addItems(WINDOWS)
         self.windowSelector.setEditable(True)  # also accepts "W,L", e.g. 400,40
+        # Typed text is written when editing finishes (Enter or focus out), not per key: each write
+        # round-trips through every effect's updateGUIFromMRML (EffectParameterModified).
+        self.windowSelector.lineEdit().connect("editingFinished()", self.updateMRMLFromGUI)
         self.windowSelector.setToolTip("Intensity window the model sees. 'display' uses the view's current window/level.")
         self.scriptedEffect.addLabeledOptionsWidget("Window:", self.windowSelector)
 
@@ -133,12 +145,15 @@ The slice view must be aligned with the volume (click the orientation warning bu
                                (self.checkpointEdit, "currentPathChanged(QString)"),
                                (self.backendEdit, "editingFinished()"),
                                (self.tokenFileEdit, "currentPathChanged(QString)"),
-                               (self.windowSelector, "currentTextChanged(QString)"),
+                               (self.windowSelector, "activated(int)"),
+                               (self.adapterSelector, "activated(int)"),
                                (self.writeModeSelector, "currentIndexChanged(int)")):
             widget.connect(signal, self.updateMRMLFromGUI)
 
     def createCursor(self, widget):
-        return slicer.util.mainWindow().cursor  # keep the normal arrow: the rubber band shows the box
+        mainWindow = slicer.util.mainWindow()  # None with --no-main-window
+        # keep the normal arrow: the rubber band shows the box
+        return mainWindow.cursor if mainWindow is not None else qt.QCursor(qt.Qt.ArrowCursor)
 
     def setMRMLDefaults(self):
         self.scriptedEffect.setParameterDefault(MODEL, "litemedsam")
@@ -151,11 +166,17 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.scriptedEffect.setParameterDefault(WRITE_MODE, "replace")
         self.scriptedEffect.setParameterDefault(MARKER_MARGIN_MM, 2.0)
         self.scriptedEffect.setParameterDefault(MARKER_REFINE, 0)
+        self.scriptedEffect.setParameterDefault(ADAPTER, "")
+
+    def parameterOrEmpty(self, name):
+        """An effect parameter whose default is "": Slicer does not store an empty default
+        (setCommonParameter skips it), and parameter() of a missing one logs an error."""
+        return self.scriptedEffect.parameter(name) if self.scriptedEffect.parameterDefined(name) else ""
 
     def updateGUIFromMRML(self):
-        p = self.scriptedEffect.parameter
+        p = self.parameterOrEmpty
         for widget in (self.modelSelector, self.checkpointEdit, self.backendEdit, self.tokenFileEdit,
-                       self.windowSelector, self.writeModeSelector):
+                       self.windowSelector, self.writeModeSelector, self.adapterSelector):
             widget.blockSignals(True)
         self.modelSelector.currentText = p(MODEL)
         self.checkpointEdit.currentPath = p(CHECKPOINT_PATH)
@@ -163,8 +184,9 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.tokenFileEdit.currentPath = p(SERVER_TOKEN_FILE)
         self.windowSelector.currentText = p(WINDOW)
         self.writeModeSelector.currentIndex = max(0, self.writeModeSelector.findData(p(WRITE_MODE)))
+        self.fillAdapters(p(MODEL), p(ADAPTER))
         for widget in (self.modelSelector, self.checkpointEdit, self.backendEdit, self.tokenFileEdit,
-                       self.windowSelector, self.writeModeSelector):
+                       self.windowSelector, self.writeModeSelector, self.adapterSelector):
             widget.blockSignals(False)
         mode = p(PROMPT_MODE)
         for key, button in self.modeButtons.items():
@@ -181,16 +203,68 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.scriptedEffect.setParameter(SERVER_TOKEN_FILE, self.tokenFileEdit.currentPath)
         self.scriptedEffect.setParameter(WINDOW, self.windowSelector.currentText.strip() or "auto")
         self.scriptedEffect.setParameter(WRITE_MODE, self.writeModeSelector.currentData)
+        self.scriptedEffect.setParameter(ADAPTER, self.adapterSelector.currentData or "")
+
+    def fillAdapters(self, modelKind, chosenPath):
+        """The adapter choices: none, then the adapters registered (MedSAMTraining) for this model kind."""
+        self.adapterSelector.clear()
+        self.adapterSelector.addItem("(none)", "")
+        try:
+            from medsamkit.training.adapter_registry import list_adapters
+
+            entries = list_adapters(modelKind)
+        except Exception as exc:  # an unreadable registry must not break the effect's panel
+            logging.warning(f"MedSAM: the adapter list cannot be read: {exc}")
+            entries = []
+        for entry in entries:
+            suffix = " (file missing)" if entry.get("missing") else ""
+            self.adapterSelector.addItem(entry["name"] + suffix, entry["path"])
+        index = self.adapterSelector.findData(chosenPath) if chosenPath else 0
+        if index < 0:  # the chosen adapter is no longer registered: keep it visible rather than drop it
+            self.adapterSelector.addItem(chosenPath + " (not registered for this model)", chosenPath)
+            index = self.adapterSelector.count - 1
+        self.adapterSelector.currentIndex = index
 
     def onPromptMode(self, mode):
         self.scriptedEffect.setParameter(PROMPT_MODE, mode)
         self.clearPrompts()
 
     def activate(self):
+        layoutManager = slicer.app.layoutManager()  # None without a main window
+        if not self.layoutObserved and layoutManager is not None:
+            layoutManager.connect("layoutChanged(int)", self.onLayoutChanged)
+            self.layoutObserved = True
         self.ensureSession()
 
     def deactivate(self):
+        """Leaving the effect (Esc, another effect): the running job is dropped, prompts and boxes cleared."""
         self.cancelJob()
+        self.finishJob()
+        self.clearPrompts()
+        self.dropBoxPipelines()
+
+    def cleanup(self):
+        """Called by Slicer (5.10+) before the effect is deleted: stop the timer, the worker and the model."""
+        self.pollTimer.stop()
+        self.cancelJob()
+        self.finishJob()
+        self.dropBoxPipelines()
+        if self.layoutObserved and slicer.app.layoutManager() is not None:
+            slicer.app.layoutManager().disconnect("layoutChanged(int)", self.onLayoutChanged)
+        self.layoutObserved = False
+        if self.worker is not None:
+            self.worker.shutdown(cancel=True)
+            self.worker = None
+        close = getattr(self.engineHolder, "close", None)  # the engine holder stops the model it started
+        if close is not None:
+            close()
+        self.engineHolder = None
+
+    def onLayoutChanged(self, layout):
+        """The views are rebuilt on a layout change: box pipelines on the old views are dropped."""
+        self.dropBoxPipelines()
+
+    def dropBoxPipelines(self):
         for viewWidget, pipeline in self.boxPipelines.items():
             self.scriptedEffect.removeActor2D(viewWidget, pipeline.actor)
         self.boxPipelines = {}
@@ -203,11 +277,12 @@ The slice view must be aligned with the volume (click the orientation warning bu
         xy = callerInteractor.GetEventPosition()
         if eventId == vtk.vtkCommand.KeyPressEvent:
             key = callerInteractor.GetKeySym()
-            if key == "Escape":
+            if key == CANCEL_KEY:
                 self.cancelJob()
+                self.finishJob()
                 self.clearPrompts()
                 return True
-            if key == "Return" and mode == "markers":
+            if key == RUN_MARKERS_KEY and mode == "markers":
                 self.markerPanel.onRun()
                 return True
             return False
@@ -240,13 +315,17 @@ The slice view must be aligned with the volume (click the orientation warning bu
     # ---------------------------------------------------------------- apply steps (main thread)
     def ensureSession(self):
         """Dependencies installed (first use), worker and engine holder ready. False if not usable."""
-        if self.worker is not None:
-            return True
         from MedSAMSegmentLib.Install import ensureDependencies
 
-        if not ensureDependencies():
-            self.setStatus("MedSAM needs its Python packages; activate the effect again to install them.")
-            return False
+        backend = self.scriptedEffect.parameter(BACKEND) if self.scriptedEffect.parameterDefined(BACKEND) else "local"
+        purpose = "local" if backend in ("", "local") else "remote"  # a URL needs only the client packages
+        if purpose not in self.dependenciesReady:
+            if not ensureDependencies(purpose=purpose):
+                self.setStatus("MedSAM needs its Python packages; activate the effect again to install them.")
+                return False
+            self.dependenciesReady.add(purpose)
+        if self.worker is not None:
+            return True
         from medsamkit.mrml.interactive import NormalizationCache, PromptState
         from medsamkit.mrml.jobs import Worker
 
@@ -314,16 +393,20 @@ The slice view must be aligned with the volume (click the orientation warning bu
     def submit(self, request, label):
         from medsamkit.mrml.interactive import run_request
 
-        if self.worker.busy:
-            self.setStatus("Still segmenting; press Esc or Cancel to stop it first.")
+        if not self.ensureSession():  # the Backend may have become a URL: its client packages first
+            return
+        if self.job is not None or self.worker.busy:
+            self.setStatus(f"Still segmenting (or stopping); press Cancel or '{CANCEL_KEY}' first, or wait.")
             return
         if not self.scriptedEffect.confirmCurrentSegmentVisible():
             return
         volume, segmentation, segmentId = self.nodes()
         self.jobContext = (volume.GetID(), segmentation.GetID(), segmentId, label)
         holder = self.engineHolder
-        options = {k: self.scriptedEffect.parameter(k)
-                   for k in (MODEL, CHECKPOINT_PATH, DEVICE, BACKEND, SERVER_TOKEN_FILE)}
+        options = {k: self.parameterOrEmpty(k) for k in (MODEL, CHECKPOINT_PATH, DEVICE, BACKEND, SERVER_TOKEN_FILE)}
+        adapter = self.parameterOrEmpty(ADAPTER)
+        if adapter:
+            options["adapter"] = adapter  # a registered adapter file (MedSAMTraining) for the model
 
         def work(progress=None, cancel=None):  # worker thread: no MRML here
             return run_request(holder.get(**options), request, progress=progress, cancel=cancel)
@@ -347,17 +430,25 @@ The slice view must be aligned with the volume (click the orientation warning bu
             self.progressBar.value = done
         if not job.done():
             return
-        self.pollTimer.stop()
-        self.job = None
+        self.finishJob()
+        if job.cancelled:  # cancelled while it ran: whatever it computed is dropped, nothing is written
+            self.setStatus(f"Cancelled {job.label}; nothing was written.")
+            return
         try:
             result = job.result()
             self.applyResult(result)
         except Exception as exc:
             self.reportError(exc)
-        finally:
-            qt.QApplication.restoreOverrideCursor()
-            self.cancelButton.enabled = False
-            self.progressBar.visible = False
+
+    def finishJob(self):
+        """Forget the current job (its result, if it ever comes, is never applied) and reset the busy UI."""
+        if self.job is None:
+            return
+        self.job = None
+        self.pollTimer.stop()
+        qt.QApplication.restoreOverrideCursor()
+        self.cancelButton.enabled = False
+        self.progressBar.visible = False
 
     def applyResult(self, result):
         from medsamkit.mrml.interactive import apply_result
@@ -384,9 +475,10 @@ The slice view must be aligned with the volume (click the orientation warning bu
         return self.job is None
 
     def cancelJob(self):
-        if self.job is not None:
+        """Ask the running job to stop; pollJob then drops it without writing (see finishJob)."""
+        if self.job is not None and not self.job.cancelled:
             self.job.cancel()
-            self.setStatus("Cancelling...")
+            self.setStatus(f"Cancelling {self.job.label}...")
 
     def clearPrompts(self):
         if self.promptState is not None:

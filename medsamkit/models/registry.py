@@ -116,11 +116,12 @@ def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = N
     engine_name = resolve_engine(engine)  # an unknown engine name fails before the slow load
     if checkpoint is None:
         spec = get_spec(kind or "litemedsam")
-        if spec.default_checkpoint is None:
-            raise CheckpointError(
-                f"Model kind '{spec.kind}' has no bundled weights; pass the checkpoint file you downloaded from "
-                "its authors with --checkpoint FILE.")
-        checkpoint = spec.default_checkpoint()
+        if spec.default_checkpoint is None:  # the authors' file from the catalog: cached, or downloaded now
+            from .download import checkpoint_for
+
+            checkpoint = checkpoint_for(spec.kind)
+        else:
+            checkpoint = spec.default_checkpoint()
     path = os.fspath(checkpoint)
     state = checkpoints.read_checkpoint(path)
     sha = _file_sha256(path)

@@ -170,6 +170,10 @@ def run_case(engine, case: Case, args, progress=None) -> CaseReport:
     try:
         if not str(case.out).lower().endswith(".seg.nrrd"):
             raise InputError(f"The output must be a .seg.nrrd file (got {case.out}).")
+        from medsamkit.io import check_outputs
+
+        check_outputs([("The output", case.out)], [("the input volume", case.volume), ("the markers file", case.markers),
+                                                   ("the boxes file", case.boxes), ("the reference", case.reference)])
         volume_node = load_volume(ctx, case.volume)
         geometry = volume_geometry(volume_node)
         axis = None if args.axis is None else numpy_axis(args.axis, geometry.direction)

@@ -130,6 +130,10 @@ def load_volume(ctx, path: "str | Path", name: str | None = None, labelmap: bool
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Volume file not found: {path}")
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        from ..io import check_nifti_complete
+
+        check_nifti_complete(path)  # Slicer's reader, like SimpleITK's, zero-fills a truncated file
     node = ctx.volumes.AddArchetypeVolume(str(path), name or _stem(path), 1 if labelmap else 0)
     if node is None or node.GetImageData() is None:
         raise InputError(f"Slicer could not read the volume {path}; give a NRRD, NIfTI or MHA file.")

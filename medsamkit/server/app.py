@@ -29,6 +29,7 @@ from .sessions import PredictionUnknown, SessionStore, SessionUnknown, StoreFull
 
 require("fastapi", "medsamkit serve", "server")  # a clear message naming the extra when it is missing
 from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.concurrency import run_in_threadpool  # noqa: E402
 from fastapi.responses import JSONResponse, Response  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
@@ -119,6 +120,16 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
     async def _engine_error(_req, exc):
         return error(400, str(exc), "input")
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req, exc):
+        # FastAPI's own handler echoes the offending input, and a NaN in it made that reply itself
+        # fail (JSON has no NaN) -> HTTP 500. Name the fields and what is wrong, never the values.
+        parts = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        return error(422, "Malformed request: " + "; ".join(parts) + ".", "malformed")
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req, exc):
         # This app raises none itself: a 400 comes from FastAPI failing to parse a body (bytes that are
@@ -169,8 +180,8 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
         if kind not in ("image", "volume"):
             raise wire.WireError(f"Session kind must be 'image' or 'volume'; got {kind!r}.")
         norm = _normalization(meta.get("normalization", "auto"))
-        modality = meta.get("modality")
-        direction = meta.get("direction")
+        modality = _modality(meta.get("modality"))
+        direction = _direction(meta.get("direction"))
         body = await request.body()
         shape, dtype = wire.peek_array(body)
         nbytes = int(dtype.itemsize) * math.prod(shape)
@@ -178,21 +189,25 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
             raise wire.WireTooLarge(f"The {kind} {tuple(shape)} {dtype} needs {nbytes / 2**20:.0f} MiB; this server "
                                     f"accepts at most {max_session_bytes / 2**20:.0f} MiB per session.")
         budget = store.budget(shape, dtype.itemsize, kind == "volume")
-        store.reserve(budget)
+        reservation = store.reserve(budget)  # atomic: concurrent creates cannot pass --max-sessions
 
         def build():
             array = wire.decode_array(body, max_session_bytes)
             backend = store.new_backend()
-            if kind == "volume":
-                info = backend.set_volume(array, norm, modality, direction)
-            else:
-                info = backend.set_image(array, norm, modality)
-            return store.add(backend, budget), info
+            try:
+                if kind == "volume":
+                    info = backend.set_volume(array, norm, modality, direction)
+                else:
+                    info = backend.set_image(array, norm, modality)
+            except BaseException:
+                backend.close()
+                raise
+            return store.add(backend, budget, reservation), info
 
         try:
             session, info = await run_in_threadpool(build)
         finally:
-            store.release_reservation(budget)
+            store.release_reservation(reservation)
         return {"session": session.sid, "shape": list(info.shape), "is_volume": info.is_volume,
                 "normalization": info.normalization, "normalization_key": info.normalization_key,
                 "ttl_s": store.ttl_s}
@@ -256,6 +271,23 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
     return app
 
 
+def _modality(value) -> "str | None":
+    if value is None or isinstance(value, str) and len(value) <= 64:
+        return value or None
+    raise wire.WireError(f"modality must be a short string (e.g. \"CT\") or null; got {type(value).__name__}.")
+
+
+def _direction(value) -> "list | None":
+    """The volume's 3x3 direction matrix as 9 finite numbers (row-major), or None."""
+    if value is None:
+        return None
+    ok = isinstance(value, (list, tuple)) and len(value) == 9 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not ok:
+        raise wire.WireError("direction must be 9 finite numbers (a row-major 3x3 matrix) or null.")
+    return [float(v) for v in value]
+
+
 def _normalization(spec) -> "str | Normalization":
     """The meta header's normalization: a user option string or a resolved Normalization as a dict."""
     if spec is None or isinstance(spec, str):
@@ -267,7 +299,8 @@ def _normalization(spec) -> "str | Normalization":
         except (KeyError, TypeError) as exc:
             raise wire.WireError(f"Bad normalization object {spec!r}: {exc}") from exc
         if norm.mode not in ("range", "percentile", "none", "auto") or (
-                norm.mode == "range" and not all(isinstance(v, (int, float)) for v in (norm.low, norm.high))):
+                norm.mode == "range" and not (all(isinstance(v, (int, float)) and math.isfinite(v)
+                                                  for v in (norm.low, norm.high)) and norm.low < norm.high)):
             raise wire.WireError(f"Bad normalization object {spec!r}.")
         return norm
     raise wire.WireError(f"normalization must be a string or an object; got {type(spec).__name__}.")

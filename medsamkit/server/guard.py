@@ -1,8 +1,15 @@
-"""ASGI middleware run before any route: bearer token, API version, request size.
+"""ASGI middleware run before any route: bearer token, API version, request size; and the
+connection limits of the HTTP server under it (:func:`uvicorn_options`).
 
 Done here rather than per route so that no endpoint can forget it and so that a request is
 refused before its body is read: a wrong token is answered 401 and an oversized upload 413
 without the server decoding, storing or computing anything.
+
+Below the ASGI layer, uvicorn closes idle keep-alive connections but has no limit on how long a
+client may take to send a request's line and headers: a half-sent request held its connection
+open indefinitely. :class:`HeaderTimeoutProtocol` closes a connection that has not completed its
+request headers within ``protocol.HEADER_TIMEOUT_S``; ``limit_concurrency`` bounds the number of
+connections served at once.
 """
 from __future__ import annotations
 
@@ -87,3 +94,58 @@ class Guard:
             return message
 
         await self.app(scope, counted_receive, send)
+
+
+def header_timeout_protocol(timeout_s: float = protocol.HEADER_TIMEOUT_S):
+    """uvicorn's h11 protocol class plus a deadline for each request's line and headers.
+
+    The timer runs while the connection waits for (or is part-way through) a request's headers:
+    from the moment the connection opens, and again when data of a next request arrives. It stops
+    when the headers are complete; on expiry the connection is closed without an answer.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        header_timeout_s = float(timeout_s)
+
+        def connection_made(self, transport) -> None:
+            self._header_timer = None
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._reading_headers():
+                self._arm_header_timer()
+            else:
+                self._disarm_header_timer()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm_header_timer()
+            super().connection_lost(exc)
+
+        def _reading_headers(self) -> bool:
+            return self.conn.their_state is h11.IDLE and (self.cycle is None or self.cycle.response_complete)
+
+        def _arm_header_timer(self) -> None:
+            if self._header_timer is None and not self.transport.is_closing():
+                self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+        def _disarm_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _header_timeout(self) -> None:
+            self._header_timer = None
+            if self._reading_headers() and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
+
+
+def uvicorn_options(header_timeout_s: float = protocol.HEADER_TIMEOUT_S) -> dict:
+    """Keyword arguments for ``uvicorn.Config``: header deadline, keep-alive, connection and header limits."""
+    return {"http": header_timeout_protocol(header_timeout_s), "timeout_keep_alive": protocol.KEEP_ALIVE_TIMEOUT_S,
+            "limit_concurrency": protocol.MAX_CONNECTIONS, "h11_max_incomplete_event_size": protocol.MAX_HEADER_BYTES}

@@ -44,6 +44,14 @@ class StoreFull(Exception):
     """Session count or memory limit reached: HTTP 503."""
 
 
+class Reservation:
+    """A place (and bytes) claimed for a session being created; spent by ``add`` or given back."""
+
+    def __init__(self, budget: int):
+        self.budget = int(budget)
+        self.active = True
+
+
 class Session:
     def __init__(self, sid: str, backend: LocalBackend, budget: int = 0):
         self.sid = sid
@@ -124,6 +132,7 @@ class SessionStore:
         self.cache_bytes = int(cache_bytes)
         self._sessions: dict[str, Session] = {}
         self._reserved = 0  # bytes promised to sessions being created (decode in progress)
+        self._pending = 0   # sessions being created: they count against max_sessions from reserve() on
         self._mu = threading.Lock()
         self.created_count = 0
 
@@ -136,11 +145,15 @@ class SessionStore:
         side = int(getattr(self.model, "low_res_size", 256))
         return n + self.cache_bytes + (MAX_PREDICTIONS_PER_SESSION + MAX_MASKS_PER_SESSION) * side * side * 4
 
-    def reserve(self, budget: int) -> None:
-        """Claim room for a new session before decoding its upload; StoreFull if over a limit."""
+    def reserve(self, budget: int) -> Reservation:
+        """Claim a place and room for a new session before decoding its upload; StoreFull if over a limit.
+
+        Check and claim happen under one lock, so concurrent creates can never pass the limit together;
+        the returned Reservation is spent by :meth:`add` or given back by :meth:`release_reservation`.
+        """
         self.sweep()
         with self._mu:
-            if len(self._sessions) >= self.max_sessions:
+            if len(self._sessions) + self._pending >= self.max_sessions:
                 raise StoreFull(f"The server already holds {self.max_sessions} sessions (its limit); close one, "
                                 "wait for idle ones to expire, or restart it with a larger --max-sessions.")
             held = sum(s.budget for s in self._sessions.values()) + self._reserved
@@ -149,15 +162,27 @@ class SessionStore:
                                 f"{budget / 2**20:.0f} MiB more, over its {self.max_total_bytes / 2**20:.0f} MiB limit "
                                 "(--max-memory-mb). Close other sessions or try again later.")
             self._reserved += budget
+            self._pending += 1
+            return Reservation(budget)
 
-    def release_reservation(self, budget: int) -> None:
+    def release_reservation(self, reservation: Reservation) -> None:
+        """Give back a reservation that :meth:`add` did not spend (the create failed); idempotent."""
         with self._mu:
-            self._reserved = max(0, self._reserved - int(budget))
+            self._release(reservation)
 
-    def add(self, backend: LocalBackend, budget: int = 0) -> Session:
+    def _release(self, reservation: Reservation) -> None:
+        if reservation.active:
+            reservation.active = False
+            self._reserved = max(0, self._reserved - reservation.budget)
+            self._pending = max(0, self._pending - 1)
+
+    def add(self, backend: LocalBackend, budget: int = 0, reservation: Reservation | None = None) -> Session:
+        """Register a session; with ``reservation`` the reserved place becomes the session (one step)."""
         sid = secrets.token_urlsafe(16)
         session = Session(sid, backend, budget)
         with self._mu:
+            if reservation is not None:
+                self._release(reservation)
             self._sessions[sid] = session
             self.created_count += 1
         return session

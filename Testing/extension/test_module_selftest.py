@@ -1,0 +1,17 @@
+"""MedSAMSegment's own in-Slicer self-test (MedSAMSegmentTest), run through the Slicer loader as the
+Self Tests module would: slicer.selfTests["MedSAMSegment"] after startup, with the real EngineHolder
+(LiteMedSAM loaded in this process) on slicer-core.
+"""
+from __future__ import annotations
+
+from slicer_fixtures import SEGMENT_MODULE, ctx, harness, slicer_core  # noqa: F401
+
+
+def test_module_self_test_runs_through_the_loader(harness):
+    if harness.version != "5.10.0":
+        import pytest
+
+        pytest.skip("one model load is enough: the loaders differ only before the test starts")
+    harness.start(SEGMENT_MODULE)
+    harness.slicer.selfTests["MedSAMSegment"]()
+    assert ("delay", "test_BoxOnSampleCT passed") in harness.dialogs

@@ -24,10 +24,14 @@ _POINT_CAPABLE = {"litemedsam-clicks", "sam-vit-b", "sam-vit-l", "sam-vit-h", "s
 _HASH_CACHE: dict[tuple, str] = {}
 
 
-def register(spec: ModelSpec, post_load=None, point_prompts: bool | None = None) -> None:
+def register(spec: ModelSpec, post_load=None, point_prompts: bool | None = None,
+             checkpoint_layout: str | None = None) -> None:
     """Add a kind. post_load(model): run on every loaded model of this kind (after the strict load);
-    point_prompts: whether its weights were trained with point prompts (see accepts_point_prompts)."""
+    point_prompts: whether its weights were trained with point prompts (see accepts_point_prompts);
+    checkpoint_layout: the kind whose checkpoint files this kind loads (litemedsam-clicks: litemedsam)."""
     _SPECS[spec.kind] = spec
+    if checkpoint_layout is not None:
+        checkpoints.SAME_LAYOUT[spec.kind] = checkpoint_layout
     if post_load is not None:
         _POST_LOAD[spec.kind] = post_load
     if point_prompts is not None:
@@ -48,7 +52,8 @@ def _register_builtin() -> None:
     from . import litemedsam, litemedsam_clicks
 
     register(litemedsam.SPEC)
-    register(litemedsam_clicks.SPEC, post_load=litemedsam_clicks.apply_delta, point_prompts=True)
+    register(litemedsam_clicks.SPEC, post_load=litemedsam_clicks.apply_delta, point_prompts=True,
+             checkpoint_layout="litemedsam")
     try:  # other families register themselves when their module exists (see sam.py etc.)
         from . import sam  # noqa: F401
     except ImportError:

@@ -31,8 +31,9 @@ HELP = {
     "model": "base model kind (litemedsam, medsam, sam-vit-b, sam-med2d, ...)",
     "checkpoint": "base weights file (default: the kind's bundled weights)",
     "device": "auto, cpu, cuda, cuda:N or mps",
-    "parts": "what trains: adapters, decoder, prompt_encoder, encoder, full, or a '+' list (e.g. adapters+decoder)",
-    "prompt": "simulated prompts: box, points or mixed",
+    "parts": "what trains: adapters, decoder, prompt_encoder, encoder, full, clicks (prompt encoder + decoder "
+             "attention/tokens/upscaling/IoU head: the small point-capable delta), or a '+' list (e.g. adapters+decoder)",
+    "prompt": "simulated prompts: box, points, mixed, or clicks (box only, 1..--points points, or box + points)",
     "box_jitter": "box sides move outward by 0..N pixels (MedSAM: 20)",
     "clicks": "iterative correction clicks per sample (SAM-Med2D: 8; 0 = off)",
     "loss": "dice-bce (MedSAM), focal-dice-iou (SAM-Med2D) or auto",
@@ -41,6 +42,11 @@ HELP = {
     "out": "run folder (checkpoints, metrics.jsonl, adapter.safetensors)",
     "save_every": "also checkpoint every N optimizer steps (0 = at epoch ends)",
     "max_steps": "stop after N optimizer steps (0 = no limit)",
+    "val_data": "validation-only folder with a manifest.json (repeatable): validate by the click protocol "
+                "(box, 1/3/5 clicks) and keep the weights with the best mean; never trained on",
+    "val_objects": "validate on at most N objects of --val-data, evenly spread (0 = all)",
+    "val_every": "also validate and keep the best weights every N optimizer steps (0 = at epoch ends)",
+    "embedding_dir": "keep the frozen encoder's embeddings in this folder (float16), reused by resumed/repeated runs",
 }
 
 
@@ -54,9 +60,9 @@ def add_parser(subparsers) -> None:
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         text = HELP.get(f.name, "see docs/training.md")
-        if f.default is not dataclasses.MISSING and f.name not in ("data", "pairs"):
+        if f.default is not dataclasses.MISSING and f.name not in ("data", "pairs", "val_data"):
             text += f" (default: {f.default})"
-        if f.name == "data":
+        if f.name in ("data", "val_data"):
             p.add_argument(flag, action="append", default=None, metavar="PATH", help=text)
         elif f.name == "pairs":
             p.add_argument("--pair", dest="pairs", nargs=2, action="append", default=None, metavar=("IMAGE", "LABEL"),

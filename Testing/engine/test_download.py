@@ -422,7 +422,8 @@ def test_cli_fetch_json_progress_and_list(server, cache, tmp_path, monkeypatch, 
     assert res.returncode == 2 and "add FILE --model medsam" in json.loads(res.stdout.splitlines()[-1])["message"]
     listing = json.loads(_cli(["models", "list", "--json"], env).stdout)
     status = {m["kind"]: m["status"] for m in listing["models"]}
-    assert status == {"litemedsam": "bundled", "sam-vit-b": "cached", "medsam": "manual download"}
+    assert status == {"litemedsam": "bundled", "litemedsam-clicks": "bundled", "sam-vit-b": "cached",
+                      "medsam": "manual download"}
 
 
 # ------------------------------------------------------------------------------------------- models add

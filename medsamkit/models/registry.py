@@ -15,18 +15,45 @@ from . import checkpoints
 from .base import ModelSpec, PromptableModel
 
 _SPECS: dict[str, ModelSpec] = {}
+_POST_LOAD: dict = {}   # kind -> fn(model): applied after the strict load (e.g. a shipped weight delta)
 _LOCK = threading.Lock()
+# Model kinds whose weights were trained with point prompts (clicks give useful masks). The others
+# (LiteMedSAM, MedSAM) were trained with boxes only: a single click gives an (almost) empty mask,
+# so front ends should say "this model is box-only" in point modes (accepts_point_prompts).
+_POINT_CAPABLE = {"litemedsam-clicks", "sam-vit-b", "sam-vit-l", "sam-vit-h", "sam-med2d", "medicosam"}
 _HASH_CACHE: dict[tuple, str] = {}
 
 
-def register(spec: ModelSpec) -> None:
+def register(spec: ModelSpec, post_load=None, point_prompts: bool | None = None,
+             checkpoint_layout: str | None = None) -> None:
+    """Add a kind. post_load(model): run on every loaded model of this kind (after the strict load);
+    point_prompts: whether its weights were trained with point prompts (see accepts_point_prompts);
+    checkpoint_layout: the kind whose checkpoint files this kind loads (litemedsam-clicks: litemedsam)."""
     _SPECS[spec.kind] = spec
+    if checkpoint_layout is not None:
+        checkpoints.SAME_LAYOUT[spec.kind] = checkpoint_layout
+    if post_load is not None:
+        _POST_LOAD[spec.kind] = post_load
+    if point_prompts is not None:
+        (_POINT_CAPABLE.add if point_prompts else _POINT_CAPABLE.discard)(spec.kind)
+
+
+def accepts_point_prompts(kind: str) -> bool:
+    """True when model ``kind`` was trained with point prompts, so clicks alone give useful masks.
+
+    False for box-trained kinds (litemedsam, medsam): point modes should tell the user the model is
+    box-only (or offer litemedsam-clicks) instead of returning an empty mask. Raises InputError for
+    an unknown kind.
+    """
+    return get_spec(kind).kind in _POINT_CAPABLE
 
 
 def _register_builtin() -> None:
-    from . import litemedsam
+    from . import litemedsam, litemedsam_clicks
 
     register(litemedsam.SPEC)
+    register(litemedsam_clicks.SPEC, post_load=litemedsam_clicks.apply_delta, point_prompts=True,
+             checkpoint_layout="litemedsam")
     try:  # other families register themselves when their module exists (see sam.py etc.)
         from . import sam  # noqa: F401
     except ImportError:
@@ -136,6 +163,8 @@ def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = N
     net.to(dev)
     net.eval()  # after loading and moving: TinyViT builds its attention-bias cache here
     model = PromptableModel(spec, net, dev, checkpoint=path, checkpoint_sha256=sha)
+    if spec.kind in _POST_LOAD:
+        _POST_LOAD[spec.kind](model)
     if adapter is not None:
         from .adapter_file import apply_adapter
 

@@ -17,14 +17,14 @@ from pathlib import Path
 
 from ..errors import DependencyError, InputError
 
-PARTS = ("adapters", "decoder", "prompt_encoder", "encoder")
-PART_PRESETS = {"full": ("encoder", "prompt_encoder", "decoder")}
-PROMPTS = ("box", "points", "mixed")
+PARTS = ("adapters", "decoder", "prompt_encoder", "encoder", "click_decoder")
+PART_PRESETS = {"full": ("encoder", "prompt_encoder", "decoder"), "clicks": ("prompt_encoder", "click_decoder")}
+PROMPTS = ("box", "points", "mixed", "clicks")
 LOSSES = ("auto", "dice-bce", "focal-dice-iou")
 AMP = ("auto", "bf16", "off")
 AUGMENT = ("flip", "none")
 CACHE = ("auto", "on", "off")
-PATH_KEYS = ("data", "pairs", "checkpoint", "out")
+PATH_KEYS = ("data", "pairs", "checkpoint", "out", "val_data", "embedding_dir")
 
 
 @dataclass
@@ -56,9 +56,10 @@ class TrainConfig:
     device: str = "auto"
     parts: str = "decoder"               # adapters | decoder | prompt_encoder | encoder | full, joined by '+'
 
-    prompt: str = "box"                  # box | points | mixed (half boxes, half points; SAM-Med2D)
+    prompt: str = "box"                  # box | points | mixed (half boxes, half points; SAM-Med2D) | clicks
+                                         # (box only, 1..points points, or box + points per sample; see prompt_simulation)
     box_jitter: int = 20                 # each box side moves outward by 0..box_jitter pixels (MedSAM)
-    points: int = 1                      # positive points per point prompt
+    points: int = 1                      # positive points per point prompt (clicks: the most points of a first prompt)
     clicks: int = 0                      # iterative correction clicks per sample (SAM-Med2D uses 8)
 
     loss: str = "auto"                   # dice-bce (MedSAM) | focal-dice-iou (SAM-Med2D) | auto (by model)
@@ -75,6 +76,7 @@ class TrainConfig:
     min_delta: float = 0.001             # smallest Dice gain that counts as improvement
     cache_embeddings: str = "auto"       # auto: cache the frozen encoder's embeddings when the encoder is frozen
     cache_gb: float = 2.0
+    embedding_dir: str | None = None     # also keep frozen-encoder embeddings on disk here (float16; reused by reruns)
     num_workers: int = 0                 # DataLoader worker processes
     seed: int = 0
     max_steps: int = 0                   # stop after this many optimizer steps (0 = no limit)
@@ -82,6 +84,9 @@ class TrainConfig:
     out: str = "medsamkit-train"         # run folder: checkpoints, metrics.jsonl, adapter.safetensors
     save_every: int = 0                  # also checkpoint every N optimizer steps (0 = at epoch ends only)
     validate_before: bool = True         # validation Dice of the base model before training
+    val_data: list = field(default_factory=list)  # validation-only folders (manifest.json): click-protocol validation
+    val_objects: int = 0                 # at most this many val_data objects (evenly spread; 0 = all)
+    val_every: int = 0                   # also validate (and keep the best weights) every N optimizer steps
     tensorboard: str = "auto"            # auto: write TensorBoard events when tensorboard is installed; off
 
     # ---------------------------------------------------------------------------------------------
@@ -124,7 +129,7 @@ class TrainConfig:
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be at least 1 (got {getattr(self, name)}).")
         for name in ("clicks", "box_jitter", "background_margin", "patience", "num_workers", "max_steps",
-                     "save_every"):
+                     "save_every", "val_objects", "val_every"):
             if int(getattr(self, name)) < 0:
                 raise InputError(f"{name} must be 0 or more (got {getattr(self, name)}).")
         for name in ("foreground_fraction", "min_lr_ratio"):
@@ -156,7 +161,7 @@ class TrainConfig:
         for f in dataclasses.fields(cls):
             if f.name not in values:
                 continue
-            if values[f.name] is None and f.name not in ("checkpoint", "modality"):
+            if values[f.name] is None and f.name not in ("checkpoint", "modality", "embedding_dir"):
                 continue  # an empty YAML entry means "the default"
             setattr(cfg, f.name, _coerce(f.name, values[f.name], getattr(cfg, f.name)))
         if base_dir is not None:
@@ -171,6 +176,8 @@ class TrainConfig:
             return p if p is None or Path(p).is_absolute() else str((base / p).resolve())
 
         self.data = [fix(str(p)) for p in self.data]
+        self.val_data = [fix(str(p)) for p in self.val_data]
+        self.embedding_dir = fix(self.embedding_dir) if self.embedding_dir else None
         self.pairs = [[fix(str(a)), fix(str(b))] for a, b in self.pairs]
         self.checkpoint = fix(self.checkpoint) if self.checkpoint else None
         self.out = fix(self.out)
@@ -179,7 +186,7 @@ class TrainConfig:
 def _coerce(name: str, value, default):
     """Value from YAML/flags -> the field's type, with a clear error."""
     try:
-        if name in ("data", "labels", "val_cases"):
+        if name in ("data", "labels", "val_cases", "val_data"):
             return [value] if isinstance(value, (str, int)) else list(value)
         if name == "pairs":
             pairs = [list(p) for p in value]

@@ -15,6 +15,15 @@ PART_PREFIXES = {
     "decoder": ("mask_decoder.",),
     "prompt_encoder": ("prompt_encoder.",),
     "encoder": ("image_encoder.",),
+    "click_decoder": ("mask_decoder.",),
+}
+# click_decoder: the mask decoder without its two-way transformer MLPs (2.1 M of its 4.1 M parameters)
+# and without the hypernetwork MLPs of mask tokens 1-3, which single-mask models (LiteMedSAM) never
+# use. What remains (attention, tokens, upscaling, IoU head: 1.5 M) is what learns to read points,
+# and its delta ships small (the litemedsam-clicks model).
+PART_EXCLUDES = {
+    "click_decoder": (".mlp.lin", "output_hypernetworks_mlps.1.", "output_hypernetworks_mlps.2.",
+                      "output_hypernetworks_mlps.3."),
 }
 ADAPTER_TOKEN = ".Adapter."
 
@@ -27,7 +36,8 @@ def key_is_trained(key: str, parts) -> bool:
     """True when state_dict/parameter ``key`` belongs to one of ``parts``."""
     if "adapters" in parts and is_adapter_key(key):
         return True
-    return any(key.startswith(prefix) for p in parts for prefix in PART_PREFIXES.get(p, ()))
+    return any(key.startswith(prefix) and not any(x in key for x in PART_EXCLUDES.get(p, ()))
+               for p in parts for prefix in PART_PREFIXES.get(p, ()))
 
 
 def has_adapters(net) -> bool:

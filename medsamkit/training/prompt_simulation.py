@@ -10,6 +10,7 @@ so that every prompt is reproducible from the sample's seed (exact resume).
 - :class:`PointPrompt` — SAM-Med2D's initial clicks: positives drawn uniformly from the label,
   optional negatives from the background near it.
 - :class:`MixedPrompt` — SAM-Med2D: a box or points with probability ``p_box``.
+- :class:`ClickMixPrompt` — the point-capable recipe: box only, 1-N points, or box + points.
 - :class:`CorrectionClick` — the iterative-training click: the centre (the
   point farthest from the region's border) of the largest error region; positive when the model
   missed foreground there, negative when it over-segmented.
@@ -116,6 +117,59 @@ class MixedPrompt:
         return f"MixedPrompt({self.box!r}, {self.points!r}, p_box={self.p_box})"
 
 
+class ClickMixPrompt:
+    """The point-capable recipe's first prompt (SAM / MedicoSAM style): per sample one of
+
+    - a box only (probability ``p_box``; sides jittered outward by 0..``jitter`` px),
+    - points only (``p_points``): the first positive click at the object's centre (the pixel
+      farthest from its border, where the simulated user of :mod:`medsamkit.refinement` clicks
+      first) with probability ``p_centre``, else uniform on the object; then 0..``max_points`` - 1
+      more points, each positive on the object or negative on nearby background,
+    - a box plus 1..``max_points`` such points (the rest).
+
+    Correction clicks at the largest error region follow in the training step (``clicks``).
+    """
+
+    def __init__(self, jitter: int = 10, max_points: int = 3, p_box: float = 0.3, p_points: float = 0.5,
+                 p_centre: float = 0.5):
+        if max_points < 1:
+            raise InputError("The clicks prompt needs at least one point (points >= 1).")
+        self.box = BoxPrompt(jitter)
+        self.max_points = int(max_points)
+        self.p_box, self.p_points, self.p_centre = float(p_box), float(p_points), float(p_centre)
+
+    def _points(self, mask: np.ndarray, rng: np.random.Generator, n: int, centre_first: bool):
+        pts, labs = [], []
+        if centre_first:
+            from ..refinement import _centre
+
+            pts.append(_centre(mask))
+            labs.append(1)
+        while len(pts) < n:
+            positive = not pts or rng.random() < 0.6
+            one = PointPrompt(1, 0 if positive else 1)(mask, rng)
+            pick = -1 if not positive and one.labels[-1] == 0 else 0
+            pts.append(one.points[pick])
+            labs.append(int(one.labels[pick]))
+        return np.array(pts, dtype=np.float64).reshape(-1, 2), np.array(labs, dtype=np.int64)
+
+    def __call__(self, mask: np.ndarray, rng: np.random.Generator) -> SimulatedPrompt:
+        u = rng.random()
+        if u < self.p_box:
+            return self.box(mask, rng)
+        if u < self.p_box + self.p_points:
+            n = 1 + int(rng.integers(0, self.max_points)) if rng.random() < 0.5 else 1
+            pts, labs = self._points(mask, rng, n, rng.random() < self.p_centre)
+            return SimulatedPrompt(points=pts, labels=labs)
+        box = self.box(mask, rng).box
+        pts, labs = self._points(mask, rng, 1 + int(rng.integers(0, self.max_points)), rng.random() < self.p_centre)
+        return SimulatedPrompt(box=box, points=pts, labels=labs)
+
+    def __repr__(self) -> str:
+        return (f"ClickMixPrompt(jitter={self.box.jitter}, max_points={self.max_points}, p_box={self.p_box}, "
+                f"p_points={self.p_points}, p_centre={self.p_centre})")
+
+
 class CorrectionClick:
     """Iterative-training click: ``(pred (H, W) bool, gt (H, W) bool) -> ((x, y), label) | None``."""
 
@@ -135,4 +189,6 @@ def make_prompt_generator(kind: str, jitter: int = 20, points: int = 1):
         return PointPrompt(points)
     if kind == "mixed":
         return MixedPrompt(BoxPrompt(jitter), PointPrompt(points))
-    raise InputError(f"Unknown prompt kind '{kind}'; use box, points or mixed.")
+    if kind == "clicks":
+        return ClickMixPrompt(jitter, max_points=points)
+    raise InputError(f"Unknown prompt kind '{kind}'; use box, points, mixed or clicks.")

@@ -112,7 +112,19 @@ class Trainer:
             if cfg.cache_embeddings != "off":
                 cache = embedding_cache if embedding_cache is not None else EmbeddingCache(int(cfg.cache_gb * (1 << 30)))
             base_sha = getattr(model, "base_checkpoint_sha256", None) or model.checkpoint_sha256 or f"random-{id(self.net)}"
-            self.embed = FrozenEmbeddings(self.net, f"{model.kind}:{base_sha}", cache, max_batch=cfg.batch_size)
+            self.embed = FrozenEmbeddings(self.net, f"{model.kind}:{base_sha}", cache, max_batch=cfg.batch_size,
+                                          disk_dir=cfg.embedding_dir)
+        self.val_objects = None
+        if cfg.val_data:  # click-protocol validation on separate folders (click_validation.py)
+            from .click_validation import manifest_objects
+
+            self.val_objects = manifest_objects(cfg.val_data, cfg.val_objects)
+            if cfg.embedding_dir and self.encoder_frozen:
+                from .click_validation import DiskEmbeddingCache
+
+                self.val_cache = DiskEmbeddingCache(cfg.embedding_dir, self.embed.base_id)
+            else:
+                self.val_cache = EmbeddingCache(2 << 30)
         self.amp = self.device.type == "cuda" and cfg.amp in ("auto", "bf16")
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         per_rank = len(distributed.shard(list(range(len(self.data.train_refs(0)))), self.dist))
@@ -157,11 +169,12 @@ class Trainer:
         losses: list = []
         status = None
         try:
-            if not resume and cfg.validate_before and self.data.has_validation:
+            if not resume and cfg.validate_before and self.has_validation:
                 res = self._validate()
                 if main:
                     st["dice_before"] = res["dice"]
-                    writer.write("val", epoch=0, step=0, dice=res["dice"], per_case=res["per_case"])
+                    writer.write("val", epoch=0, step=0, dice=res["dice"], per_case=res["per_case"],
+                                 **({"figures": res["figures"]} if "figures" in res else {}))
             while status is None and st["epoch"] < cfg.epochs:
                 status = self._run_epoch(writer, losses)
         except BaseException as exc:
@@ -223,7 +236,13 @@ class Trainer:
             if self.progress is not None:
                 self.progress(st["step"], self.total_steps, f"epoch {epoch + 1}/{cfg.epochs} loss {step_loss:.4f}")
             acc_loss, images, t0 = 0.0, 0, time.perf_counter()
-            if cfg.save_every and st["step"] % cfg.save_every == 0 and done_micro < n_micro:
+            if cfg.val_every and st["step"] % cfg.val_every == 0 and done_micro < n_micro:
+                decision = self._after_epoch(writer, epoch, done_micro)
+                self._save(writer, epoch, done_micro)
+                if decision:
+                    stop = decision
+                    break
+            elif cfg.save_every and st["step"] % cfg.save_every == 0 and done_micro < n_micro:
                 self._save(writer, epoch, done_micro)
             if cfg.max_steps and st["step"] >= cfg.max_steps:
                 stop = "finished"
@@ -233,6 +252,8 @@ class Trainer:
             self._save(writer, epoch, done_micro)
             return stop
         epoch_done = done_micro >= n_micro
+        if stop == "early-stopped":  # decided by a mid-epoch validation (val_every), already saved
+            return stop
         decision = self._after_epoch(writer, epoch + 1 if epoch_done else epoch)
         if epoch_done:
             self._save(writer, epoch + 1, 0)
@@ -240,15 +261,21 @@ class Trainer:
             self._save(writer, epoch, done_micro)
         return stop or decision
 
-    def _after_epoch(self, writer: MetricsWriter, epoch_label: int) -> str | None:
+    @property
+    def has_validation(self) -> bool:
+        return self.val_objects is not None or self.data.has_validation
+
+    def _after_epoch(self, writer: MetricsWriter, epoch_label: int, batch: int | None = None) -> str | None:
         """Validate, keep the best weights as the adapter, decide early stopping (rank 0 decides)."""
         cfg, st = self.cfg, self.state
         decision = None
-        if self.data.has_validation:
+        if self.has_validation:
             res = self._validate()
             if self.dist.is_main:
                 dice = res["dice"]
-                writer.write("val", epoch=epoch_label, step=st["step"], dice=dice, per_case=res["per_case"])
+                writer.write("val", epoch=epoch_label, step=st["step"], dice=dice, per_case=res["per_case"],
+                             **({"figures": res["figures"]} if "figures" in res else {}),
+                             **({"batch_in_epoch": batch} if batch is not None else {}))
                 if st["best_dice"] is None or dice > st["best_dice"] + cfg.min_delta:
                     st.update(best_dice=dice, best_epoch=epoch_label, bad_epochs=0)
                     self._export(writer, dice, epoch_label)
@@ -264,7 +291,13 @@ class Trainer:
         return decision
 
     def _validate(self) -> dict:
-        if self.dist.is_main:
+        if self.dist.is_main and self.val_objects is not None:
+            from .click_validation import evaluate_clicks
+
+            self.net.eval()
+            res = evaluate_clicks(self.model, self.val_objects, self.val_cache)
+            self.last_figures = res["figures"]
+        elif self.dist.is_main:
             if self.val_backend is None:
                 self.val_backend = validation_backend(self.model)
             elif not self.encoder_frozen:  # the encoder moved: embeddings of the last validation are stale
@@ -353,7 +386,8 @@ class Trainer:
         manifest = build_manifest(
             self.model, self.parts, self.adapter_layout, preprocessing=prep,
             prompt={"prompt": cfg.prompt, "box_jitter": cfg.box_jitter, "clicks": cfg.clicks},
-            metrics={"val_dice_before": st["dice_before"], "val_dice": dice, "epoch": epoch_label, "step": st["step"]},
+            metrics={"val_dice_before": st["dice_before"], "val_dice": dice, "epoch": epoch_label, "step": st["step"],
+                     **({"val_figures": self.last_figures} if getattr(self, "last_figures", None) else {})},
             training={k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "loss", "seed",
                                                    "augment", "axis", "labels")})
         save_adapter(self.adapter_path, trained_state(self.net, self.parts), manifest)

@@ -109,7 +109,9 @@ class MedSAMSegmentTest(ScriptedLoadableModuleTest):
         self.assertTrue(effect.self().waitForResult(600), "Segmentation did not finish in 10 minutes")
 
         written = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume) > 0
-        dice = 2.0 * (written[k] & reference[k]).sum() / (written[k].sum() + reference[k].sum())
+        from medsamkit.metrics import dice as diceOf
+
+        dice = diceOf(written[k], reference[k])  # the one Dice of every face (CLI, bench, training)
         self.delayDisplay(f"Dice against the reference on slice {k}: {dice:.3f}")
         self.assertGreater(dice, 0.75)  # 0.814 with LiteMedSAM on CPU (the same box in plain Python)
         self.assertEqual(int(written.sum()), int(written[k].sum()))  # only the prompted slice

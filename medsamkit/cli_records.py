@@ -101,7 +101,8 @@ def cmd_replay(args) -> int:
     from .io import read_image, suffix_of, write_mask
     from .progress import tqdm_progress
     from .records import read_record, record_tags
-    from .replay import dice_table, format_table, open_replay_backend, recorded_segments, replay
+    from .backend.replay_backend import open_replay_backend
+    from .replay import dice_table, format_table, recorded_segments, replay
     from .segmentation_file import write_segmentation
 
     out = Path(args.out)

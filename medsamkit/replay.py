@@ -61,38 +61,6 @@ def _recorded_model(record: dict) -> dict:
     return record["entries"][0]["model"]
 
 
-def open_replay_backend(record: dict, backend: str = "local", model: str | None = None, checkpoint=None,
-                        adapter=None, device: str | None = "cpu", engine: str | None = None, **remote_options):
-    """The backend to replay on: the recorded model unless ``model``/``checkpoint``/``adapter``/``engine`` say
-    otherwise (a server's own model with ``backend`` a URL). Returns (Backend, its model block).
-
-    Raises InputError when the recorded weights or adapter are not at hand and none were given.
-    """
-    from .backend import is_remote_spec, open_backend
-
-    if is_remote_spec(backend):
-        b = open_backend(backend, **remote_options)
-        return b, model_block(b, backend)
-    from .models.registry import get_spec, load_model
-
-    rec = _recorded_model(record)
-    kind = model or rec["kind"]
-    if checkpoint is None and model is None and rec.get("weights_sha256"):
-        spec = get_spec(kind)
-        base_sha = rec["weights_sha256"] if not rec.get("adapter") else None
-        if base_sha and not any(s.startswith(base_sha) for s in spec.known_sha256) and spec.known_sha256:
-            raise InputError(f"The record was made with {kind} weights {base_sha[:16]}..., not the bundled ones; pass "
-                             "them with --checkpoint FILE (or choose another model with --model to compare).")
-    if adapter is None and model is None and checkpoint is None and rec.get("adapter"):
-        raise InputError(f"The record was made with the adapter {rec['adapter']['name']} (sha256 "
-                         f"{rec['adapter']['sha256'][:16]}...); pass it with --adapter FILE, or --model "
-                         f"{rec['kind']} to replay without it.")
-    eng = engine or (rec.get("engine") if model is None and checkpoint is None else None) or "torch"
-    net = load_model(kind, checkpoint, device, engine=eng, adapter=adapter)
-    b = open_backend("local", model=net)
-    return b, model_block(net, "local")
-
-
 def _check_image(record: dict, image) -> None:
     for e in record["entries"]:
         want = tuple(e["image"]["shape"])

@@ -99,7 +99,7 @@ class ViewPrefetch:
 
         effect = self.effect
         volume, _, _ = effect.nodes()
-        if volume is None or volume.GetImageData() is None:
+        if volume is None or volume.GetImageData() is None or self.modelNotAtHand():
             return None
         holder = effect.engineHolder
         request = prepare_view_request(volume, sliceToRas, effect.scriptedEffect.parameter("Window"),
@@ -113,6 +113,18 @@ class ViewPrefetch:
                                     progress=progress, cancel=cancel)
 
         return effect.worker.submit_background(work, label="view prefetch")
+
+    def modelNotAtHand(self):
+        """True while the chosen catalog model is not downloaded: only a prompt asks for the download
+        (with its licence), never a view at rest."""
+        from MedSAMSegmentLib.Parameters import CHECKPOINT_PATH
+
+        kind = self.effect.localModelKind()
+        if kind is None or self.effect.parameterOrEmpty(CHECKPOINT_PATH):
+            return False
+        from MedSAMSegmentLib import ModelDownload
+
+        return ModelDownload.needsDownload(kind)
 
     def stop(self):
         self.timer.stop()

@@ -19,7 +19,7 @@ ADAPTER = "Adapter"                    # path of a registered adapter (MedSAMTra
 PROMPT_MODES = (("box", "Box"), ("points", "+/- points"), ("refine", "Refine"), ("propagate", "Propagate"),
                 ("markers", "Markers"))
 WINDOWS = ("display", "auto", "soft-tissue", "lung", "brain", "bone", "percentile")
-MODEL_KINDS = ("litemedsam", "medsam", "sam-vit-b", "sam-vit-l", "sam-vit-h", "sam-med2d", "medicosam")
+MODEL_KINDS = ("litemedsam", "litemedsam-clicks", "medsam", "sam-vit-b", "sam-vit-l", "sam-vit-h", "sam-med2d", "medicosam")
 MIN_DRAG_PIXELS = 4  # a press and release closer than this is a click, not a box
 POLL_INTERVAL_MS = 100
 

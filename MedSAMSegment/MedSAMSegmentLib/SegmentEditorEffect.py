@@ -78,16 +78,21 @@ The slice view must be aligned with the volume (click the orientation warning bu
     def setupOptionsFrame(self):
         self.modelSelector = qt.QComboBox()
         self.modelSelector.addItems(MODEL_KINDS)
-        self.modelSelector.setToolTip("Model kind. LiteMedSAM's weights are bundled; the others need a checkpoint.")
+        self.modelSelector.setToolTip("Model kind. LiteMedSAM's weights are bundled; a catalog model (medsam, sam-*, "
+                                      "sam-med2d, medicosam) is downloaded on first use, with its licence shown "
+                                      "first, unless you choose its checkpoint file below.")
         self.scriptedEffect.addLabeledOptionsWidget("Model:", self.modelSelector)
 
         self.checkpointEdit = ctk.ctkPathLineEdit()
         self.checkpointEdit.filters = ctk.ctkPathLineEdit.Files
-        self.checkpointEdit.setToolTip("Weights file (.pth/.safetensors). Empty: the model's bundled weights.")
+        self.checkpointEdit.setToolTip("Weights file (.pth/.safetensors). Empty: the model's bundled weights, or "
+                                       "the verified download of the model catalog (medsamkit models list).")
         self.scriptedEffect.addLabeledOptionsWidget("Checkpoint:", self.checkpointEdit)
 
         self.backendEdit = qt.QLineEdit()
-        self.backendEdit.setToolTip("'local' runs the model in Slicer; a URL (http://host:8765) uses a MedSAM server.")
+        self.backendEdit.setToolTip("'local' runs the model in its own process on this computer, started by the "
+                                    "effect (Slicer never waits on it, and a crash of the model never takes Slicer "
+                                    "down); a URL (http://host:8765) uses a MedSAM server.")
         self.scriptedEffect.addLabeledOptionsWidget("Backend:", self.backendEdit)
 
         self.adapterSelector = qt.QComboBox()
@@ -165,7 +170,9 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.scriptedEffect.setParameterDefault(WINDOW, "auto")
         self.scriptedEffect.setParameterDefault(PROMPT_MODE, "box")
         self.scriptedEffect.setParameterDefault(WRITE_MODE, "replace")
-        self.scriptedEffect.setParameterDefault(MARKER_MARGIN_MM, 2.0)
+        from medsamkit.markers import DEFAULT_MARGIN_MM  # one default for the effect, markers CLI and batch
+
+        self.scriptedEffect.setParameterDefault(MARKER_MARGIN_MM, DEFAULT_MARGIN_MM)
         self.scriptedEffect.setParameterDefault(MARKER_REFINE, 0)
         self.scriptedEffect.setParameterDefault(ADAPTER, "")
 
@@ -373,9 +380,53 @@ The slice view must be aligned with the volume (click the orientation warning bu
         if not self.ensureSession():
             return
         volume, _, _ = self.nodes()
-        self.guarded(lambda: self.submitPrompt(self.promptState.add_point(volume, self.sliceToRas(viewWidget), ras, positive)))
+        self.guarded(lambda: self.submitPrompt(self.promptState.add_point(volume, self.sliceToRas(viewWidget), ras, positive),
+                                               note=self.boxOnlyNote()))
 
-    def submitPrompt(self, prompt, propagate=False):
+    def localModelKind(self):
+        """The model kind the local model process runs, or None for a server (the server chooses its model)."""
+        backend = self.parameterOrEmpty(BACKEND)
+        return (self.parameterOrEmpty(MODEL) or "litemedsam") if backend in ("", "local") else None
+
+    def boxOnlyNote(self):
+        """A note for clicks on a model trained with boxes only (LiteMedSAM, MedSAM): "" when clicks suit it.
+
+        The clicks still run (with a previous result in Refine mode they can help), but the user learns why
+        clicks alone give poor masks and what to do instead."""
+        kind = self.localModelKind()
+        if kind is None:
+            return ""
+        from medsamkit.models.registry import accepts_point_prompts
+
+        try:
+            if accepts_point_prompts(kind):
+                return ""
+        except Exception:  # an unknown kind is reported when the model starts
+            return ""
+        return (f"Note: {kind} was trained with boxes only, so clicks alone give poor masks. Draw a box first "
+                "(Box mode, then Refine to correct it), or choose the litemedsam-clicks model for clicks.")
+
+    def ensureModelFile(self):
+        """Main thread, before the model process starts: download a catalog model without a checkpoint (progress
+        dialog with Cancel, licence first). False if the user cancelled or the download failed (it said why)."""
+        kind = self.localModelKind()
+        if kind is None or self.parameterOrEmpty(CHECKPOINT_PATH):
+            return True
+        from MedSAMSegmentLib import ModelDownload
+
+        try:
+            if not ModelDownload.needsDownload(kind):
+                return True
+        except Exception as exc:  # an unreadable catalog: the model process reports the real problem
+            logging.warning(f"MedSAM: cannot check the model cache: {exc}")
+            return True
+        if ModelDownload.fetchModel(kind, parent=slicer.util.mainWindow()) is None:
+            self.setStatus(f"The {kind} model is not downloaded; nothing was segmented. Choose it again to retry, "
+                           "choose a checkpoint file, or choose litemedsam (bundled).")
+            return False
+        return True
+
+    def submitPrompt(self, prompt, propagate=False, note=""):
         from medsamkit.mrml.interactive import engine_wants_volume, prepare_slice_request, prepare_volume_request, \
             volume_key
 
@@ -392,7 +443,7 @@ The slice view must be aligned with the volume (click the orientation warning bu
             request = prepare_slice_request(volume, segmentation, prompt, window,
                                             mask_input=self.promptState.previous if refine else None,
                                             cache=self.normalizationCache, whole_volume=wholeVolume)
-        self.submit(request, "propagation" if propagate else f"slice {prompt.view.index}")
+        self.submit(request, "propagation" if propagate else f"slice {prompt.view.index}", note=note)
 
     def submitPlan(self, plan, refine):
         from medsamkit.mrml.interactive import prepare_volume_request
@@ -402,10 +453,12 @@ The slice view must be aligned with the volume (click the orientation warning bu
                                          plan=plan, refine=refine, cache=self.normalizationCache)
         self.submit(request, f"markers ({len(plan.boxes)} slices)")
 
-    def submit(self, request, label):
+    def submit(self, request, label, note=""):
         from medsamkit.mrml.interactive import run_request
 
         if not self.ensureSession():  # the Backend may have become a URL: its client packages first
+            return
+        if self.job is None and not self.worker.busy and not self.ensureModelFile():
             return
         if self.job is not None or self.worker.busy:
             self.setStatus(f"Still segmenting (or stopping); press Cancel or '{CANCEL_KEY}' first, or wait.")
@@ -413,7 +466,7 @@ The slice view must be aligned with the volume (click the orientation warning bu
         if not self.scriptedEffect.confirmCurrentSegmentVisible():
             return
         volume, segmentation, segmentId = self.nodes()
-        self.jobContext = (volume.GetID(), segmentation.GetID(), segmentId, label)
+        self.jobContext = (volume.GetID(), segmentation.GetID(), segmentId, label, note)
         holder = self.engineHolder
         options = self.modelOptions()
 
@@ -472,13 +525,13 @@ The slice view must be aligned with the volume (click the orientation warning bu
         from medsamkit.mrml.interactive import apply_result
 
         volume, segmentation, segmentId = self.nodes()
-        volumeId, segmentationId, submittedSegmentId, label = self.jobContext
+        volumeId, segmentationId, submittedSegmentId, label, note = self.jobContext
         if (volume.GetID(), segmentation.GetID(), segmentId) != (volumeId, segmentationId, submittedSegmentId):
             self.setStatus(f"The selection changed while segmenting {label}; the result was not written. Prompt again.")
             return
         apply_result(ScriptedEffectTarget(self.scriptedEffect), result, self.scriptedEffect.parameter(WRITE_MODE))
         self.promptState.remember(result)
-        warnings = "".join(f"\n{w}" for w in result.warnings)
+        warnings = "".join(f"\n{w}" for w in list(result.warnings) + ([note] if note else []))
         self.setStatus(f"{result.summary} ({result.seconds:.1f} s).{warnings}")
 
     def waitForResult(self, timeoutSeconds=600.0):

@@ -29,8 +29,15 @@ FORBIDDEN = {
 }
 
 
+#: command lines that live inside a layer's folder: the headless Slicer batch (``Slicer --python-script
+#: medsamkit/mrml/batch.py -- ...``) is a face like cli.py and may hand a sub-command to it (``-- recist``)
+FACE_MODULES = {"medsamkit.mrml.batch"}
+
+
 def _part(module: str) -> str:
-    """'medsamkit.backend.local' -> 'backend'; 'medsamkit' -> ''."""
+    """'medsamkit.backend.local' -> 'backend'; 'medsamkit' -> ''; a face module -> 'cli'."""
+    if module in FACE_MODULES:
+        return "cli"
     bits = module.split(".")
     return bits[1] if len(bits) > 1 else ""
 

@@ -39,8 +39,6 @@ def _effect_margin_default():
     raise AssertionError("the effect sets no default for MARKER_MARGIN_MM")
 
 
-@pytest.mark.xfail(strict=True, reason="the effect's default margin (SegmentEditorEffect.py, the GUI developer's file) "
-                                       "must read medsamkit.markers.DEFAULT_MARGIN_MM; remove this mark when it does")
 def test_effect_marker_margin_is_the_engine_default():
     from medsamkit.markers import DEFAULT_MARGIN_MM
 

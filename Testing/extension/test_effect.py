@@ -328,3 +328,49 @@ def _box_ras(volume):
     g = volume_geometry(volume)
     c = g.ijk_to_ras_points([[90, 90, 11], [126, 125, 11]])
     return volume_plane_slice_to_ras(g, 0, 11), c[0], c[1]
+
+
+def test_clicks_on_a_box_only_model_say_so(effect_on_ct):
+    """Points mode with LiteMedSAM (trained with boxes only): the clicks run, and the status says why clicks
+    alone give poor masks and what to do; a point-trained kind (litemedsam-clicks) gets no such note."""
+    s = effect_on_ct
+    k = 11
+    view = _view(s, k)
+    ys, xs = np.nonzero(s.label[k])
+    centre = (float(xs.mean()), float(ys.mean()))
+    s.scripted.setParameter("PromptMode", "points")
+    assert _event(s, view, "LeftButtonPressEvent", centre)
+    assert s.effect.waitForResult(600)
+    assert "litemedsam was trained with boxes only" in s.effect.statusLabel.text
+    assert "litemedsam-clicks" in s.effect.statusLabel.text
+    s.scripted.setParameter("Model", "litemedsam-clicks")
+    assert s.effect.modelSelector.currentText == "litemedsam-clicks"  # offered in the model list
+    s.effect.clearPrompts()
+    assert _event(s, view, "LeftButtonPressEvent", centre)
+    assert s.effect.waitForResult(600)
+    assert "boxes only" not in s.effect.statusLabel.text and "slice 11" in s.effect.statusLabel.text
+
+
+def test_catalog_model_is_downloaded_before_the_first_prompt(effect_on_ct, monkeypatch, tmp_path):
+    """A catalog model with no checkpoint and nothing in the (empty) cache: the first box asks for the download
+    (ModelDownload.fetchModel: the dialog over `medsamkit models fetch`); cancelled, nothing runs and nothing is
+    written; with a checkpoint chosen, or on a server, no download is asked for."""
+    import importlib
+
+    monkeypatch.setenv("MEDSAMKIT_CACHE_DIR", str(tmp_path / "cache"))
+    download = importlib.import_module("MedSAMSegmentLib.ModelDownload")  # the package Slicer's loader made
+    asked = []
+    monkeypatch.setattr(download, "fetchModel", lambda kind, parent=None: asked.append(kind) and None)
+    s = effect_on_ct
+    s.scripted.setParameter("Model", "medsam")
+    before = _segment(s).copy()
+    k = 11
+    _drag_box(s, _view(s, k), *_tumour_box(s, k))
+    assert asked == ["medsam"] and s.effect.job is None  # the user cancelled the download: no job
+    assert "not downloaded" in s.effect.statusLabel.text and np.array_equal(_segment(s), before)
+    assert s.effect.viewPrefetch.modelNotAtHand()  # a view at rest never starts the download either
+    s.scripted.setParameter("CheckpointPath", str(tmp_path / "medsam_vit_b.pth"))
+    assert s.effect.ensureModelFile() and asked == ["medsam"]  # a chosen file: nothing to download
+    s.scripted.setParameter("CheckpointPath", "")
+    s.scripted.setParameter("Backend", "http://gpu-box:8765")
+    assert s.effect.ensureModelFile() and asked == ["medsam"]  # a server has its own model

@@ -18,7 +18,8 @@ def test_batch_case_record_replays_identical(tmp_path, engine, lite_model):
     from medsamkit.mrml.batch import Case, run_case
     from medsamkit.reader import simulate_markers
     from medsamkit.records import read_record, seg_nrrd_records, sidecar_path
-    from medsamkit.replay import open_replay_backend, replay
+    from medsamkit.backend.replay_backend import open_replay_backend
+    from medsamkit.replay import replay
 
     label = read_image(DATA / "sample_lung_ct.label.nii.gz")
     markers = simulate_markers(label.array > 0, VolumeGeometry.from_image(label), axis=0, every=2)

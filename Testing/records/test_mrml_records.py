@@ -79,7 +79,8 @@ def test_record_survives_seg_nrrd_and_scene_save_load_and_replays_identical(ct, 
     from medsamkit.mrml.records import get_record, prompt_markups_from_record
     from medsamkit.mrml.segments import segment_array
     from medsamkit.records import seg_nrrd_records
-    from medsamkit.replay import open_replay_backend, replay
+    from medsamkit.backend.replay_backend import open_replay_backend
+    from medsamkit.replay import replay
 
     _box_then_refine(ct, engine)
     rec = get_record(ct.seg, ct.sid)
@@ -137,7 +138,8 @@ def test_propagate_in_the_effect_is_recorded_and_replays_identical(ct, engine):
     from medsamkit.mrml.interactive import PromptState, apply_result, prepare_volume_request, run_request
     from medsamkit.mrml.records import get_record
     from medsamkit.mrml.segments import segment_array
-    from medsamkit.replay import open_replay_backend, replay
+    from medsamkit.backend.replay_backend import open_replay_backend
+    from medsamkit.replay import replay
 
     prompt = PromptState().set_box(ct.node, ct.view, _ras(ct, (92, 93)), _ras(ct, (123, 122)))
     res = run_request(engine, prepare_volume_request(ct.node, ct.seg, "propagate", window="lung", prompt=prompt))

@@ -191,7 +191,7 @@ def run_request(session, request, progress: ProgressFn = None, cancel: CancelFn 
         placement = place_slice_mask(pred.mask, p.view, request.ijk_to_target)
         return Result(request, placement, time.perf_counter() - t0, prediction=pred,
                       summary=f"slice {p.view.index}: {int(pred.mask.sum())} pixels, predicted IoU {pred.score:.2f}",
-                      model=_model_of(engine))
+                      model=_model_of(session))
     if request.kind == "markers":
         seg = session.segment_plan(request.volume, request.plan, request.normalization, refine=request.refine,
                                    progress=progress, cancel=cancel, volume_key=request.volume_key)
@@ -202,16 +202,16 @@ def run_request(session, request, progress: ProgressFn = None, cancel: CancelFn 
                                 cancel=cancel, volume_key=request.volume_key)
     placement = place_volume_mask(seg.mask, request.ijk_to_target, seg.axis, seg.slices)
     return Result(request, placement, time.perf_counter() - t0, warnings=list(seg.warnings),
-                  summary=f"{len(seg.slices)} slices, {int(seg.mask.sum())} voxels", model=_model_of(engine),
+                  summary=f"{len(seg.slices)} slices, {int(seg.mask.sum())} voxels", model=_model_of(session),
                   scores=dict(seg.scores), slices=list(seg.slices))
 
 
-def _model_of(engine) -> "dict | None":
+def _model_of(session) -> "dict | None":
     """Issue 16: the model block for the result's prompt record (never fails a result)."""
     try:
         from .records import model_of
 
-        return model_of(engine)
+        return model_of(session)
     except Exception:  # an engine without model information (a test double): the record says "unknown"
         return None
 

@@ -120,7 +120,13 @@ class MarkerPanel:
         if not self.effect.ensureSession():
             return
         refine = self.effect.scriptedEffect.integerParameter(MARKER_REFINE) != 0
-        self.effect.guarded(lambda: self.effect.submitPlan(self.plan(), refine))
+
+        def run():
+            from medsamkit.mrml.markups import markers_from_line_nodes
+
+            self.effect.submitPlan(self.plan(), refine, markers=markers_from_line_nodes(self.lines()))
+
+        self.effect.guarded(run)
 
     def onLoadSR(self):
         path = qt.QFileDialog.getOpenFileName(None, "DICOM SR with RECIST measurements", "", "DICOM (*.dcm *);;All (*)")

@@ -50,6 +50,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.pollTimer.connect("timeout()", self.pollJob)
         self.layoutObserved = False
         self.dependenciesReady = set()  # purposes ("local", "remote") whose packages are installed
+        self.review = None           # (key, medsamkit.mrml.review.SegmentReview) of the segment being reviewed
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -128,6 +129,20 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.writeModeSelector.addItem("Replace the prompted slice(s)", "replace")
         self.writeModeSelector.addItem("Add to the segment", "add")
         self.scriptedEffect.addLabeledOptionsWidget("Result:", self.writeModeSelector)
+
+        reviewLayout = qt.QHBoxLayout()
+        self.reviewButton = qt.QPushButton("Next slice to review")
+        self.reviewButton.setToolTip("Jump the slice views to the most suspicious slice of the segment's newest 3D "
+                                     "result (low predicted IoU, disagreement with neighbours, mask on its box's "
+                                     "edge, far from a marked slice) not reviewed yet.")
+        self.reviewButton.connect("clicked()", self.onNextReview)
+        self.promptsButton = qt.QPushButton("Show recorded prompts")
+        self.promptsButton.setToolTip("Re-create the prompts recorded with this segment (boxes, +/- points, marker "
+                                      "lines) as markups, to continue where the last session stopped.")
+        self.promptsButton.connect("clicked()", self.onShowRecordedPrompts)
+        reviewLayout.addWidget(self.reviewButton)
+        reviewLayout.addWidget(self.promptsButton)
+        self.scriptedEffect.addLabeledOptionsWidget("Review:", reviewLayout)
 
         from MedSAMSegmentLib.MarkerPanel import MarkerPanel
 
@@ -445,12 +460,13 @@ The slice view must be aligned with the volume (click the orientation warning bu
                                             cache=self.normalizationCache, whole_volume=wholeVolume)
         self.submit(request, "propagation" if propagate else f"slice {prompt.view.index}", note=note)
 
-    def submitPlan(self, plan, refine):
+    def submitPlan(self, plan, refine, markers=None):
+        """A markers run of ``plan``; ``markers`` (the lines it came from) go into the prompt record."""
         from medsamkit.mrml.interactive import prepare_volume_request
 
         volume, segmentation, _ = self.nodes()
         request = prepare_volume_request(volume, segmentation, "markers", self.scriptedEffect.parameter(WINDOW),
-                                         plan=plan, refine=refine, cache=self.normalizationCache)
+                                         plan=plan, refine=refine, cache=self.normalizationCache, markers=markers)
         self.submit(request, f"markers ({len(plan.boxes)} slices)")
 
     def submit(self, request, label, note=""):
@@ -533,6 +549,50 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.promptState.remember(result)
         warnings = "".join(f"\n{w}" for w in list(result.warnings) + ([note] if note else []))
         self.setStatus(f"{result.summary} ({result.seconds:.1f} s).{warnings}")
+
+    def onNextReview(self):
+        self.guarded(self.nextReviewSlice)
+
+    def nextReviewSlice(self):
+        """Jump the slice views to the next slice of the selected segment's review queue (marks it reviewed)."""
+        from medsamkit.mrml.records import get_record
+        from medsamkit.mrml.review import SegmentReview, jump_slice_views, newest_3d_entry
+
+        volume, segmentation, segmentId = self.nodes()
+        if volume is None or segmentation is None or not segmentId:
+            self.setStatus("Select a source volume and a segment to review.")
+            return
+        entry = newest_3d_entry(get_record(segmentation, segmentId), segmentId)
+        key = (volume.GetID(), segmentation.GetID(), segmentId, entry["id"] if entry else None)
+        if self.review is None or self.review[0] != key:  # another segment, or a newer result: a new queue
+            self.review = (key, SegmentReview(volume, segmentation, segmentId))
+        review = self.review[1]
+        step = review.next()
+        total = len(review.queue)
+        if step is None:
+            self.review = None  # the next press starts the walk again
+            self.setStatus(f"All {total} slices of this result were reviewed; press again to start over.")
+            return
+        item, ras = step
+        jump_slice_views(slicer.mrmlScene, ras)
+        self.setStatus(f"Review: slice {item.index} ({total - review.remaining} of {total}, most suspicious first; "
+                       f"score {item.score:.2f}).")
+
+    def onShowRecordedPrompts(self):
+        self.guarded(self.showRecordedPrompts)
+
+    def showRecordedPrompts(self):
+        """Re-create the selected segment's recorded prompts as markups (resume a session)."""
+        from medsamkit.mrml.records import get_record, prompt_markups_from_record
+
+        _, segmentation, segmentId = self.nodes()
+        record = get_record(segmentation, segmentId) if segmentation is not None and segmentId else None
+        if record is None:
+            self.setStatus("This segment has no recorded MedSAM prompts.")
+            return
+        nodes = prompt_markups_from_record(slicer.mrmlScene, record, segmentId)
+        self.setStatus(f"Recorded prompts shown as {len(nodes)} markup node(s): "
+                       + ", ".join(n.GetName() for n in nodes) + ".")
 
     def waitForResult(self, timeoutSeconds=600.0):
         """Process events until the running job has been applied (scripting and the module self-test)."""

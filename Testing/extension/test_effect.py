@@ -172,8 +172,14 @@ def test_marker_clicks_and_run_through_the_panel(effect_on_ct):
     assert sorted(set(np.nonzero(written)[0])) == [10, 11, 12]
     d = 2 * (written & s.label).sum() / (written.sum() + s.label.sum())
     assert d > 0.75, d  # measured 0.820, as the in-scene marker run and the batch
+    from medsamkit.mrml.records import get_record
+
+    (entry,) = get_record(s.seg, s.sid)["entries"]
+    assert entry["kind"] == "markers" and len(entry["prompt"]["markers"]) == 4  # the lines are in the record
     s.effect.markerPanel.clearButton.click()
     assert s.effect.markerPanel.lines() == []
+    s.effect.promptsButton.click()  # resume: the recorded lines come back as marker lines the panel runs
+    assert len(s.effect.markerPanel.lines()) == 4
 
 
 # ------------------------------------------------------------------------------------------ defect 3: cancel
@@ -374,3 +380,33 @@ def test_catalog_model_is_downloaded_before_the_first_prompt(effect_on_ct, monke
     s.scripted.setParameter("CheckpointPath", "")
     s.scripted.setParameter("Backend", "http://gpu-box:8765")
     assert s.effect.ensureModelFile() and asked == ["medsam"]  # a server has its own model
+
+
+def test_review_and_resume_buttons_after_a_propagation(effect_on_ct):
+    """Propagate through the effect, then "Next slice to review" walks the report's queue with the slice views
+    and "Show recorded prompts" re-creates the box as a markup (resume)."""
+    from medsamkit.mrml.records import get_record
+    from medsamkit.review import queue_from_entry
+
+    s = effect_on_ct
+    s.effect.reviewButton.click()
+    assert "no MedSAM 3D result" in s.effect.statusLabel.text  # nothing yet: says what to do
+    k = 11
+    s.scripted.setParameter("PromptMode", "propagate")
+    _drag_box(s, _view(s, k), *_tumour_box(s, k))
+    assert s.effect.waitForResult(600)
+    (entry,) = get_record(s.seg, s.sid)["entries"]
+    expected = [item.index for item in queue_from_entry(_segment(s).astype(np.uint8), entry)]
+    red = s.ctx.scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    red.SetOrientationToAxial()
+    for n, index in enumerate(expected, 1):
+        s.effect.reviewButton.click()
+        assert f"slice {index} ({n} of {len(expected)}" in s.effect.statusLabel.text
+        origin = [red.GetSliceToRAS().GetElement(r, 3) for r in range(3)]
+        assert abs(s.g.ras_to_ijk_points([origin])[0][2] - index) < 1e-3  # the view moved to that slice
+    s.effect.reviewButton.click()
+    assert f"All {len(expected)} slices" in s.effect.statusLabel.text
+    rois = s.ctx.scene.GetNodesByClass("vtkMRMLMarkupsROINode").GetNumberOfItems()
+    s.effect.promptsButton.click()
+    assert s.ctx.scene.GetNodesByClass("vtkMRMLMarkupsROINode").GetNumberOfItems() == rois + 1  # the recorded box
+    assert "Recorded prompts shown as 1 markup node" in s.effect.statusLabel.text

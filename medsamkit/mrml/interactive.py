@@ -83,6 +83,7 @@ class VolumeRequest:
     prompt: SlicePrompt | None = None
     refine: bool = False
     volume_key: tuple | None = None  # (volume node ID, image data MTime): the backend keeps the volume by it
+    markers: list | None = None      # markers runs: the marker lines (medsamkit.markers.Marker), for the record
 
 
 @dataclass
@@ -146,7 +147,7 @@ def engine_wants_volume(engine, backend_option: str = "", key: tuple | None = No
 
 def prepare_volume_request(volume_node, segmentation_node, kind: str, window="auto", plan=None,
                            prompt: SlicePrompt | None = None, refine: bool = False,
-                           cache: NormalizationCache | None = None) -> VolumeRequest:
+                           cache: NormalizationCache | None = None, markers: list | None = None) -> VolumeRequest:
     """Main thread: copy the volume for a "markers" (needs ``plan``) or "propagate" (needs ``prompt``) run."""
     if kind not in ("markers", "propagate"):
         raise InputError(f"Unknown 3D run '{kind}'; use markers or propagate.")
@@ -155,7 +156,7 @@ def prepare_volume_request(volume_node, segmentation_node, kind: str, window="au
     volume = array_from_volume(volume_node, copy=True)
     norm = (cache or NormalizationCache()).resolve(volume_node, volume, window)
     return VolumeRequest(kind, volume, norm, ijk_to_segmentation(volume_node, segmentation_node), plan, prompt, refine,
-                         volume_key(volume_node))
+                         volume_key(volume_node), markers)
 
 
 def prepare_view_request(volume_node, slice_to_ras, window="auto", cache: NormalizationCache | None = None,

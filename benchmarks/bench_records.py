@@ -27,7 +27,8 @@ CT_LABEL = REPO / "medsamkit" / "data" / "sample_lung_ct.label.nii.gz"
 
 def mrml_overhead(predictor, repeats: int = 3) -> list[tuple[str, float, float]]:
     from medsamkit.mrml.context import make_context, quiet_vtk
-    from medsamkit.mrml.engine import PredictorEngine
+    from medsamkit.backend.local import LocalBackend
+    from medsamkit.mrml.engine import ModelSession
     from medsamkit.mrml.interactive import PromptState, apply_result, prepare_slice_request, run_request
     from medsamkit.mrml.segments import EditorLogicTarget, new_segmentation
     from medsamkit.mrml.volumes import load_volume, volume_geometry, volume_plane_slice_to_ras
@@ -38,7 +39,7 @@ def mrml_overhead(predictor, repeats: int = 3) -> list[tuple[str, float, float]]
     seg, sid = new_segmentation(ctx, node, segment_name="tumour")
     target = EditorLogicTarget(ctx, seg, node, sid)
     g = volume_geometry(node)
-    engine = PredictorEngine(predictor)
+    engine = ModelSession(LocalBackend(predictor=predictor))
     rows = []
     for k in (10, 11, 12)[:repeats]:
         view = volume_plane_slice_to_ras(g, 0, k)

@@ -296,7 +296,7 @@ def test_an_adapter_and_the_default_engine_reach_the_model_process(ct, lite_mode
     from medsamkit.mrml.engine import SessionHolder
     from medsamkit.mrml.interactive import run_request
     from medsamkit.predictor import Predictor
-    from medsamkit.training.adapter_io import build_manifest, save_adapter
+    from medsamkit.models.adapter_file import build_manifest, save_adapter
 
     # A decoder adapter file in the format `medsamkit train --parts decoder` writes: the base decoder's
     # transformer weights moved by seeded noise, so the adapted masks differ from the base ones.

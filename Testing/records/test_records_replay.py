@@ -115,7 +115,7 @@ def _perturbed_adapter(path: Path) -> Path:
     import torch
 
     from medsamkit.models import load_model
-    from medsamkit.training.adapter_io import FORMAT, save_adapter
+    from medsamkit.models.adapter_file import FORMAT, save_adapter
 
     model = load_model("litemedsam", device="cpu")
     gen = torch.Generator().manual_seed(0)

@@ -368,7 +368,8 @@ def read_lines_markups(path: "str | os.PathLike") -> list[LineLesion]:
 
 
 def read_lines(path: "str | os.PathLike", space: str | None = None) -> list[LineLesion]:
-    """A lines file by its name: ``.csv`` (:func:`read_lines_csv`), ``.mrk.json``/``.json`` (:func:`read_lines_markups`)."""
+    """A lines file by its name: ``.csv`` (:func:`read_lines_csv`), ``.mrk.json``/``.json``
+    (:func:`read_lines_markups`)."""
     path = Path(path)
     name = path.name.lower()
     if name.endswith(".csv"):
@@ -466,7 +467,8 @@ def load_lines_study(volume: "str | os.PathLike", lines: "str | os.PathLike", op
         more = f" (and {len(problems) - 12} more)" if len(problems) > 12 else ""
         hint = ""
         if n_off and n_flipped_inside == n_off:
-            hint = (f" With the other coordinate system (LPS and RAS swapped) {'this line' if n_off == 1 else 'these lines'}"
+            which = "this line" if n_off == 1 else "these lines"
+            hint = (f" With the other coordinate system (LPS and RAS swapped) {which}"
                     " would lie inside the volume: check the file's 'space' column" +
                     (" (or --space)." if csv_file else "."))
         elif n_off:
@@ -539,7 +541,8 @@ def _segment_lesion(backend, item: LesionPlan, options: RecistOptions, cancel) -
                         list(plan.marked), warnings=warnings, plan=plan, markers=list(item.markers),
                         propagated=propagated,
                         normalization=getattr(res, "normalization", None) or getattr(backend, "normalization", None),
-                        scores=dict(getattr(res, "scores", None) or {}), slices=list(getattr(res, "slices", None) or []))
+                        scores=dict(getattr(res, "scores", None) or {}),
+                        slices=list(getattr(res, "slices", None) or []))
 
 
 # ----------------------------------------------------------------------------------------------

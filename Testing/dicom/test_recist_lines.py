@@ -172,7 +172,8 @@ def test_off_volume_and_wrong_space_refused_before_model(tmp_path):
     with pytest.raises(InputError) as err:
         load_lines_study(LUNG, tmp_path / "off.csv")
     text = str(err.value)
-    assert str(tmp_path / "off.csv") in text and "row 6 (lesion 'T2'): the line lies (partly) outside the volume" in text
+    assert str(tmp_path / "off.csv") in text
+    assert "row 6 (lesion 'T2'): the line lies (partly) outside the volume" in text
     assert "nothing was segmented" in text and "T1" not in text.split("problem(s)")[1]
     # RAS points declared LPS: every line is off the volume, and the message suggests the other system
     write_csv(tmp_path / "swapped.csv", [("T1", [Marker(m.start_ras * FLIP, m.end_ras * FLIP, m.name) for m in ms])],

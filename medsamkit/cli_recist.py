@@ -1,5 +1,9 @@
 """``medsamkit recist``: RECIST measurements in a DICOM SR -> 3D lesion masks as DICOM SEG, per study.
 
+Without an SR: ``--volume V --lines F`` (V a NIfTI/NRRD file or a DICOM series folder, F a CSV of end
+points with their coordinate system, or Slicer line markups) runs the same pipeline on one volume
+(medsamkit.recist.load_lines_study); the DICOM SEG is written when V is a DICOM series.
+
 Thin, like cli.py: find the studies, skip finished ones (resumable), read and check each study
 before any model work (medsamkit.recist.load_study), segment its lesions through the backend the
 other commands use, write the study's folder atomically (medsamkit.recist.write_study), print one
@@ -28,7 +32,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--studies", default=None, metavar="LIST|DIR",
                    help="many studies: a text file with one study folder per line (optionally ',SR_FILE'), "
                         "or a folder whose sub-folders are studies")
-    p.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder; one sub-folder per study")
+    p.add_argument("--volume", default=None, metavar="IMAGE|SERIES_DIR",
+                   help="without an SR: the volume the lines were measured on (NIfTI/NRRD/MHA, or a DICOM series "
+                        "folder: then a DICOM SEG is written too); use with --lines")
+    p.add_argument("--lines", default=None, metavar="CSV|MRK_JSON",
+                   help="without an SR: the lines, as a CSV 'lesion,x1,y1,z1,x2,y2,z2,space' (rows of one lesion "
+                        "together; space LPS or RAS) or Slicer line markups (.mrk.json, lines named 'LESION: ...')")
+    p.add_argument("--space", default=None, type=str.upper, choices=("LPS", "RAS"),
+                   help="coordinate system of a --lines CSV without a 'space' column")
+    p.add_argument("--out", required=True, metavar="OUT_DIR",
+                   help="output folder; one sub-folder per study (with --volume: named after the volume)")
     p.add_argument("--series", default=None, metavar="UID", help="series the lines were measured on (default: "
                    "the one the SR refers to)")
     p.add_argument("--single-slice", choices=SINGLE_SLICE_MODES, default="propagate",
@@ -48,9 +61,24 @@ def add_parser(subparsers) -> None:
 
 
 def study_list(args) -> list[tuple[Path, "Path | None", str]]:
-    """[(folder, SR file or None, unique name)] from STUDY or --studies."""
+    """[(folder, SR file or None, unique name)] from STUDY or --studies;
+    [(volume, lines file, name)] for --volume/--lines."""
+    lines_route = bool(getattr(args, "volume", None) or getattr(args, "lines", None))
+    if lines_route:
+        if not (args.volume and args.lines):
+            raise InputError("--volume and --lines go together: the volume the lines were measured on and the lines "
+                             "file (CSV or .mrk.json).")
+        if args.study or args.studies or args.sr:
+            raise InputError("Give either a study with its SR (STUDY [--sr FILE], --studies) or --volume with "
+                             "--lines, not both.")
+        from .recist import volume_name
+
+        return [(Path(args.volume), Path(args.lines), volume_name(args.volume))]
+    if getattr(args, "space", None):
+        raise InputError("--space states the coordinate system of a --lines CSV; an SR states its own.")
     if bool(args.study) == bool(args.studies):
-        raise InputError("Give one study folder, or --studies LIST|DIR for many (not both).")
+        raise InputError("Give one study folder, or --studies LIST|DIR for many (not both); or --volume with "
+                         "--lines for lines without an SR.")
     if args.study:
         items = [(Path(args.study), Path(args.sr) if args.sr else None)]
     else:
@@ -93,13 +121,14 @@ def model_record(backend, args) -> dict:
 def cmd_recist(args) -> int:
     from .backend.cli_options import backend_from_options
     from .progress import tqdm_progress
-    from .recist import RecistOptions, load_study, segment_study, study_done, write_study
+    from .recist import RecistOptions, load_lines_study, load_study, segment_study, study_done, write_study
 
     studies = study_list(args)
+    lines_route = bool(args.lines)
     out_root = Path(args.out)
     options = RecistOptions(margin_mm=args.margin_mm, refine=args.refine, window=args.window,
                             single_slice=args.single_slice, series_uid=args.series, write_sr=args.volume_sr)
-    single = len(studies) == 1 and args.study is not None
+    single = len(studies) == 1 and (args.study is not None or lines_route)
     todo = [s for s in studies if args.force or not study_done(out_root / s[2])]
     for item in studies:
         if item not in todo:
@@ -114,7 +143,10 @@ def cmd_recist(args) -> int:
         for n, (folder, sr, name) in enumerate(todo):
             t0 = time.perf_counter()
             try:
-                study = load_study(folder, sr, options, name=name)  # every input check before the model loads
+                if lines_route:  # every input check before the model loads
+                    study = load_lines_study(folder, sr, options, space=args.space, name=name)
+                else:
+                    study = load_study(folder, sr, options, name=name)
                 if backend is None:
                     backend = backend_from_options(args)
                     model = model_record(backend, args)

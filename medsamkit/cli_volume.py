@@ -131,7 +131,7 @@ def cmd_markers(args) -> int:
     from .cli_records import volume_record  # issue 16: the prompt record
 
     record = volume_record("markers", args, image, backend, res, time.perf_counter() - t0, args.name, plan=plan,
-                           markers=markers, options={"refine": bool(args.refine), "margin_mm": args.margin})
+                           markers=markers, options={"refine": bool(args.refine), "margin_mm": args.margin_mm})
     _write(res.mask, out, image, args.name, record)
     for w in res.warnings:
         print(f"warning: {w}")
@@ -164,7 +164,7 @@ def cmd_propagate(args) -> int:
     from .cli_records import volume_record  # issue 16: the prompt record
 
     record = volume_record("propagate", args, image, backend, res, time.perf_counter() - t0, args.name,
-                           options={"margin_px": args.margin, "score_threshold": args.threshold})
+                           options={"margin_px": args.margin_px, "score_threshold": args.threshold})
     _write(res.mask, out, image, args.name, record)
     for w in res.warnings:
         print(f"warning: {w}")

@@ -101,7 +101,12 @@ def replay(backend, record: dict, image, model: dict | None = None, progress=Non
         t0 = time.perf_counter()
         scores, slices, score = {}, [], None
         if p.get("plan") is not None:
-            res = backend.segment_plan(plan_from_block(p["plan"]), refine=bool(p["options"].get("refine")))
+            plan = plan_from_block(p["plan"])
+            if e["kind"] == "recist" and p["options"].get("single_slice") == "propagate" and len(plan.marked) == 1:
+                k = plan.marked[0]  # RECIST lesion measured on one slice: propagated from it (medsamkit.recist)
+                res = backend.propagate(k, plan.axis, box=[float(v) for v in plan.boxes[k]])
+            else:
+                res = backend.segment_plan(plan, refine=bool(p["options"].get("refine")))
             mask, scores, slices, axis = res.mask, res.scores, res.slices, res.axis
         elif e["kind"] == "propagate":
             box = p["box"]["xy"] if p.get("box") else None

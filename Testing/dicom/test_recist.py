@@ -92,6 +92,15 @@ def test_cli_two_studies_errors_resume(tmp_path, capsys):
     truth_ml = label.sum() * np.prod(image.spacing) / 1000
     assert 0.5 * truth_ml < rows["T1"]["volume_ml"] < 1.6 * truth_ml
     assert rows["T1"]["model"] == "litemedsam" and rows["T1"]["engine"] == "torch"
+    # the prompt record of the segmented lesions (issue 16), in the sidecar and the .seg.nrrd's tags
+    from medsamkit.records import read_record
+    from medsamkit.recist import NRRD_FILE, PROMPTS_FILE
+
+    entries = read_record(out / "good" / PROMPTS_FILE)["entries"]
+    assert [(e["kind"], e["segment"]["name"]) for e in entries] == [("recist", "T1"), ("recist", "T2-one-slice")]
+    assert entries[0]["prompt"]["options"]["source"] == "sr" and entries[0]["model"]["engine"] == "torch"
+    assert entries[1]["prompt"]["options"]["single_slice"] == "propagate"
+    assert len(read_record(out / "good" / NRRD_FILE)["entries"]) == 2
     # resumable: the finished study is skipped, the failed one is tried again (and fails again)
     stamp = (out / "good" / JSON_FILE).stat().st_mtime_ns
     assert main(argv) == 1

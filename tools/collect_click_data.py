@@ -143,39 +143,34 @@ def hc18_read(mirror, parts):
     return [("", image, mask)]
 
 
-def kvasir_cases(mirror, commit):
-    files = list_files(mirror, commit, "datasets/Kvasir-SEG")
+def _paired_cases(files, pattern, mask_of):
+    """{case id: [(image path, blob), (mask path, blob)]} for each file matching ``pattern`` whose mask
+    (``mask_of(match)``) is in ``files`` too; the case id is the pattern's first group."""
     cases = {}
     for path, blob in files.items():
-        m = re.match(r"datasets/Kvasir-SEG/images/([^/]+)\.jpg$", path)
-        mp = f"datasets/Kvasir-SEG/masks/{m.group(1)}.jpg" if m else None
-        if m and mp in files:
-            cases[m.group(1)] = [(path, blob), (mp, files[mp])]
+        m = re.match(pattern, path)
+        if m and mask_of(m) in files:
+            cases[m.group(1)] = [(path, blob), (mask_of(m), files[mask_of(m)])]
     return cases
 
 
-def kvasir_read(mirror, parts):
-    image = grey_or_rgb(open_image(read_blob(mirror, parts[0][1])))
-    mask = (np.asarray(open_image(read_blob(mirror, parts[1][1])).convert("L")) >= 128).astype(np.uint8)
-    return [("", image, mask)]
+def kvasir_cases(mirror, commit):
+    return _paired_cases(list_files(mirror, commit, "datasets/Kvasir-SEG"),
+                         r"datasets/Kvasir-SEG/images/([^/]+)\.jpg$",
+                         lambda m: f"datasets/Kvasir-SEG/masks/{m.group(1)}.jpg")
 
 
 def ph2_cases(mirror, commit):
     root = "PH2Dataset/PH2 Dataset images"
-    files = list_files(mirror, commit, root)
-    cases = {}
-    for path, blob in files.items():
-        m = re.match(re.escape(root) + r"/(IMD\d+)/\1_Dermoscopic_Image/\1\.bmp$", path)
-        if m:
-            lp = f"{root}/{m.group(1)}/{m.group(1)}_lesion/{m.group(1)}_lesion.bmp"
-            if lp in files:
-                cases[m.group(1)] = [(path, blob), (lp, files[lp])]
-    return cases
+    return _paired_cases(list_files(mirror, commit, root),
+                         re.escape(root) + r"/(IMD\d+)/\1_Dermoscopic_Image/\1\.bmp$",
+                         lambda m: f"{root}/{m.group(1)}/{m.group(1)}_lesion/{m.group(1)}_lesion.bmp")
 
 
-def ph2_read(mirror, parts):
+def image_and_mask_read(mirror, parts):
+    """An image and its binary mask file (Kvasir-SEG, PH2): mask = grey level >= 128."""
     image = grey_or_rgb(open_image(read_blob(mirror, parts[0][1])))
-    mask = (np.asarray(open_image(read_blob(mirror, parts[1][1])).convert("L")) > 127).astype(np.uint8)
+    mask = (np.asarray(open_image(read_blob(mirror, parts[1][1])).convert("L")) >= 128).astype(np.uint8)
     return [("", image, mask)]
 
 
@@ -205,8 +200,8 @@ def jsrt_read(mirror, parts):
     return out
 
 
-READERS = {"hc18": (hc18_cases, hc18_read), "kvasir": (kvasir_cases, kvasir_read),
-           "ph2": (ph2_cases, ph2_read), "jsrt": (jsrt_cases, jsrt_read)}
+READERS = {"hc18": (hc18_cases, hc18_read), "kvasir": (kvasir_cases, image_and_mask_read),
+           "ph2": (ph2_cases, image_and_mask_read), "jsrt": (jsrt_cases, jsrt_read)}
 
 
 # ------------------------------------------------------------------------------------------ exclusion

@@ -214,12 +214,18 @@ def model_block(source, backend_spec: str = "local") -> dict:
         return {"kind": info.kind, "weights_sha256": sha, "adapter": extra.get("adapter"),
                 "engine": extra.get("engine") or "torch",
                 "backend": (info.url or backend_spec) if info.remote else backend_spec}
+    return {"kind": model.kind, **weights_block(model), "engine": getattr(model, "engine", "torch") or "torch",
+            "backend": backend_spec}
+
+
+def weights_block(model) -> dict:
+    """{"weights_sha256", "adapter"} of a loaded model: the full SHA-256 of its (adapted) weights and the adapter's
+    file name and SHA-256 (None without one). Also what a server reports in its /version."""
     base = getattr(model, "reference", None) or model  # an ONNX model wraps its torch reference
     adapter = getattr(model, "adapter", None) or getattr(base, "adapter", None)
     sha = getattr(model, "checkpoint_sha256", None) or getattr(base, "checkpoint_sha256", None)
-    return {"kind": model.kind, "weights_sha256": sha,
-            "adapter": None if not adapter else {"name": Path(adapter["path"]).name, "sha256": adapter["sha256"]},
-            "engine": getattr(model, "engine", "torch") or "torch", "backend": backend_spec}
+    return {"weights_sha256": sha,
+            "adapter": None if not adapter else {"name": Path(adapter["path"]).name, "sha256": adapter["sha256"]}}
 
 
 def mask_digest(mask) -> str:

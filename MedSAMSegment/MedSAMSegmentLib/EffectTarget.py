@@ -117,14 +117,7 @@ class ViewPrefetch:
     def modelNotAtHand(self):
         """True while the chosen catalog model is not downloaded: only a prompt asks for the download
         (with its licence), never a view at rest."""
-        from MedSAMSegmentLib.Parameters import CHECKPOINT_PATH
-
-        kind = self.effect.localModelKind()
-        if kind is None or self.effect.parameterOrEmpty(CHECKPOINT_PATH):
-            return False
-        from MedSAMSegmentLib import ModelDownload
-
-        return ModelDownload.needsDownload(kind)
+        return self.effect.modelToDownload() is not None
 
     def stop(self):
         self.timer.stop()

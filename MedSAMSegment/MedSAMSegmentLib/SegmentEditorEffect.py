@@ -423,20 +423,28 @@ The slice view must be aligned with the volume (click the orientation warning bu
         return (f"Note: {kind} was trained with boxes only, so clicks alone give poor masks. Draw a box first "
                 "(Box mode, then Refine to correct it), or choose the litemedsam-clicks model for clicks.")
 
+    def modelToDownload(self):
+        """The catalog model kind the local model process would need downloaded first (no checkpoint chosen and
+        not in the cache yet), else None (bundled or cached weights, a chosen file, or a server's own model)."""
+        kind = self.localModelKind()
+        if kind is None or self.parameterOrEmpty(CHECKPOINT_PATH):
+            return None
+        from MedSAMSegmentLib import ModelDownload
+
+        return kind if ModelDownload.needsDownload(kind) else None
+
     def ensureModelFile(self):
         """Main thread, before the model process starts: download a catalog model without a checkpoint (progress
         dialog with Cancel, licence first). False if the user cancelled or the download failed (it said why)."""
-        kind = self.localModelKind()
-        if kind is None or self.parameterOrEmpty(CHECKPOINT_PATH):
-            return True
-        from MedSAMSegmentLib import ModelDownload
-
         try:
-            if not ModelDownload.needsDownload(kind):
-                return True
+            kind = self.modelToDownload()
         except Exception as exc:  # an unreadable catalog: the model process reports the real problem
             logging.warning(f"MedSAM: cannot check the model cache: {exc}")
             return True
+        if kind is None:
+            return True
+        from MedSAMSegmentLib import ModelDownload
+
         if ModelDownload.fetchModel(kind, parent=slicer.util.mainWindow()) is None:
             self.setStatus(f"The {kind} model is not downloaded; nothing was segmented. Choose it again to retry, "
                            "choose a checkpoint file, or choose litemedsam (bundled).")

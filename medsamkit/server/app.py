@@ -19,6 +19,7 @@ import math
 import time
 
 from .. import __version__
+from ..records import weights_block
 from ..errors import InputError, MedSAMError, require
 from ..preprocess import Normalization
 from ..progress import Cancelled
@@ -166,7 +167,7 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
     def version() -> dict:
         return {"api": protocol.API_VERSION, "wire": wire.WIRE_VERSION, "package": __version__,
                 "models": [model.kind], "model_id": model.model_id, "device": str(model.device),
-                "engine": getattr(model, "engine", "torch"), **_weights_of(model),
+                "engine": getattr(model, "engine", "torch"), **weights_block(model),
                 "low_res_size": model.low_res_size, "codecs": wire.available_codecs(), "auth": token is not None,
                 "limits": {"max_upload_bytes": max_upload_bytes, "max_session_bytes": max_session_bytes,
                            "max_sessions": max_sessions, "session_ttl_s": session_ttl_s}}
@@ -272,17 +273,6 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
     add_volume_routes(app, store, binary)
     prefetcher = add_prefetch_routes(app, store)  # the instant first box (prefetch.py)
     return app
-
-
-def _weights_of(model) -> dict:
-    """The full weights SHA-256 and the adapter of the served model (prompt records name them exactly)."""
-    from pathlib import Path
-
-    base = getattr(model, "reference", None) or model  # an ONNX model wraps its torch reference
-    sha = getattr(model, "checkpoint_sha256", None) or getattr(base, "checkpoint_sha256", None)
-    adapter = getattr(model, "adapter", None) or getattr(base, "adapter", None)
-    return {"weights_sha256": sha,
-            "adapter": None if not adapter else {"name": Path(adapter["path"]).name, "sha256": adapter["sha256"]}}
 
 
 def _modality(value) -> "str | None":

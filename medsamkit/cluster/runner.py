@@ -19,6 +19,7 @@ from . import require_ray
 from .worker import where
 
 WAIT_S = 0.5
+CANCEL_GRACE_S = 10.0
 
 
 class Interrupted(KeyboardInterrupt):
@@ -156,9 +157,7 @@ def run_items(ray, fn, items: list, *, desc: str, gpus: float = 0.0, retries: in
             running = min(len(pending), slots)
             bar.update(len(items) - len(pending), failed, running, len(pending) - running)
     except KeyboardInterrupt:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        ray.wait(list(pending), num_returns=len(pending), timeout=10)
+        _cancel(ray, list(pending))
         for n in pending.values():
             out[n] = ItemResult(items[n][0], "cancelled", message="cancelled (Ctrl-C)")
         bar.close()
@@ -166,3 +165,16 @@ def run_items(ray, fn, items: list, *, desc: str, gpus: float = 0.0, retries: in
     finally:
         bar.close()
     return out
+
+
+def _cancel(ray, refs: list, grace_s: float = CANCEL_GRACE_S) -> None:
+    """Cancel ``refs``: queued tasks never start; a running one gets KeyboardInterrupt (its study's temporary
+    folder is removed on the way out, and the worker keeps its model), and is killed if it has not ended
+    within ``grace_s``."""
+    for ref in refs:
+        ray.cancel(ref, recursive=False)
+    _, left = ray.wait(refs, num_returns=len(refs), timeout=grace_s)
+    for ref in left:
+        ray.cancel(ref, force=True)
+    if left:
+        ray.wait(left, num_returns=len(left), timeout=grace_s)

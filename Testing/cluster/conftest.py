@@ -59,3 +59,13 @@ def studies(tmp_path_factory) -> Path:
     write_lines_csv(root / "pair.lines.csv", "T1", simulate_markers(lb, VolumeGeometry.from_image(im), axis=0,
                                                                     every=1))
     return root
+
+
+@pytest.fixture(scope="session")
+def local_recist(studies, tmp_path_factory) -> Path:
+    """The plain run (no Ray) of ``medsamkit recist --studies`` over ``studies``: the reference outputs."""
+    from medsamkit.cli import main
+
+    out = tmp_path_factory.mktemp("local") / "out"
+    assert main(["recist", "--studies", str(studies), "--out", str(out), "--quiet"]) == 0
+    return out

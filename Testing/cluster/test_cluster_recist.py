@@ -56,12 +56,11 @@ def _hidden(folder: Path) -> list:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
-def test_cluster_equals_local_run_and_survives_a_killed_worker(ray_cluster, studies, tmp_path, capsys):
+def test_cluster_equals_local_run_and_survives_a_killed_worker(ray_cluster, studies, local_recist, tmp_path, capsys):
     import psutil
 
     worker_path = ray_cluster.get(ray_cluster.remote(lambda: __import__("medsamkit").__file__).remote())
     assert Path(worker_path).resolve().is_relative_to(Path(__file__).resolve().parents[2]), worker_path
-    assert _cli("--studies", studies, "--out", tmp_path / "local") == 0
     killed = []
 
     def killer():  # kill the first worker seen running a study, a moment into its task
@@ -91,7 +90,7 @@ def test_cluster_equals_local_run_and_survives_a_killed_worker(ray_cluster, stud
     assert all(not r["worker"].endswith(f":{killed[0]}") for r in summary["items"])  # re-run elsewhere
     assert _hidden(tmp_path / "ray") == []  # the killed task's temporary folder is gone
     for name in names:
-        local, ray = _volumes(tmp_path / "local" / name), _volumes(tmp_path / "ray" / name)
+        local, ray = _volumes(local_recist / name), _volumes(tmp_path / "ray" / name)
         assert local.keys() == ray.keys() and ("lesions.seg.dcm" in local) == name.startswith("study")
         for key in local:
             if key == "record":

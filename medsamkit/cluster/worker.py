@@ -16,6 +16,15 @@ def cached(key, factory):
     return _CACHE[key]
 
 
+def close_cached() -> None:
+    """Close and forget the backends kept here (a plain run that used this cache in its own process)."""
+    for value in list(_CACHE.values()):
+        backend = value[0] if isinstance(value, tuple) else value
+        if hasattr(backend, "close"):
+            backend.close()
+    _CACHE.clear()
+
+
 def spec_key(spec: dict) -> tuple:
     return tuple(sorted((k, str(v)) for k, v in spec.items()))
 

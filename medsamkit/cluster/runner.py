@@ -158,13 +158,23 @@ def run_items(ray, fn, items: list, *, desc: str, gpus: float = 0.0, retries: in
             bar.update(len(items) - len(pending), failed, running, len(pending) - running)
     except KeyboardInterrupt:
         _cancel(ray, list(pending))
-        for n in pending.values():
-            out[n] = ItemResult(items[n][0], "cancelled", message="cancelled (Ctrl-C)")
+        for ref, n in pending.items():  # a task that ended before its cancel keeps its result
+            out[n] = _ended(ray, ref) or ItemResult(items[n][0], "cancelled", message="cancelled (Ctrl-C)")
         bar.close()
         raise Interrupted(out) from None
     finally:
         bar.close()
     return out
+
+
+def _ended(ray, ref) -> "ItemResult | None":
+    ready, _ = ray.wait([ref], timeout=0)
+    if not ready:
+        return None
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError:  # cancelled, or its worker was killed
+        return None
 
 
 def _cancel(ray, refs: list, grace_s: float = CANCEL_GRACE_S) -> None:

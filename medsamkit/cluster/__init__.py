@@ -11,6 +11,7 @@ whose worker died (bounded), reports each item as it ends, draws done / failed /
 cancels what is left on Ctrl-C, removes the temporary files of killed tasks, and writes a summary
 (CSV + JSON).
 
+The batch's cases are scheduled from :mod:`medsamkit.mrml.batch_cluster` (the MRML side), with this runner.
 Ray is imported here only when a ``--cluster`` run starts: a plain run never imports it.
 """
 from __future__ import annotations

@@ -282,7 +282,7 @@ def main(argv=None) -> int:
                 raise InputError("--out S.seg.nrrd is required with --volume.")
             cases = [Case(args.volume, args.out, args.markers, args.boxes, args.reference, name=Path(args.volume).name)]
         if args.cluster:
-            from medsamkit.cluster.batch import run_batch_cluster
+            from medsamkit.mrml.batch_cluster import run_batch_cluster
 
             return run_batch_cluster(args, cases)
         backend = backend_from_options(args)

@@ -1,4 +1,4 @@
-"""The batch's ``--cases LIST --cluster ADDR``: one Ray task per case.
+"""The batch's ``--cases LIST --cluster ADDR``: one Ray task per case (scheduled by :mod:`medsamkit.cluster`).
 
 Each task runs :func:`medsamkit.mrml.batch.run_case` - what the plain batch does per case - on a worker
 that keeps one backend and one MRML context (slicer-core) for all its cases, and writes the case's
@@ -12,25 +12,25 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import InputError
-from .options import model_spec
-from .worker import backend_for, cached
+from medsamkit.cluster.options import model_spec
+from medsamkit.cluster.worker import backend_for, cached
+from medsamkit.errors import InputError
 
 
 def case_done(case) -> bool:
-    from ..records import sidecar_path
+    from medsamkit.records import sidecar_path
 
     return Path(case.out).is_file() and sidecar_path(case.out).is_file()
 
 
 def case_task(payload) -> dict:
     """One case on a worker -> {"message", "dice"}; raises InputError with the case's message when it failed."""
-    from ..mrml.batch import run_case
-    from ..mrml.context import make_context, quiet_vtk
+    from medsamkit.mrml.batch import run_case
+    from medsamkit.mrml.context import make_context, quiet_vtk
 
     spec, case, args = payload
     if not Path(case.volume).exists():
-        from .worker import where
+        from medsamkit.cluster.worker import where
 
         raise InputError(f"{case.volume} is not visible on worker {where()}: put the cases and their outputs on a "
                          "filesystem every worker mounts at the same path (docs/cluster.md).")
@@ -45,8 +45,8 @@ def case_task(payload) -> dict:
 def run_batch_cluster(args, cases: list) -> int:
     from dataclasses import replace
 
-    from .runner import Interrupted, connected, gpus_per_task, run_items
-    from .summary import SUMMARY_NAME, remove_partials, result_row, write_summary
+    from medsamkit.cluster.runner import Interrupted, connected, gpus_per_task, run_items
+    from medsamkit.cluster.summary import SUMMARY_NAME, remove_partials, result_row, write_summary
 
     todo = []
     for case in cases:
@@ -75,7 +75,7 @@ def run_batch_cluster(args, cases: list) -> int:
                                 retries=args.cluster_retries, quiet=args.quiet, on_result=on_result)
         except Interrupted as exc:
             results, interrupted = exc.results, True
-    from ..records import sidecar_path
+    from medsamkit.records import sidecar_path
 
     by_folder: dict = {}
     for case in todo:

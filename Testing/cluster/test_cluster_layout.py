@@ -69,3 +69,26 @@ def test_remove_partials_of_killed_tasks_only(tmp_path):
     removed = remove_partials(tmp_path, ["s1", "c0.seg.nrrd"])
     assert sorted(removed) == sorted(left)
     assert all(not p.exists() for p in left) and all(p.exists() for p in kept)
+
+
+def test_gpus_per_task_follows_device_and_cluster():
+    from argparse import Namespace
+
+    from medsamkit.cluster.runner import gpus_per_task
+
+    class FakeRay:
+        def __init__(self, gpus):
+            self.gpus = gpus
+
+        def cluster_resources(self):
+            return {"CPU": 16.0, "GPU": float(self.gpus)}
+
+    def args(**kw):
+        return Namespace(**{"cluster_gpus": None, "device": "auto", "backend": "local", **kw})
+
+    assert gpus_per_task(FakeRay(4), args()) == 1.0                       # CUDA workers get a GPU each
+    assert gpus_per_task(FakeRay(4), args(device="cuda:0")) == 1.0
+    assert gpus_per_task(FakeRay(0), args()) == 0.0                       # a CPU cluster
+    assert gpus_per_task(FakeRay(4), args(device="cpu")) == 0.0
+    assert gpus_per_task(FakeRay(4), args(backend="http://gpu:8765")) == 0.0  # the model runs on a server
+    assert gpus_per_task(FakeRay(4), args(cluster_gpus=0.5)) == 0.5       # two tasks per GPU

@@ -3,14 +3,17 @@
 :func:`run_items` submits ``call_item(fn, name, payload)`` once per item with ``max_retries`` (a task
 whose worker process or node dies is re-run on another worker; an error raised by the item itself is
 not retried: ``fn`` reports it in its result), then collects the results as they end, calling
-``on_result`` for each and drawing done / failed / running counts. Ctrl-C cancels every task that has
-not ended (``ray.cancel(force=True)``), reports what was done and raises KeyboardInterrupt.
+``on_result`` for each and drawing done / failed / running / queued counts. Only as many tasks as the
+cluster runs at once are in flight, so that Ctrl-C never has to cancel a task Ray may be starting or
+finishing (cancelling such a task can crash the driver: ray-project/ray#54527): the first Ctrl-C starts
+no new item and lets the running ones finish, a second one cancels them.
 """
 from __future__ import annotations
 
 import sys
 import time
 import traceback
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -127,44 +130,76 @@ class CountsBar:
             self.bar.close()
 
 
+def _slots(ray, gpus: float) -> int:
+    """How many tasks the cluster runs at once now (it may grow or shrink while the run goes)."""
+    resources = ray.cluster_resources()
+    return max(1, int(resources.get("GPU", 0) // gpus) if gpus else int(resources.get("CPU", 1)))
+
+
 def run_items(ray, fn, items: list, *, desc: str, gpus: float = 0.0, retries: int = 3, quiet: bool = False,
               on_result=None) -> list:
-    """[(name, payload)] -> [ItemResult] in item order (see the module docstring)."""
+    """[(name, payload)] -> [ItemResult] in item order (see the module docstring).
+
+    Only as many tasks as the cluster can run at once are submitted; the next item goes out when one
+    ends. The first Ctrl-C starts no new item and lets the running ones finish (their outputs complete);
+    a second one cancels them (``ray.cancel(force=True)``). Either raises :class:`Interrupted`."""
     task = ray.remote(call_item).options(num_cpus=1, num_gpus=gpus, max_retries=retries, retry_exceptions=False,
                                          name=f"medsamkit-{desc}")
     fn_ref = ray.put(fn)
-    refs = {task.remote(fn_ref, name, payload): n for n, (name, payload) in enumerate(items)}
     out: list = [None] * len(items)
-    resources = ray.cluster_resources()
-    slots = max(1, int(resources.get("GPU", 0) // gpus) if gpus else int(resources.get("CPU", 1)))
+    queue, pending, failed, stopping = deque(range(len(items))), {}, 0, False
     bar = CountsBar(len(items), desc, quiet)
-    pending, failed = dict(refs), 0
     try:
-        while pending:
-            ended, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
-            for ref in ended:
-                n = pending.pop(ref)
-                try:
-                    res = ray.get(ref)
-                except ray.exceptions.RayError as exc:  # every attempt's worker died, or the task could not run
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    res = ItemResult(items[n][0], "failed", message=f"{type(exc).__name__} after {retries + 1} "
-                                     f"attempt(s): {first}")
-                out[n] = res
-                failed += res.status != "ok"
-                if on_result is not None:
-                    on_result(res, bar)
-            running = min(len(pending), slots)
-            bar.update(len(items) - len(pending), failed, running, len(pending) - running)
+        while queue or pending:
+            try:
+                slots = _slots(ray, gpus)
+                while queue and len(pending) < slots:
+                    n = queue.popleft()
+                    pending[task.remote(fn_ref, *items[n])] = n
+                ended, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
+                for ref in ended:
+                    n = pending.pop(ref)
+                    out[n] = _result(ray, ref, items[n][0], retries)
+                    failed += out[n].status != "ok"
+                    if on_result is not None:
+                        on_result(out[n], bar)
+                bar.update(len(items) - len(pending) - len(queue), failed, len(pending), len(queue))
+            except KeyboardInterrupt:
+                if stopping:
+                    raise
+                stopping = True
+                for n in queue:
+                    out[n] = ItemResult(items[n][0], "cancelled", message="cancelled (Ctrl-C)")
+                queue.clear()
+                bar.write(f"{desc}: Ctrl-C: no new item starts; waiting for the {len(pending)} running to finish "
+                          "(Ctrl-C again stops them now)", err=True)
     except KeyboardInterrupt:
-        _cancel(ray, list(pending))
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        if pending:
+            ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_GRACE_S)
         for ref, n in pending.items():  # a task that ended before its cancel keeps its result
             out[n] = _ended(ray, ref) or ItemResult(items[n][0], "cancelled", message="cancelled (Ctrl-C)")
-        bar.close()
-        raise Interrupted(out) from None
+        raise Interrupted(_filled(out, items)) from None
     finally:
         bar.close()
+    if stopping:
+        raise Interrupted(_filled(out, items))
     return out
+
+
+def _filled(out: list, items: list) -> list:
+    """An item whose result a Ctrl-C interrupted on its way in counts as cancelled (its output is complete or
+    absent, as for every item)."""
+    return [r or ItemResult(items[n][0], "cancelled", message="cancelled (Ctrl-C)") for n, r in enumerate(out)]
+
+
+def _result(ray, ref, name: str, retries: int) -> ItemResult:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as exc:  # every attempt's worker died, or the task could not run
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return ItemResult(name, "failed", message=f"{type(exc).__name__} after {retries + 1} attempt(s): {first}")
 
 
 def _ended(ray, ref) -> "ItemResult | None":
@@ -175,16 +210,3 @@ def _ended(ray, ref) -> "ItemResult | None":
         return ray.get(ref)
     except ray.exceptions.RayError:  # cancelled, or its worker was killed
         return None
-
-
-def _cancel(ray, refs: list, grace_s: float = CANCEL_GRACE_S) -> None:
-    """Cancel ``refs``: queued tasks never start; a running one gets KeyboardInterrupt (its study's temporary
-    folder is removed on the way out, and the worker keeps its model), and is killed if it has not ended
-    within ``grace_s``."""
-    for ref in refs:
-        ray.cancel(ref, recursive=False)
-    _, left = ray.wait(refs, num_returns=len(refs), timeout=grace_s)
-    for ref in left:
-        ray.cancel(ref, force=True)
-    if left:
-        ray.wait(left, num_returns=len(left), timeout=grace_s)

@@ -92,3 +92,18 @@ def test_gpus_per_task_follows_device_and_cluster():
     assert gpus_per_task(FakeRay(4), args(device="cpu")) == 0.0
     assert gpus_per_task(FakeRay(4), args(backend="http://gpu:8765")) == 0.0  # the model runs on a server
     assert gpus_per_task(FakeRay(4), args(cluster_gpus=0.5)) == 0.5       # two tasks per GPU
+
+
+def test_replay_usage_errors_exit_2(tmp_path, capsys):
+    from medsamkit.cli import main
+
+    (tmp_path / "cases.csv").write_text("record,volume\nr.seg.nrrd,ct.nii.gz\n")
+    assert main(["replay"]) == 2
+    assert "--cases" in capsys.readouterr().err
+    assert main(["replay", "r.seg.nrrd", "--volume", "ct.nii.gz", "--out", "o.seg.nrrd", "--cluster", "auto"]) == 2
+    assert "--cases" in capsys.readouterr().err
+    assert main(["replay", "--cases", str(tmp_path / "cases.csv"), "--volume", "ct.nii.gz"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["replay", "--cases", str(tmp_path / "cases.csv")]) == 2  # no 'out' column
+    assert "record,volume,out" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [tmp_path / "cases.csv"]

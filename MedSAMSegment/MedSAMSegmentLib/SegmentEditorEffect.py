@@ -23,8 +23,8 @@ from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 from MedSAMSegmentLib.EffectTarget import EngineHolder, ScriptedEffectTarget, ViewPrefetch
 from MedSAMSegmentLib.Parameters import (ADAPTER, BACKEND, CANCEL_KEY, CHECKPOINT_PATH, DEVICE, MARKER_MARGIN_MM,
                                           MARKER_REFINE, MIN_DRAG_PIXELS, MODEL, MODEL_KINDS, POLL_INTERVAL_MS,
-                                          PROMPT_MODE, PROMPT_MODES, RUN_MARKERS_KEY, SERVER_TOKEN_FILE, WINDOW,
-                                          WINDOWS, WRITE_MODE)
+                                          POLL_WAIT_MS, PROMPT_MODE, PROMPT_MODES, RUN_MARKERS_KEY, SERVER_TOKEN_FILE,
+                                          WINDOW, WINDOWS, WRITE_MODE)
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
@@ -506,7 +506,7 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.progressBar.visible = True
         self.progressBar.setRange(0, 0)
         self.setStatus(f"Segmenting {label}...")
-        self.pollTimer.start()
+        self.watchWorker()
 
     def modelOptions(self):
         """The parameters that choose the model session (EffectTarget.EngineHolder.get)."""
@@ -516,10 +516,20 @@ The slice view must be aligned with the volume (click the orientation warning bu
             options["adapter"] = adapter  # a registered adapter file (MedSAMTraining) for the model
         return options
 
+    def watchWorker(self):
+        """Start the poll timer (a job was queued: a prompt or the view prefetch)."""
+        if not self.pollTimer.active:
+            self.pollTimer.start()
+
     def pollJob(self):
+        """Timer slot while a job is pending: let the worker run (the GIL released), then apply a finished prompt."""
+        worker = self.worker
+        if worker is not None and worker.pending:
+            worker.wait(POLL_WAIT_MS / 1000)
         job = self.job
         if job is None:
-            self.pollTimer.stop()
+            if worker is None or not worker.pending:
+                self.pollTimer.stop()
             return
         done, total, text = job.progress()
         if total:
@@ -542,7 +552,8 @@ The slice view must be aligned with the volume (click the orientation warning bu
         if self.job is None:
             return
         self.job = None
-        self.pollTimer.stop()
+        if self.worker is None or not self.worker.pending:
+            self.pollTimer.stop()
         qt.QApplication.restoreOverrideCursor()
         self.cancelButton.enabled = False
         self.progressBar.visible = False

@@ -373,6 +373,8 @@ The slice view must be aligned with the volume (click the orientation warning bu
 
     def nodes(self):
         parameterSetNode = self.scriptedEffect.parameterSetNode()
+        if parameterSetNode is None:  # the scene was closed
+            return None, None, None
         volume = (parameterSetNode.GetSourceVolumeNode() if hasattr(parameterSetNode, "GetSourceVolumeNode")
                   else parameterSetNode.GetMasterVolumeNode())
         return volume, parameterSetNode.GetSegmentationNode(), parameterSetNode.GetSelectedSegmentID()
@@ -563,6 +565,11 @@ The slice view must be aligned with the volume (click the orientation warning bu
 
         volume, segmentation, segmentId = self.nodes()
         volumeId, segmentationId, submittedSegmentId, label, note = self.jobContext
+        if (volume is None or segmentation is None or not segmentId
+                or segmentation.GetSegmentation().GetSegment(segmentId) is None):
+            self.setStatus(f"The volume, segmentation or segment was closed while segmenting {label}; nothing was "
+                           "written. Load them again and prompt again.")
+            return
         if (volume.GetID(), segmentation.GetID(), segmentId) != (volumeId, segmentationId, submittedSegmentId):
             self.setStatus(f"The selection changed while segmenting {label}; the result was not written. Prompt again.")
             return

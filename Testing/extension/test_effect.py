@@ -140,6 +140,25 @@ def test_result_is_dropped_when_the_selection_changed(effect_on_ct):
     assert _segment(s).sum() == 0 and _segment(s, s.other).sum() == 0 and s.h.undo_saves == 0
 
 
+@pytest.mark.parametrize("closing", ["volume removed", "scene closed"])
+def test_nothing_is_written_when_the_volume_or_scene_is_closed_during_a_job(effect_on_ct, closing):
+    s = effect_on_ct
+    _drag_box(s, _view(s, 11), 90, 90, 126, 125)
+    assert s.effect.job is not None
+    if closing == "volume removed":
+        s.ctx.scene.RemoveNode(s.node)
+    else:
+        s.ctx.scene.Clear(0)
+    assert s.effect.waitForResult(600)
+    assert "closed while segmenting slice 11; nothing was written" in s.effect.statusLabel.text
+    assert "Unexpected error" not in s.effect.statusLabel.text and s.h.undo_saves == 0
+    if closing == "volume removed":  # the segmentation is still there, untouched
+        assert s.seg.GetScene() is s.ctx.scene and s.seg.GetSegmentation().GetNumberOfSegments() == 2
+        labelmap = s.seg.GetBinaryLabelmapInternalRepresentation(s.sid)
+        assert labelmap is None or labelmap.GetPointData().GetScalars() is None or \
+            not np.asarray(labelmap.GetPointData().GetScalars()).any()
+
+
 def test_oblique_view_is_reported_not_raised(effect_on_ct):
     import slicer_app
 

@@ -51,6 +51,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.layoutObserved = False
         self.dependenciesReady = set()  # purposes ("local", "remote") whose packages are installed
         self.review = None           # (key, medsamkit.mrml.review.SegmentReview) of the segment being reviewed
+        self.adapterListKey = None   # what the adapter list was built from (fillAdapters)
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -231,7 +232,14 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.scriptedEffect.setParameter(ADAPTER, self.adapterSelector.currentData or "")
 
     def fillAdapters(self, modelKind, chosenPath):
-        """The adapter choices: none, then the adapters registered (MedSAMTraining) for this model kind."""
+        """The adapter choices: none, then the adapters registered (MedSAMTraining) for this model kind.
+
+        Slicer calls updateGUIFromMRML on every parameter change of any effect (each tick of a slider):
+        the registry is read and the list rebuilt only when the kind, the choice or the registry file changed."""
+        key = (modelKind, chosenPath, adapterRegistryStamp())
+        if key == self.adapterListKey:
+            return
+        self.adapterListKey = key
         self.adapterSelector.clear()
         self.adapterSelector.addItem("(none)", "")
         try:
@@ -269,6 +277,7 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.dropBoxPipelines()
         if self.viewPrefetch is not None:
             self.viewPrefetch.stop()
+        self.adapterListKey = None  # entering the effect again re-reads the adapter list (a file may be gone)
 
     def cleanup(self):
         """Called by Slicer (5.10+) before the effect is deleted: stop the timer, the worker and the model."""
@@ -675,3 +684,15 @@ The slice view must be aligned with the volume (click the orientation warning bu
         pipeline = self.boxPipelines[viewWidget]
         pipeline.view = viewWidget
         return pipeline
+
+
+def adapterRegistryStamp():
+    """(path, mtime, size) of the adapter registry file: it changes whenever an adapter is (un)registered."""
+    try:
+        from medsamkit.training.adapter_registry import registry_path
+
+        path = registry_path()
+        stat = path.stat()
+    except Exception:  # no registry yet (or no medsamkit): nothing to list, fillAdapters says why if it matters
+        return None
+    return str(path), stat.st_mtime_ns, stat.st_size

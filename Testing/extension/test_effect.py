@@ -429,3 +429,45 @@ def test_review_and_resume_buttons_after_a_propagation(effect_on_ct):
     s.effect.promptsButton.click()
     assert s.ctx.scene.GetNodesByClass("vtkMRMLMarkupsROINode").GetNumberOfItems() == rois + 1  # the recorded box
     assert "Recorded prompts shown as 1 markup node" in s.effect.statusLabel.text
+
+
+def test_adapter_list_is_read_only_when_the_registry_changed(harness, engine, monkeypatch, tmp_path):
+    from medsamkit.mrml.segments import new_segmentation
+    from medsamkit.mrml.volumes import load_volume
+    from medsamkit.training import adapter_registry
+
+    monkeypatch.setenv("MEDSAMKIT_CONFIG_DIR", str(tmp_path / "config"))
+    adapters = []
+    for name in ("liver", "kidney"):
+        adapters.append(tmp_path / name / "adapter.safetensors")
+        adapters[-1].parent.mkdir()
+        adapters[-1].write_bytes(b"")
+    registry = tmp_path / "config" / "adapters.json"
+    registry.parent.mkdir()
+    entries = [{"name": "liver-ct", "path": str(adapters[0]), "base_kind": "litemedsam"}]
+    registry.write_text(json.dumps({"format": "medsamkit-adapter-registry", "version": 1, "adapters": entries}))
+    reads = []
+    load = adapter_registry._load
+    monkeypatch.setattr(adapter_registry, "_load", lambda: reads.append(1) or load())
+    harness.start(SEGMENT_MODULE)
+    use_engine(monkeypatch, engine)
+    node = load_volume(harness.ctx, DATA / "sample_lung_ct.nii.gz")
+    seg, sid = new_segmentation(harness.ctx, node, segment_name="tumour")
+    editor = harness.editor(node, seg, sid)
+    editor.setActiveEffectByName("MedSAM")
+    effect, scripted = editor.activeEffect().self(), editor.activeEffect()
+    selector = effect.adapterSelector
+    assert [selector.itemText(n) for n in range(selector.count)] == ["(none)", "liver-ct"]
+    selector._userSelect("liver-ct")
+    reads.clear()
+    for n in range(50):  # as a slider of another effect would: every parameter change updates every effect
+        scripted.setParameter("MarkerMarginMm", str(n))
+    assert reads == [] and selector.currentText == "liver-ct"
+    entries.append({"name": "kidney-ct", "path": str(adapters[1]), "base_kind": "litemedsam"})
+    registry.write_text(json.dumps({"format": "medsamkit-adapter-registry", "version": 1, "adapters": entries}))
+    for n in range(5):
+        scripted.setParameter("MarkerMarginMm", str(n))
+    assert len(reads) == 1  # read once after it changed
+    assert [selector.itemText(n) for n in range(selector.count)] == ["(none)", "liver-ct", "kidney-ct"]
+    assert selector.currentText == "liver-ct" and scripted.parameter("Adapter") == str(adapters[0])
+    editor._destroy()

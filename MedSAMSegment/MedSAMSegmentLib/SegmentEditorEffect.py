@@ -68,7 +68,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return """<html>Segment with MedSAM-family models (LiteMedSAM by default) from prompts on a slice.<p>
 <ul style="margin: 0">
 <li><b>Box:</b> drag a box around the structure in any slice view.
-<li><b>+/- points:</b> click inside (+), Ctrl+click outside (-).
+<li><b>+/- points:</b> click inside (+); Ctrl+Shift+click outside (-), on macOS Cmd+Shift+click.
+Slicer's own gestures stay as they are: Ctrl+drag blends the layers, Shift+drag pans, right-drag zooms.
 <li><b>Refine:</b> like points, reusing the previous result as a mask prompt.
 <li><b>Propagate:</b> drag a box; the result is carried to neighbouring slices until the object ends.
 <li><b>Markers:</b> click the two ends of the lesion's long and short axes every few slices, then Run.
@@ -325,14 +326,17 @@ The slice view must be aligned with the volume (click the orientation warning bu
                 return True
             return False
         if eventId == vtk.vtkCommand.LeftButtonPressEvent:
-            if callerInteractor.GetShiftKey() or callerInteractor.GetAltKey():
-                return False  # leave Slicer's own shift/alt-drag gestures alone
+            shift, ctrl, alt = (callerInteractor.GetShiftKey(), callerInteractor.GetControlKey(),
+                                callerInteractor.GetAltKey())
+            negative = mode in ("points", "refine") and shift and ctrl and not alt  # Ctrl+Shift (Cmd+Shift, macOS)
+            if (shift or ctrl or alt) and not negative:
+                return False  # Slicer's own gestures (Ctrl+drag blend, Shift+drag pan, Ctrl+Alt+drag rotate)
             ras = self.xyToRas(xy, viewWidget)
             if mode in ("box", "propagate"):
                 self.drag = (viewWidget, xy, ras)
                 self.boxPipeline(viewWidget).show(xy, xy)
             elif mode in ("points", "refine"):
-                self.submitPoint(viewWidget, ras, positive=not callerInteractor.GetControlKey())
+                self.submitPoint(viewWidget, ras, positive=not negative)
             elif mode == "markers":
                 self.markerPanel.click(ras)
             return True

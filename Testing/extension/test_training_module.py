@@ -109,7 +109,10 @@ def test_stop_returns_at_once_and_the_timer_escalates_to_kill(harness, monkeypat
     widget.cleanup()
 
 
-def test_training_process_opens_no_console_window_on_windows(monkeypatch, tmp_path):
+def test_training_and_model_processes_open_no_console_window_on_windows(monkeypatch, tmp_path):
+    import subprocess
+
+    from medsamkit.backend import process
     from medsamkit.training import launcher
 
     seen = {}
@@ -124,4 +127,12 @@ def test_training_process_opens_no_console_window_on_windows(monkeypatch, tmp_pa
     assert "creationflags" not in seen  # no such option on this platform
     monkeypatch.setattr(launcher.sys, "platform", "win32")
     launcher.TrainingProcess(tmp_path, python="python").start(None)
-    assert seen["creationflags"] & 0x08000000  # CREATE_NO_WINDOW, as slicer.util.launchConsoleProcess
+    assert seen["creationflags"] & 0x08000000  # CREATE_NO_WINDOW
+    # the model process: Windows' own subprocess constants (absent here), then the options its Popen gets
+    for name, value in (("CREATE_NO_WINDOW", 0x08000000), ("CREATE_NEW_PROCESS_GROUP", 0x200),
+                        ("STARTF_USESHOWWINDOW", 1), ("STARTUPINFO", type("STARTUPINFO", (), {"dwFlags": 0}))):
+        monkeypatch.setattr(subprocess, name, value, raising=False)
+    monkeypatch.setattr(process.os, "name", "nt")
+    options = process._detached()
+    monkeypatch.undo()
+    assert options["creationflags"] & 0x08000000 and options["startupinfo"].dwFlags & 1

@@ -6,8 +6,8 @@ the run folder as the only shared state: the child writes ``metrics.jsonl`` (rea
 ``<run>/STOP``, which the child notices between micro-batches, checkpoints and exits, and returns at
 once; :meth:`poll` escalates when the child is still running ``grace`` seconds later (terminate), and
 again after as long (kill). :meth:`resume` starts ``medsamkit train --resume --out <run>``. Works on
-every platform (no signals needed to stop); on Windows the child gets no console window (as
-``slicer.util.launchConsoleProcess``: closing such a window would kill the training).
+every platform (no signals needed to stop); on Windows the child gets no console window (closing
+one would kill the training; ``slicer.util.launchConsoleProcess`` hides its console for that reason).
 
 Design note (rule 4 of the style guide): a GUI polls :meth:`poll` from a timer; nothing here blocks
 except :meth:`wait`, used by scripts and tests.

@@ -24,7 +24,7 @@ MIN_DRAG_PIXELS = 4  # a press and release closer than this is a click, not a bo
 # While a job is pending (a prompt or the view prefetch), a timer fires every POLL_INTERVAL_MS and the main
 # thread waits up to POLL_WAIT_MS on the worker with the GIL released (medsamkit.mrml.jobs.Worker.wait): inside
 # Slicer the Qt event loop holds the GIL, so the worker thread runs only then. Nothing runs while nothing is pending.
-POLL_INTERVAL_MS = 5
+POLL_INTERVAL_MS = 2
 POLL_WAIT_MS = 5
 
 # Keys the effect handles in slice views. None is a Segment Editor shortcut (qMRMLSegmentEditorWidget::

@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--engine", default="torch")
-    parser.add_argument("--timers", nargs="+", default=["2,5", "100,0"], help="interval,wait in ms")
+    parser.add_argument("--timers", nargs="+", default=["2,10", "100,0"], help="interval,wait in ms")
     parser.add_argument("--json", default="bench-gil.json")
     args = parser.parse_args(argv)
     import pytest

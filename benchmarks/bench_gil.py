@@ -10,10 +10,10 @@ EngineHolder, worker and timers and a model process, the event loop modelled in 
 - prefetch: the view prefetch, from its dwell timer to the model process taking the request, the main
   loop otherwise idle.
 
-For each timer setting (``--timers``: interval,wait in ms; the effect's default first, then the former
-100 ms poll with no wait) prints medians and held/free, and writes JSON.
+For each timer setting (``--timers``: interval,wait in ms; the effect's default first, then a 100 ms
+poll with no wait, for comparison) prints medians and held/free, and writes JSON.
 
-    python benchmarks/bench_gil.py [--runs 5] [--engine torch|onnx] [--timers 5,5 100,0]
+    python benchmarks/bench_gil.py [--runs 5] [--engine torch|onnx] [--timers 2,10 2,5 100,0]
 """
 from __future__ import annotations
 

@@ -84,9 +84,9 @@ def test_cv2_counts_when_it_imports(deps, monkeypatch):
 
 def test_constraints_pin_every_installed_distribution(deps):
     """numpy, torch (PyTorch Utils' GPU build), requests, pip...: each pinned to the version Python imports."""
+    import importlib.metadata
 
     import numpy
-    import importlib.metadata
 
     pins = deps.installed_constraints()
     assert f"numpy=={numpy.__version__}" in pins and f"torch=={importlib.metadata.version('torch')}" in pins

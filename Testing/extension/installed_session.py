@@ -144,6 +144,8 @@ def main(module_dir: Path, work: Path, torch_json: str) -> dict:
     summary["replaced"] = {n: [v, after.get(n)] for n, v in before.items() if after.get(n) != v}
     summary["added"] = sorted(set(after) - set(before))
     summary["torch_through_pytorch_utils"] = pytorch_utils.calls
+    if "torch" in after:  # still the build PyTorch Utils installed, not one pip brought for torchvision
+        summary["torch_at"] = str(Path(importlib.metadata.distribution("torch").locate_file("")))
     summary["install_dialogs"] = [list(d) for d in harness.dialogs]
     if not summary["installed"]:
         return summary
@@ -154,6 +156,16 @@ def main(module_dir: Path, work: Path, torch_json: str) -> dict:
     os.environ.pop("no_proxy", None)
 
     harness.dialogs.clear()
+    holder = sys.modules["MedSAMSegmentLib.EffectTarget"].EngineHolder
+    real_get, engines = holder.get, summary.setdefault("engines", [])
+
+    def get(self, *args, **kwargs):  # records which engine served each of the effect's requests
+        session = real_get(self, *args, **kwargs)
+        if session.description not in engines:
+            engines.append(session.description)
+        return session
+
+    holder.get = get
     slicer.selfTests["MedSAMSegment"]()
     summary["self_test"] = [d[1] for d in harness.dialogs if d[0] == "delay"]
     from medsamkit.backend.process import _LIVE

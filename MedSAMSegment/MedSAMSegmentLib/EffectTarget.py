@@ -112,7 +112,9 @@ class ViewPrefetch:
             return run_view_request(holder.get(progress=progress, cancel=cancel, **options), request,
                                     progress=progress, cancel=cancel)
 
-        return effect.worker.submit_background(work, label="view prefetch")
+        job = effect.worker.submit_background(work, label="view prefetch")
+        effect.watchWorker()  # the worker runs only while the main thread lets it (Worker.wait)
+        return job
 
     def modelNotAtHand(self):
         """True while the chosen catalog model is not downloaded: only a prompt asks for the download

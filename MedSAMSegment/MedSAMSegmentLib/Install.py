@@ -18,7 +18,8 @@ from MedSAMSegmentLib import Dependencies
 def ensureDependencies(askConfirmation=True, purpose="local"):
     """True when every package ``purpose`` needs is installed, installing the missing ones after one
     confirmation. purpose: "local" (run the model), "remote" (a MedSAM server: client packages only) or
-    "train" (MedSAMTraining). pip never replaces Slicer's numpy (a constraint pins the running one)."""
+    "train" (MedSAMTraining). pip never replaces a package already installed in Slicer's Python
+    (constraints pin each one to its installed version)."""
     if not Dependencies.python_supported():
         slicer.util.errorDisplay(Dependencies.unsupported_message(), "MedSAM: Slicer too old")
         return False
@@ -67,15 +68,11 @@ def ensureDependencies(askConfirmation=True, purpose="local"):
 
 
 def _pipInstall(requirements):
-    """pip install with a constraint pinning Slicer's running numpy (never upgraded underneath Slicer)."""
-    constraint = Dependencies.numpy_constraint()
-    if constraint is None:
-        slicer.util.pip_install(list(requirements))
-        return
+    """pip install with constraints pinning every installed distribution (nothing of Slicer's is replaced)."""
     fd, path = tempfile.mkstemp(prefix="medsam-constraints-", suffix=".txt")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(constraint + "\n")
+            f.write("".join(pin + "\n" for pin in Dependencies.installed_constraints()))
         slicer.util.pip_install(["-c", path, *requirements])
     finally:
         os.remove(path)

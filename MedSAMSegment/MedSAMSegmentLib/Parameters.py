@@ -21,7 +21,11 @@ PROMPT_MODES = (("box", "Box"), ("points", "+/- points"), ("refine", "Refine"), 
 WINDOWS = ("display", "auto", "soft-tissue", "lung", "brain", "bone", "percentile")
 MODEL_KINDS = ("litemedsam", "litemedsam-clicks", "medsam", "sam-vit-b", "sam-vit-l", "sam-vit-h", "sam-med2d", "medicosam")
 MIN_DRAG_PIXELS = 4  # a press and release closer than this is a click, not a box
-POLL_INTERVAL_MS = 100
+# While a job is pending (a prompt or the view prefetch), a timer fires every POLL_INTERVAL_MS and the main
+# thread waits up to POLL_WAIT_MS on the worker with the GIL released (medsamkit.mrml.jobs.Worker.wait): inside
+# Slicer the Qt event loop holds the GIL, so the worker thread runs only then. Nothing runs while nothing is pending.
+POLL_INTERVAL_MS = 2
+POLL_WAIT_MS = 10
 
 # Keys the effect handles in slice views. None is a Segment Editor shortcut (qMRMLSegmentEditorWidget::
 # installKeyboardShortcuts: 0-9, Shift+0-9, Escape, space, z, y, q, w, i (5.8), /, *, comma, period,

@@ -23,8 +23,8 @@ from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 from MedSAMSegmentLib.EffectTarget import EngineHolder, ScriptedEffectTarget, ViewPrefetch
 from MedSAMSegmentLib.Parameters import (ADAPTER, BACKEND, CANCEL_KEY, CHECKPOINT_PATH, DEVICE, MARKER_MARGIN_MM,
                                           MARKER_REFINE, MIN_DRAG_PIXELS, MODEL, MODEL_KINDS, POLL_INTERVAL_MS,
-                                          PROMPT_MODE, PROMPT_MODES, RUN_MARKERS_KEY, SERVER_TOKEN_FILE, WINDOW,
-                                          WINDOWS, WRITE_MODE)
+                                          POLL_WAIT_MS, PROMPT_MODE, PROMPT_MODES, RUN_MARKERS_KEY, SERVER_TOKEN_FILE,
+                                          WINDOW, WINDOWS, WRITE_MODE)
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
@@ -51,6 +51,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.layoutObserved = False
         self.dependenciesReady = set()  # purposes ("local", "remote") whose packages are installed
         self.review = None           # (key, medsamkit.mrml.review.SegmentReview) of the segment being reviewed
+        self.adapterListKey = None   # what the adapter list was built from (fillAdapters)
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -67,7 +68,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return """<html>Segment with MedSAM-family models (LiteMedSAM by default) from prompts on a slice.<p>
 <ul style="margin: 0">
 <li><b>Box:</b> drag a box around the structure in any slice view.
-<li><b>+/- points:</b> click inside (+), Ctrl+click outside (-).
+<li><b>+/- points:</b> click inside (+); Ctrl+Shift+click outside (-), on macOS Cmd+Shift+click.
+Slicer's own gestures stay as they are: Ctrl+drag blends the layers, Shift+drag pans, right-drag zooms.
 <li><b>Refine:</b> like points, reusing the previous result as a mask prompt.
 <li><b>Propagate:</b> drag a box; the result is carried to neighbouring slices until the object ends.
 <li><b>Markers:</b> click the two ends of the lesion's long and short axes every few slices, then Run.
@@ -231,7 +233,14 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.scriptedEffect.setParameter(ADAPTER, self.adapterSelector.currentData or "")
 
     def fillAdapters(self, modelKind, chosenPath):
-        """The adapter choices: none, then the adapters registered (MedSAMTraining) for this model kind."""
+        """The adapter choices: none, then the adapters registered (MedSAMTraining) for this model kind.
+
+        Slicer calls updateGUIFromMRML on every parameter change of any effect (each tick of a slider):
+        the registry is read and the list rebuilt only when the kind, the choice or the registry file changed."""
+        key = (modelKind, chosenPath, adapterRegistryStamp())
+        if key == self.adapterListKey:
+            return
+        self.adapterListKey = key
         self.adapterSelector.clear()
         self.adapterSelector.addItem("(none)", "")
         try:
@@ -269,6 +278,7 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.dropBoxPipelines()
         if self.viewPrefetch is not None:
             self.viewPrefetch.stop()
+        self.adapterListKey = None  # entering the effect again re-reads the adapter list (a file may be gone)
 
     def cleanup(self):
         """Called by Slicer (5.10+) before the effect is deleted: stop the timer, the worker and the model."""
@@ -316,14 +326,17 @@ The slice view must be aligned with the volume (click the orientation warning bu
                 return True
             return False
         if eventId == vtk.vtkCommand.LeftButtonPressEvent:
-            if callerInteractor.GetShiftKey() or callerInteractor.GetAltKey():
-                return False  # leave Slicer's own shift/alt-drag gestures alone
+            shift, ctrl, alt = (callerInteractor.GetShiftKey(), callerInteractor.GetControlKey(),
+                                callerInteractor.GetAltKey())
+            negative = mode in ("points", "refine") and shift and ctrl and not alt  # Ctrl+Shift (Cmd+Shift, macOS)
+            if (shift or ctrl or alt) and not negative:
+                return False  # Slicer's own gestures (Ctrl+drag blend, Shift+drag pan, Ctrl+Alt+drag rotate)
             ras = self.xyToRas(xy, viewWidget)
             if mode in ("box", "propagate"):
                 self.drag = (viewWidget, xy, ras)
                 self.boxPipeline(viewWidget).show(xy, xy)
             elif mode in ("points", "refine"):
-                self.submitPoint(viewWidget, ras, positive=not callerInteractor.GetControlKey())
+                self.submitPoint(viewWidget, ras, positive=not negative)
             elif mode == "markers":
                 self.markerPanel.click(ras)
             return True
@@ -373,6 +386,8 @@ The slice view must be aligned with the volume (click the orientation warning bu
 
     def nodes(self):
         parameterSetNode = self.scriptedEffect.parameterSetNode()
+        if parameterSetNode is None:  # the scene was closed
+            return None, None, None
         volume = (parameterSetNode.GetSourceVolumeNode() if hasattr(parameterSetNode, "GetSourceVolumeNode")
                   else parameterSetNode.GetMasterVolumeNode())
         return volume, parameterSetNode.GetSegmentationNode(), parameterSetNode.GetSelectedSegmentID()
@@ -506,7 +521,7 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.progressBar.visible = True
         self.progressBar.setRange(0, 0)
         self.setStatus(f"Segmenting {label}...")
-        self.pollTimer.start()
+        self.watchWorker()
 
     def modelOptions(self):
         """The parameters that choose the model session (EffectTarget.EngineHolder.get)."""
@@ -516,10 +531,20 @@ The slice view must be aligned with the volume (click the orientation warning bu
             options["adapter"] = adapter  # a registered adapter file (MedSAMTraining) for the model
         return options
 
+    def watchWorker(self):
+        """Start the poll timer (a job was queued: a prompt or the view prefetch)."""
+        if not self.pollTimer.active:
+            self.pollTimer.start()
+
     def pollJob(self):
+        """Timer slot while a job is pending: let the worker run (the GIL released), then apply a finished prompt."""
+        worker = self.worker
+        if worker is not None and worker.pending:
+            worker.wait(POLL_WAIT_MS / 1000)
         job = self.job
         if job is None:
-            self.pollTimer.stop()
+            if worker is None or not worker.pending:
+                self.pollTimer.stop()
             return
         done, total, text = job.progress()
         if total:
@@ -542,7 +567,8 @@ The slice view must be aligned with the volume (click the orientation warning bu
         if self.job is None:
             return
         self.job = None
-        self.pollTimer.stop()
+        if self.worker is None or not self.worker.pending:
+            self.pollTimer.stop()
         qt.QApplication.restoreOverrideCursor()
         self.cancelButton.enabled = False
         self.progressBar.visible = False
@@ -552,6 +578,11 @@ The slice view must be aligned with the volume (click the orientation warning bu
 
         volume, segmentation, segmentId = self.nodes()
         volumeId, segmentationId, submittedSegmentId, label, note = self.jobContext
+        if (volume is None or segmentation is None or not segmentId
+                or segmentation.GetSegmentation().GetSegment(segmentId) is None):
+            self.setStatus(f"The volume, segmentation or segment was closed while segmenting {label}; nothing was "
+                           "written. Load them again and prompt again.")
+            return
         if (volume.GetID(), segmentation.GetID(), segmentId) != (volumeId, segmentationId, submittedSegmentId):
             self.setStatus(f"The selection changed while segmenting {label}; the result was not written. Prompt again.")
             return
@@ -657,3 +688,15 @@ The slice view must be aligned with the volume (click the orientation warning bu
         pipeline = self.boxPipelines[viewWidget]
         pipeline.view = viewWidget
         return pipeline
+
+
+def adapterRegistryStamp():
+    """(path, mtime, size) of the adapter registry file: it changes whenever an adapter is (un)registered."""
+    try:
+        from medsamkit.training.adapter_registry import registry_path
+
+        path = registry_path()
+        stat = path.stat()
+    except Exception:  # no registry yet (or no medsamkit): nothing to list, fillAdapters says why if it matters
+        return None
+    return str(path), stat.st_mtime_ns, stat.st_size

@@ -82,10 +82,11 @@ class TrainingLogic:
             return {"status": None}
         return self.process.poll()
 
-    def stop(self, timeout: float = 120.0):
-        if self.process is not None:
-            return self.process.stop(timeout)
-        return None
+    def stop(self, grace: float | None = None):
+        """Ask the training to checkpoint and exit; returns at once (poll() escalates, see TrainingProcess.stop)."""
+        if self.process is None:
+            return None
+        return self.process.stop(grace)
 
     def resume(self) -> None:
         if self.process is None:

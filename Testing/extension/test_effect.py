@@ -1,7 +1,7 @@
 """The MedSAM effect as Slicer runs it: loaded through slicer_app's reproduction of Slicer's loaders
 (module file -> startupCompleted -> registerEditorEffect -> the editor's clone -> options frame ->
 activate), on strict Qt/CTK stand-ins, over a real slicer-core scene, segment editor node and logic,
-with the real LiteMedSAM engine. Each test runs for Slicer 5.8.0 and 5.10.0.
+with the real LiteMedSAM engine, for Slicer 5.10 (slicer_fixtures.harness).
 
 Mouse and key events go through the effect's own processInteractionEvents with a real
 vtkRenderWindowInteractor (event position, modifiers, key symbol); the view is a stand-in whose display
@@ -78,9 +78,10 @@ def _view(s, k):
     return slicer_app.SliceWidget(s.h, s.g, k)
 
 
-def _event(s, view, event, xy, ctrl=False, key=""):
+def _event(s, view, event, xy, ctrl=False, key="", shift=False, alt=False):
     interactor = s.vtk.vtkGenericRenderWindowInteractor()
-    interactor.SetEventInformation(int(round(xy[0])), int(round(xy[1])), int(ctrl), 0, "\0", 0, key or None)
+    interactor.SetEventInformation(int(round(xy[0])), int(round(xy[1])), int(ctrl), int(shift), "\0", 0, key or None)
+    interactor.SetAltKey(int(alt))
     return s.effect.processInteractionEvents(interactor, getattr(s.vtk.vtkCommand, event), view)
 
 
@@ -116,13 +117,13 @@ def test_box_drag_then_negative_click_through_the_effect(effect_on_ct):
     d = 2 * (first[k] & s.label[k]).sum() / (first[k].sum() + s.label[k].sum())
     assert d > 0.75, d  # measured 0.814, as the engine alone with this box
     assert "slice 11" in s.effect.statusLabel.text and s.h.undo_saves == 1
-    # Refine mode (set as a script would; the radio button also clears the prompts): Ctrl+click (negative)
-    # on a pixel the model wrongly included.
+    # Refine mode (set as a script would; the radio button also clears the prompts): Ctrl+Shift+click
+    # (negative) on a pixel the model wrongly included.
     s.scripted.setParameter("PromptMode", "refine")
     assert s.effect.modeButtons["refine"].checked  # the GUI followed the parameter (updateGUIFromMRML)
     wy, wx = np.argwhere(first[k] & ~s.label[k])[0]
     box_prompt = s.effect.promptState.box.copy()
-    assert _event(s, view, "LeftButtonPressEvent", (float(wx), float(wy)), ctrl=True)
+    assert _event(s, view, "LeftButtonPressEvent", (float(wx), float(wy)), ctrl=True, shift=True)
     assert s.effect.waitForResult(600)
     second = _segment(s)
     assert not second[k, wy, wx] and s.h.undo_saves == 2
@@ -138,6 +139,25 @@ def test_result_is_dropped_when_the_selection_changed(effect_on_ct):
     assert s.effect.waitForResult(600)
     assert "selection changed" in s.effect.statusLabel.text
     assert _segment(s).sum() == 0 and _segment(s, s.other).sum() == 0 and s.h.undo_saves == 0
+
+
+@pytest.mark.parametrize("closing", ["volume removed", "scene closed"])
+def test_nothing_is_written_when_the_volume_or_scene_is_closed_during_a_job(effect_on_ct, closing):
+    s = effect_on_ct
+    _drag_box(s, _view(s, 11), 90, 90, 126, 125)
+    assert s.effect.job is not None
+    if closing == "volume removed":
+        s.ctx.scene.RemoveNode(s.node)
+    else:
+        s.ctx.scene.Clear(0)
+    assert s.effect.waitForResult(600)
+    assert "closed while segmenting slice 11; nothing was written" in s.effect.statusLabel.text
+    assert "Unexpected error" not in s.effect.statusLabel.text and s.h.undo_saves == 0
+    if closing == "volume removed":  # the segmentation is still there, untouched
+        assert s.seg.GetScene() is s.ctx.scene and s.seg.GetSegmentation().GetNumberOfSegments() == 2
+        labelmap = s.seg.GetBinaryLabelmapInternalRepresentation(s.sid)
+        assert labelmap is None or labelmap.GetPointData().GetScalars() is None or \
+            not np.asarray(labelmap.GetPointData().GetScalars()).any()
 
 
 def test_oblique_view_is_reported_not_raised(effect_on_ct):
@@ -223,9 +243,10 @@ def test_leaving_the_effect_cancels_and_clears_prompts(effect_on_ct):
     s.editor._pressEscape()
     assert s.editor.activeEffect() is None
     assert s.effect.promptState.view is None and s.effect.job is None
-    assert not s.effect.pollTimer.active and s.h.qt.QApplication.overrideCursor() is None
+    assert s.h.qt.QApplication.overrideCursor() is None
     _wait_worker(s, job)
-    s.h.process_events()
+    s.h.process_events()  # the timer lets the dropped job end on the worker, then stops
+    assert not s.effect.pollTimer.active
     assert _segment(s).sum() == 0 and s.h.undo_saves == 0
 
 
@@ -410,3 +431,66 @@ def test_review_and_resume_buttons_after_a_propagation(effect_on_ct):
     s.effect.promptsButton.click()
     assert s.ctx.scene.GetNodesByClass("vtkMRMLMarkupsROINode").GetNumberOfItems() == rois + 1  # the recorded box
     assert "Recorded prompts shown as 1 markup node" in s.effect.statusLabel.text
+
+
+def test_adapter_list_is_read_only_when_the_registry_changed(harness, engine, monkeypatch, tmp_path):
+    from medsamkit.mrml.segments import new_segmentation
+    from medsamkit.mrml.volumes import load_volume
+    from medsamkit.training import adapter_registry
+
+    monkeypatch.setenv("MEDSAMKIT_CONFIG_DIR", str(tmp_path / "config"))
+    adapters = []
+    for name in ("liver", "kidney"):
+        adapters.append(tmp_path / name / "adapter.safetensors")
+        adapters[-1].parent.mkdir()
+        adapters[-1].write_bytes(b"")
+    registry = tmp_path / "config" / "adapters.json"
+    registry.parent.mkdir()
+    entries = [{"name": "liver-ct", "path": str(adapters[0]), "base_kind": "litemedsam"}]
+    registry.write_text(json.dumps({"format": "medsamkit-adapter-registry", "version": 1, "adapters": entries}))
+    reads = []
+    load = adapter_registry._load
+    monkeypatch.setattr(adapter_registry, "_load", lambda: reads.append(1) or load())
+    harness.start(SEGMENT_MODULE)
+    use_engine(monkeypatch, engine)
+    node = load_volume(harness.ctx, DATA / "sample_lung_ct.nii.gz")
+    seg, sid = new_segmentation(harness.ctx, node, segment_name="tumour")
+    editor = harness.editor(node, seg, sid)
+    editor.setActiveEffectByName("MedSAM")
+    effect, scripted = editor.activeEffect().self(), editor.activeEffect()
+    selector = effect.adapterSelector
+    assert [selector.itemText(n) for n in range(selector.count)] == ["(none)", "liver-ct"]
+    selector._userSelect("liver-ct")
+    reads.clear()
+    for n in range(50):  # as a slider of another effect would: every parameter change updates every effect
+        scripted.setParameter("MarkerMarginMm", str(n))
+    assert reads == [] and selector.currentText == "liver-ct"
+    entries.append({"name": "kidney-ct", "path": str(adapters[1]), "base_kind": "litemedsam"})
+    registry.write_text(json.dumps({"format": "medsamkit-adapter-registry", "version": 1, "adapters": entries}))
+    for n in range(5):
+        scripted.setParameter("MarkerMarginMm", str(n))
+    assert len(reads) == 1  # read once after it changed
+    assert [selector.itemText(n) for n in range(selector.count)] == ["(none)", "liver-ct", "kidney-ct"]
+    assert selector.currentText == "liver-ct" and scripted.parameter("Adapter") == str(adapters[0])
+    editor._destroy()
+
+
+@pytest.mark.parametrize("mode", ["box", "points", "refine"])
+def test_slicers_modifier_gestures_pass_through_and_ctrl_shift_click_is_a_negative_point(effect_on_ct, mode):
+    """vtkMRMLSliceIntersectionWidget (Slicer 5.10) maps left press + Ctrl to blend, + Shift to pan, + Ctrl+Alt
+    to rotate and + Alt+Shift to pan; Ctrl+Shift is free in slice views. On macOS Qt's Cocoa plugin turns
+    Control+click into a right click and VTK's Ctrl flag is Cmd: Cmd+Shift+click arrives as Ctrl+Shift here."""
+    s = effect_on_ct
+    s.scripted.setParameter("PromptMode", mode)
+    view = _view(s, 11)
+    for chord in ({"ctrl": True}, {"shift": True}, {"alt": True}, {"ctrl": True, "alt": True},
+                  {"alt": True, "shift": True}, {"ctrl": True, "shift": True, "alt": True}):
+        assert not _event(s, view, "LeftButtonPressEvent", (100, 100), **chord), chord
+    assert s.effect.job is None and s.effect.drag is None
+    handled = _event(s, view, "LeftButtonPressEvent", (100, 100), ctrl=True, shift=True)
+    if mode == "box":
+        assert not handled and s.effect.drag is None  # no negative box: Slicer's (unused there) gesture
+        return
+    assert handled and s.effect.promptState.labels == [0]  # a negative point
+    assert s.effect.waitForResult(600)
+    assert "Ctrl+Shift+click" in s.effect.helpText() and "Cmd+Shift+click" in s.effect.helpText()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from slicer_fixtures import SEGMENT_MODULE, TRAINING_MODULE, ctx, harness, slicer_core  # noqa: F401
+from slicer_fixtures import SEGMENT_MODULE, TRAINING_MODULE, ctx, harness, harness_5_8, slicer_core  # noqa: F401
 
 
 def _missing(monkeypatch, names):
@@ -16,7 +16,9 @@ def _missing(monkeypatch, names):
                         lambda reqs: [r for r in reqs if deps.requirement_name(r) in names] or real([]))
 
 
-def test_pip_runs_with_a_constraint_pinning_slicers_numpy(harness, monkeypatch):
+def test_pip_runs_with_constraints_pinning_every_installed_distribution(harness, monkeypatch):
+    import importlib.metadata
+
     import numpy
 
     harness.start(SEGMENT_MODULE)
@@ -28,7 +30,9 @@ def test_pip_runs_with_a_constraint_pinning_slicers_numpy(harness, monkeypatch):
     install.ensureDependencies(askConfirmation=True)
     (args, constraints), = seen
     assert args[0] == "-c" and args[2:] == [r for r in args[2:] if r.startswith("scipy")] and len(args) == 3
-    assert constraints.strip() == f"numpy=={numpy.__version__}"
+    pins = constraints.split()
+    assert f"numpy=={numpy.__version__}" in pins and f"pytest=={importlib.metadata.version('pytest')}" in pins
+    assert pins == importlib.import_module("MedSAMSegmentLib.Dependencies").installed_constraints()
     kind, text = next(d for d in harness.dialogs if d[0] == "confirmOkCancel")
     assert "scipy" in text
 
@@ -64,7 +68,9 @@ def test_training_uses_the_same_installer_with_the_train_extra(harness, monkeypa
     assert "safetensors" in text and "segment-anything" in text
 
 
-def test_old_slicer_python_gets_a_clear_message_and_no_effect(harness, monkeypatch):
+def test_slicer_5_8_is_refused_with_a_clear_message_and_no_effect(harness_5_8, monkeypatch):
+    """Slicer 5.8's loader (imp.load_source) and its Python 3.9: the module loads, says why, registers nothing."""
+    harness = harness_5_8
     harness.loader.load(SEGMENT_MODULE)
     real = sys.version_info
     monkeypatch.setattr(sys, "version_info", (3, 9, 10, "final", 0))  # Slicer 5.8's Python

@@ -92,6 +92,33 @@ def test_module_cmake_lists_every_file_and_only_existing_ones():
         assert (REPO / res).is_file(), res
 
 
+def _package_data_globs() -> list[str]:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+        line = re.search(r"^\[tool\.setuptools\.package-data\]\s*medsamkit\s*=\s*\[(.*?)\]", text, re.M | re.S)
+        return re.findall(r'"([^"]+)"', line.group(1))
+    with open(REPO / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["tool"]["setuptools"]["package-data"]["medsamkit"]
+
+
+def test_extension_ships_every_non_python_file_of_the_package():
+    """The extension's file list, git's files and the wheel's package-data name the same non-Python files:
+    a file the package reads at run time (a model's weights, its provenance) is in all three or none."""
+    import fnmatch
+
+    proc = subprocess.run(["git", "ls-files", "medsamkit"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    tracked = {p for p in proc.stdout.splitlines() if not p.endswith(".py") and Path(p).name != ".gitignore"}
+    assert "medsamkit/models/weights/litemedsam_clicks.safetensors" in tracked
+    listed = set(_cmake_lists(Path("CMakeLists.txt"), "MEDSAMKIT_PYTHON_RESOURCES"))
+    assert listed == tracked, {"not in CMakeLists.txt": sorted(tracked - listed), "not in git": sorted(listed - tracked)}
+    globs = _package_data_globs()
+    in_wheel = {p for p in tracked if any(fnmatch.fnmatch(p[len("medsamkit/"):], g) for g in globs)}
+    assert in_wheel == tracked, sorted(tracked - in_wheel)
+
+
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed: CMake configuration not run")
 def test_cmake_configures_against_a_stub_slicer(tmp_path):
     stub = tmp_path / "SlicerStub"

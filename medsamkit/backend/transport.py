@@ -9,12 +9,18 @@ Every request the client makes goes through :meth:`Transport.request`, so every 
   timeout is not retried (the server may still be computing; a retry would double its load);
 - replies >= 300 become the typed errors listed in medsamkit/protocol.
 
+A server on this computer (127.0.0.0/8, ::1, localhost: the model process the Slicer effect starts) is
+reached directly: HTTP_PROXY/ALL_PROXY and the system proxy settings are not used for it, since a
+hospital proxy cannot reach this computer's loopback. Other servers honour the user's proxy settings.
+
 Needs ``httpx`` (the ``server`` extra).
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
+import urllib.parse
 
 from ..errors import InputError, require
 from ..progress import Cancelled
@@ -40,7 +46,8 @@ class Transport:
                    protocol.CODECS_HEADER: ",".join(wire.available_codecs())}
         if token:
             headers[protocol.AUTH_HEADER] = f"Bearer {token}"
-        self.client = self.httpx.Client(base_url=self.url, headers=headers)
+        # trust_env=False: no proxy from the environment or the system for a loopback server.
+        self.client = self.httpx.Client(base_url=self.url, headers=headers, trust_env=not is_loopback(self.url))
         self.server_alive = True
         self.bytes_sent = self.bytes_received = 0  # HTTP bodies only (headers add ~0.3 KB per request)
 
@@ -110,6 +117,17 @@ class Transport:
 
     def close(self) -> None:
         self.client.close()
+
+
+def is_loopback(url: str) -> bool:
+    """True when ``url``'s host is this computer: localhost or a loopback address (127.0.0.0/8, ::1)."""
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def error_for(resp, url: str) -> Exception:

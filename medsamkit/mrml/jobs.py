@@ -4,8 +4,13 @@ The effect submits :func:`medsamkit.mrml.interactive.run_request` here and polls
 from a ``qt.QTimer`` on the main thread; when it is done, the main thread applies the result (MRML is
 only touched there). One thread, not a pool: a model session holds one volume state, and one request
 at a time is what a user drawing boxes means. The model itself runs in another process (a model
-process or a server): inside Slicer the main thread holds the GIL in the Qt event loop, so this
-thread only sends requests and waits on a socket (httpx releases the GIL while it waits).
+process or a server); this thread sends requests and waits on a socket.
+
+Inside Slicer the main thread holds the GIL while Qt's event loop runs (in C++, between Python
+slots), so this thread can only take the GIL back after a wait while the main thread runs Python
+that releases it. :meth:`Worker.wait` is that release: the effect's short timer calls it while a job
+is :attr:`Worker.pending`, and the main thread blocks there (the GIL free) until a job ends or a few
+milliseconds pass. Nothing runs on the main thread while nothing is pending.
 
 Background jobs (:meth:`Worker.submit_background`, the view prefetch) queue on the same thread
 without becoming the current job, so a prompt is never refused because of one; a newer background
@@ -15,7 +20,7 @@ raises Cancelled even if the call finished, so nothing is written after Cancel.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Callable
 
 
@@ -78,6 +83,21 @@ class Worker:
     @property
     def busy(self) -> bool:
         return self.current is not None and not self.current.done()
+
+    @property
+    def pending(self) -> bool:
+        """A job (the current one or a background one) has not finished."""
+        return any(job is not None and not job.done() for job in (self.current, self.background))
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds, the GIL released, until a pending job finishes: the
+        worker thread runs meanwhile even where the caller's thread otherwise holds the GIL (see the
+        module docstring). True if no job is pending any more or one finished."""
+        futures = [job.future for job in (self.current, self.background) if job is not None and not job.done()]
+        if not futures:
+            return True
+        done, _ = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+        return bool(done)
 
     def submit(self, fn: Callable, *args, label: str = "", **kwargs) -> Job:
         """Run ``fn(*args, progress=..., cancel=..., **kwargs)`` on the worker thread."""

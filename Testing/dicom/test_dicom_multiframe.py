@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from dicom_fixtures import crop_k, sample_case, write_study
+from dicom_fixtures import crop_k, run_tool, sample_case, tool, write_study
 
 pydicom = pytest.importorskip("pydicom")
 hd = pytest.importorskip("highdicom")
@@ -73,3 +73,6 @@ def test_recist_on_enhanced_study_equals_classic(tmp_path, shared_predictor):
     assert np.array_equal(frames[..., 0] > 0, masks["enhanced"] > 0)
     rows = json.loads((tmp_path / "out" / "enhanced" / "lesions.json").read_text())["lesions"]
     assert rows[0]["status"] == "ok" and rows[0]["measured_slices"]
+    res = run_tool(tool("dciodvfy"), tmp_path / "out" / "enhanced" / SEG_FILE)  # David Clunie's IOD validator
+    errors = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
+    assert not errors, errors

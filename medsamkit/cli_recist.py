@@ -57,6 +57,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_options(p)
     add_backend_options(p)
+    from .cluster.options import add_cluster_options
+
+    add_cluster_options(p)
     p.set_defaults(func=cmd_recist)
 
 
@@ -86,7 +89,7 @@ def study_list(args) -> list[tuple[Path, "Path | None", str]]:
             raise InputError("--sr names the SR of one study; with --studies put 'FOLDER,SR_FILE' lines in the list.")
         src = Path(args.studies)
         if src.is_dir():
-            items = [(p, None) for p in sorted(src.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+            items = studies_in_folder(src)
         elif src.is_file():
             items = []
             for line in src.read_text(encoding="utf-8").splitlines():
@@ -102,10 +105,51 @@ def study_list(args) -> list[tuple[Path, "Path | None", str]]:
             raise InputError(f"--studies {src} names no study folder.")
     out, seen = [], {}
     for folder, sr in items:
-        name = folder.name or "study"
+        name = (lines_stem(sr) if is_lines_file(sr) else folder.name) or "study"
         seen[name] = seen.get(name, 0) + 1
         out.append((folder, sr, name if seen[name] == 1 else f"{name}_{seen[name]}"))
     return out
+
+
+LINES_SUFFIXES = (".lines.csv", ".lines.mrk.json", ".lines.json")
+
+
+def is_lines_file(path) -> bool:
+    """A lines file (CSV of end points or line markups) rather than a DICOM SR."""
+    return path is not None and Path(path).name.lower().endswith((".csv", ".json"))
+
+
+def lines_stem(path) -> str:
+    name = Path(path).name
+    for suffix in LINES_SUFFIXES + (".mrk.json", ".csv", ".json"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def studies_in_folder(src: Path) -> list:
+    """The studies of a --studies folder: each sub-folder is a DICOM study (series + SR), and each
+    ``NAME.lines.csv`` / ``NAME.lines.mrk.json`` with its volume ``NAME.nii.gz`` (any image suffix) or DICOM
+    series folder ``NAME/`` beside it is a volume + lines study -> [(folder or volume, SR or lines file)]."""
+    from .io import suffix_of
+
+    entries = sorted(p for p in src.iterdir() if not p.name.startswith("."))
+    lines = {lines_stem(p): p for p in entries if p.is_file() and p.name.lower().endswith(LINES_SUFFIXES)}
+    volumes: dict = {}
+    for p in entries:
+        stem = p.name if p.is_dir() else p.name[: -len(suffix_of(p))] if suffix_of(p) else None
+        if stem in lines and not p.name.lower().endswith(LINES_SUFFIXES):
+            volumes.setdefault(stem, []).append(p)
+    items = []
+    for stem, found in sorted(lines.items()):
+        if len(volumes.get(stem, [])) != 1:
+            have = ", ".join(p.name for p in volumes.get(stem, [])) or "none"
+            raise InputError(f"--studies {src}: {found.name} needs exactly one volume named {stem}.nii.gz (or "
+                             f".nrrd/.mha, or a DICOM series folder {stem}/) beside it; found {have}.")
+        items.append((volumes[stem][0], found))
+    paired = {p for v in volumes.values() for p in v}
+    items += [(p, None) for p in entries if p.is_dir() and p not in paired]
+    return sorted(items, key=lambda item: item[0].name)
 
 
 def model_record(backend, args) -> dict:
@@ -118,41 +162,79 @@ def model_record(backend, args) -> dict:
             "version": f"medsamkit {__version__}"}
 
 
+def process_study(item, options, out_root: Path, args, open_model, progress=None):
+    """One study, as every run does it (here and on a cluster worker): read and check it (before any model
+    work), segment its lesions, write its folder atomically -> (study, rows). ``open_model()`` -> (backend,
+    model record), called once the study is read. Raises MedSAMError for a study that fails."""
+    from .recist import load_lines_study, load_study, segment_study, write_study
+
+    folder, src, name = item
+    if getattr(args, "lines", None) or is_lines_file(src):
+        study = load_lines_study(folder, src, options, space=getattr(args, "space", None), name=name)
+    else:
+        study = load_study(folder, src, options, name=name)
+    backend, model = open_model()
+    results = segment_study(backend, study, options, progress=progress)
+    return study, write_study(out_root / name, study, results, model, options)
+
+
+def print_study(name: str, rows: list, warnings: list, seconds: float, out_dir: Path) -> None:
+    """The lines a finished study prints: its lesions, each with its volume or its error, and its warnings."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    print(f"{name}: {len(ok)} of {len(rows)} lesion(s) segmented in {seconds:.1f} s -> {out_dir}", flush=True)
+    for r in rows:
+        state = f"{r['volume_ml']} mL, long axis {r['mask_long_mm']} mm (reader {r['reader_long_mm']} mm)" \
+            if r["status"] == "ok" else f"FAILED: {r['message']}"
+        print(f"  {r['lesion']}: {state}", file=sys.stdout if r["status"] == "ok" else sys.stderr, flush=True)
+    for w in warnings:
+        print(f"  warning: {w}", flush=True)
+
+
+def recist_options(args):
+    from .recist import RecistOptions
+
+    return RecistOptions(margin_mm=args.margin_mm, refine=args.refine, window=args.window,
+                         single_slice=args.single_slice, series_uid=args.series, write_sr=args.volume_sr)
+
+
 def cmd_recist(args) -> int:
     from .backend.cli_options import backend_from_options
     from .progress import tqdm_progress
-    from .recist import RecistOptions, load_lines_study, load_study, segment_study, study_done, write_study
+    from .recist import study_done
 
     studies = study_list(args)
     lines_route = bool(args.lines)
     out_root = Path(args.out)
-    options = RecistOptions(margin_mm=args.margin_mm, refine=args.refine, window=args.window,
-                            single_slice=args.single_slice, series_uid=args.series, write_sr=args.volume_sr)
+    options = recist_options(args)
     single = len(studies) == 1 and (args.study is not None or lines_route)
     todo = [s for s in studies if args.force or not study_done(out_root / s[2])]
     for item in studies:
         if item not in todo:
             print(f"{item[2]}: already done ({out_root / item[2]}); skipped (use --force to redo)")
+    if getattr(args, "cluster", None):
+        from .cluster.recist import run_recist_cluster
+
+        return run_recist_cluster(args, todo, options, out_root)
     if not todo:
         return 0
     bar = None if args.quiet else tqdm_progress("recist")
-    backend, model = None, None
+    opened: list = []
     failed_studies, failed_lesions, n_ok = 0, 0, 0
     t_all = time.perf_counter()
+
+    def open_model():
+        if not opened:
+            backend = backend_from_options(args)
+            opened.append((backend, model_record(backend, args)))
+        return opened[0]
+
     try:
-        for n, (folder, sr, name) in enumerate(todo):
+        for n, item in enumerate(todo):
+            name = item[2]
             t0 = time.perf_counter()
             try:
-                if lines_route:  # every input check before the model loads
-                    study = load_lines_study(folder, sr, options, space=args.space, name=name)
-                else:
-                    study = load_study(folder, sr, options, name=name)
-                if backend is None:
-                    backend = backend_from_options(args)
-                    model = model_record(backend, args)
                 progress = None if bar is None else (lambda d, t, text, n=n: bar(n, len(todo), text))
-                results = segment_study(backend, study, options, progress=progress)
-                rows = write_study(out_root / name, study, results, model, options)
+                study, rows = process_study(item, options, out_root, args, open_model, progress)
             except MedSAMError as exc:
                 from .progress import Cancelled
 
@@ -166,19 +248,12 @@ def cmd_recist(args) -> int:
             failed_lesions += len(rows) - len(ok)
             if bar is not None:
                 bar.close()
-            print(f"{name}: {len(ok)} of {len(rows)} lesion(s) segmented in {time.perf_counter() - t0:.1f} s -> "
-                  f"{out_root / name}", flush=True)
-            for r in rows:
-                state = f"{r['volume_ml']} mL, long axis {r['mask_long_mm']} mm (reader {r['reader_long_mm']} mm)" \
-                    if r["status"] == "ok" else f"FAILED: {r['message']}"
-                print(f"  {r['lesion']}: {state}", file=sys.stdout if r["status"] == "ok" else sys.stderr, flush=True)
-            for w in study.warnings:
-                print(f"  warning: {w}", flush=True)
+            print_study(name, rows, study.warnings, time.perf_counter() - t0, out_root / name)
     finally:
         if bar is not None:
             bar.close()
-        if backend is not None:
-            backend.close()
+        if opened:
+            opened[0][0].close()
     if len(todo) > 1:
         print(f"recist: {len(todo) - failed_studies} of {len(todo)} studies written, {n_ok} lesion(s) segmented, "
               f"{failed_lesions} failed, in {time.perf_counter() - t_all:.1f} s")

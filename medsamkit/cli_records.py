@@ -76,13 +76,22 @@ def add_parser(subparsers) -> None:
     from .cli import _add_model_options
 
     p = subparsers.add_parser("replay", help="re-run the prompts recorded with a result (same or another model)")
-    p.add_argument("record", help=".seg.nrrd written by medsamkit (record in its segment tags) or a .prompts.json")
-    p.add_argument("--volume", required=True, help="the image/volume the record was made on")
-    p.add_argument("--out", required=True, help="output .seg.nrrd (3D) or .nii.gz/.nrrd/.png")
+    p.add_argument("record", nargs="?", help=".seg.nrrd written by medsamkit (record in its segment tags) or a "
+                   ".prompts.json")
+    p.add_argument("--volume", default=None, help="the image/volume the record was made on (required with RECORD)")
+    p.add_argument("--out", default=None, help="output .seg.nrrd (3D) or .nii.gz/.nrrd/.png (required with RECORD)")
     p.add_argument("--against", default=None, metavar="SEG",
                    help="compare with this segmentation (default: the model's recorded result)")
+    p.add_argument("--cases", default=None, metavar="CSV",
+                   help="many records: a CSV with columns record,volume,out (and optionally against, name); paths "
+                        "relative to the file; a case whose output and record are there is skipped (--force)")
+    p.add_argument("--force", action="store_true", help="with --cases: redo cases whose output is already there")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_options(p)
     add_backend_options(p)
+    from .cluster.options import add_cluster_options
+
+    add_cluster_options(p)
     p.set_defaults(func=cmd_replay, engine=None)
 
     p = subparsers.add_parser("report", help="annotation report (CSV + HTML): interactions, time, manual edits, "
@@ -94,38 +103,30 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=cmd_report)
 
 
-def cmd_replay(args) -> int:
+def replay_case(record_path, volume, out, against, open_model, progress=None) -> dict:
+    """One record replayed, as every run does it (here and on a cluster worker): read the record and the
+    volume, replay through ``open_model(record)`` -> (backend, model block), write ``out`` and its record
+    sidecar -> {"rows" (the Dice table), "entries", "seconds", "identical", "model"}."""
     import numpy as np
 
-    from .backend import is_remote_spec
     from .io import read_image, suffix_of, write_mask
-    from .progress import tqdm_progress
     from .records import read_record, record_tags
-    from .backend.replay_backend import open_replay_backend
-    from .replay import dice_table, format_table, recorded_segments, replay
+    from .replay import dice_table, recorded_segments, replay
     from .segmentation_file import write_segmentation
 
-    out = Path(args.out)
+    out = Path(out)
     if suffix_of(out) not in (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".png"):
         raise InputError(f"--out must end in .seg.nrrd, .nii.gz, .nii, .nrrd, .mha or .png (got '{out.name}').")
-    record = read_record(args.record)
-    image = read_image(args.volume)
-    remote = {}
-    if is_remote_spec(args.backend):
-        if args.model or args.checkpoint or args.adapter:
-            raise InputError("--model/--checkpoint/--adapter choose a local model; with --backend URL the server's "
-                             "model is used.")
-        remote = {"token_file": args.server_token_file, "timeout": args.server_timeout}
-    backend, model = open_replay_backend(record, args.backend, args.model, args.checkpoint, args.adapter,
-                                         args.device, getattr(args, "engine", None), **remote)
-    with backend:
-        result = replay(backend, record, image, model, progress=tqdm_progress("replay"))
-    if args.against:
-        original = _segments_of(args.against)
+    record = read_record(record_path)
+    image = read_image(volume)
+    backend, model = open_model(record)
+    result = replay(backend, record, image, model, progress=progress)
+    if against:
+        original = _segments_of(against)
     else:
         original = recorded_segments(record)
-        if not original and str(args.record).lower().endswith(".seg.nrrd"):
-            original = _segments_of(args.record)
+        if not original and str(record_path).lower().endswith(".seg.nrrd"):
+            original = _segments_of(record_path)
     seg_ids = list(result.segments)
     if suffix_of(out) == ".seg.nrrd":
         labels = np.zeros(result.segments[seg_ids[0]].shape, np.uint8)
@@ -138,11 +139,62 @@ def cmd_replay(args) -> int:
     else:
         write_mask(result.segments[seg_ids[0]], out, reference=image if image.is_3d else None)
     write_sidecar(out, result.record)
-    rows = dice_table(result, original)
-    print(format_table(rows))
-    same = "voxel-identical to the record" if result.all_identical else "different from the record"
-    print(f"replayed {len(result.entries)} entries in {result.seconds:.1f} s on {model['kind']} "
-          f"({model.get('engine')}, {model.get('backend')}): {same}; written {out}")
+    return {"rows": dice_table(result, original), "entries": len(result.entries), "seconds": result.seconds,
+            "identical": result.all_identical, "model": model}
+
+
+def print_replay(info: dict, out) -> None:
+    from .replay import format_table
+
+    model = info["model"]
+    print(format_table(info["rows"]))
+    same = "voxel-identical to the record" if info["identical"] else "different from the record"
+    print(f"replayed {info['entries']} entries in {info['seconds']:.1f} s on {model['kind']} "
+          f"({model.get('engine')}, {model.get('backend')}): {same}; written {out}", flush=True)
+
+
+def replay_model_options(args) -> tuple:
+    """(backend spec, model, checkpoint, adapter, device, engine, remote options) of open_replay_backend."""
+    from .backend import is_remote_spec
+
+    remote = {}
+    if is_remote_spec(args.backend):
+        if args.model or args.checkpoint or args.adapter:
+            raise InputError("--model/--checkpoint/--adapter choose a local model; with --backend URL the server's "
+                             "model is used.")
+        remote = {"token_file": args.server_token_file, "timeout": args.server_timeout}
+    return (args.backend, args.model, args.checkpoint, args.adapter, args.device, getattr(args, "engine", None),
+            remote)
+
+
+def cmd_replay(args) -> int:
+    from .backend.replay_backend import open_replay_backend
+    from .progress import tqdm_progress
+
+    if args.cases:
+        if args.record or args.volume or args.out:
+            raise InputError("Give one RECORD with --volume and --out, or --cases CSV for many (not both).")
+        from .cluster.replay import run_replay_cases
+
+        return run_replay_cases(args)
+    if not (args.record and args.volume and args.out):
+        raise InputError("replay needs RECORD, --volume (the volume it was made on) and --out; or --cases CSV.")
+    if getattr(args, "cluster", None):
+        raise InputError("--cluster runs many records: give them with --cases CSV.")
+    spec, model_kind, checkpoint, adapter, device, engine, remote = replay_model_options(args)
+    opened = []
+
+    def open_model(record):
+        opened.append(open_replay_backend(record, spec, model_kind, checkpoint, adapter, device, engine, **remote))
+        return opened[-1]
+
+    try:
+        info = replay_case(args.record, args.volume, args.out, args.against, open_model,
+                           progress=None if args.quiet else tqdm_progress("replay"))
+    finally:
+        for backend, _ in opened:
+            backend.close()
+    print_replay(info, args.out)
     return 0
 
 

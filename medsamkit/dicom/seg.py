@@ -73,8 +73,10 @@ def write_seg(segments: "list[SegmentSpec]", series, path: "str | os.PathLike", 
             display_color=hd.color.CIELabColor.from_rgb(*SEGMENT_COLORS[n % len(SEGMENT_COLORS)])))
     from .. import __version__
 
+    if hasattr(series, "to_source_order"):  # a multi-frame image: frames in the file's order
+        stack = series.to_source_order(stack)
     seg = hd.seg.Segmentation(
-        source_images=list(series.headers), pixel_array=stack,
+        source_images=getattr(series, "source_images", None) or list(series.headers), pixel_array=stack,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
         series_instance_uid=hd.UID(), series_number=901, sop_instance_uid=hd.UID(), instance_number=1,
         manufacturer="medsamkit", manufacturer_model_name="medsamkit recist", software_versions=__version__,

@@ -181,6 +181,9 @@ def index_folder(folder: "str | os.PathLike") -> FolderIndex:
             index.series[uid] = _build_series(uid, items)
         except InputError as exc:
             index.corrupt[items[0][0]] = str(exc)
+    from .multiframe import add_multiframe_series
+
+    add_multiframe_series(index)
     return index
 
 

@@ -273,6 +273,8 @@ def line_lps(line: SRLine, series, report_path, lesion_name: str) -> np.ndarray:
         pts = line.lps[:2]
     else:
         k = series.slice_of(line.sop_uid) if line.sop_uid else None
+        if k is not None and hasattr(series, "frame_slice"):  # a multi-frame image: the line names its frame
+            k = series.frame_slice(line.sop_uid, line.frame)
         if k is None:
             raise InputError(f"{where}: refers to image {line.sop_uid or '(no image reference)'}, which is not a "
                              f"slice of {series.description}. Export the series the lines were measured on with the SR.")
@@ -333,9 +335,10 @@ def select_series(report: MeasurementReport, index, series_uid: str | None = Non
             return index.series[best]
         broken = [str(p) for p in index.corrupt]
         hint = f" {len(broken)} damaged DICOM file(s) could not be read: {', '.join(broken[:3])}." if broken else ""
-        if index.multiframe:
-            hint += (f" {len(index.multiframe)} multi-frame (enhanced) image file(s) were found; only single-frame "
-                     "series are read so far: convert them to single-frame images (e.g. dcmtk's dcmconv/emf2sf).")
+        unread = [p for p in index.multiframe if p in index.corrupt]
+        if unread:
+            hint += (f" {len(unread)} multi-frame (enhanced) image file(s) could not be read as a volume: "
+                     f"{index.corrupt[unread[0]]}")
         raise InputError(f"{report.path}: its lines refer to {len(refs)} image(s) (e.g. {sorted(refs)[0]}) that are "
                          f"not in {index.folder} ({index.summary()}).{hint} Export the measured series together "
                          "with the SR.")

@@ -87,7 +87,9 @@ def write_linear_report(lesions, series, path: "str | os.PathLike", finding=DEFA
             xy = (ijk[:, :2] + 0.5).astype(np.float32)  # pixel centre (i, j) -> SCOORD (column, row)
             region = hd.sr.CoordinatesForMeasurement(
                 graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=xy,
-                source_image=hd.sr.SourceImageForRegion(str(header.SOPClassUID), str(header.SOPInstanceUID)))
+                source_image=hd.sr.SourceImageForRegion(str(header.SOPClassUID), str(header.SOPInstanceUID),
+                                                        referenced_frame_numbers=[series.frames[k]]
+                                                        if hasattr(series, "frames") else None))
             measurements.append(hd.sr.Measurement(name=_axis_concept(m.name), value=round(m.length_mm, 3),
                                                   unit=codes.UCUM.Millimeter, referenced_coordinates=[region]))
         sites = [hd.sr.FindingSite(_coded(finding_site))] if finding_site else None
@@ -96,7 +98,8 @@ def write_linear_report(lesions, series, path: "str | os.PathLike", finding=DEFA
             finding_type=_coded(finding), finding_sites=sites, measurements=measurements))
     report = hd.sr.MeasurementReport(observation_context=_observation_context(hd, device_name),
                                      procedure_reported=_procedure(series), imaging_measurements=groups)
-    sr = hd.sr.Comprehensive3DSR(evidence=list(series.headers), content=report, series_instance_uid=hd.UID(),
+    evidence = getattr(series, "source_images", None) or list(series.headers)  # a multi-frame image: the file
+    sr = hd.sr.Comprehensive3DSR(evidence=evidence, content=report, series_instance_uid=hd.UID(),
                                  series_number=900, sop_instance_uid=hd.UID(), instance_number=1,
                                  manufacturer="medsamkit", is_complete=True)
     return _save(sr, Path(path))
@@ -132,7 +135,8 @@ def write_volume_report(rows, seg_dataset, series, path: "str | os.PathLike", de
             finding_sites=sites, measurements=measurements))
     report = hd.sr.MeasurementReport(observation_context=_observation_context(hd, device_name),
                                      procedure_reported=_procedure(series), imaging_measurements=groups)
-    sr = hd.sr.Comprehensive3DSR(evidence=[seg_dataset] + list(series.headers), content=report,
+    evidence = [seg_dataset] + (getattr(series, "source_images", None) or list(series.headers))
+    sr = hd.sr.Comprehensive3DSR(evidence=evidence, content=report,
                                  series_instance_uid=hd.UID(), series_number=902, sop_instance_uid=hd.UID(),
                                  instance_number=1, manufacturer="medsamkit", is_complete=True)
     return _save(sr, Path(path))

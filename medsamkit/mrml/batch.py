@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_model_options(p)
     add_backend_options(p)
+    from medsamkit.cluster.options import add_cluster_options
+
+    add_cluster_options(p)
+    p.add_argument("--force", action="store_true", help="with --cluster: redo cases whose output is already there")
     return p
 
 
@@ -277,6 +281,10 @@ def main(argv=None) -> int:
             if not args.out:
                 raise InputError("--out S.seg.nrrd is required with --volume.")
             cases = [Case(args.volume, args.out, args.markers, args.boxes, args.reference, name=Path(args.volume).name)]
+        if args.cluster:
+            from medsamkit.mrml.batch_cluster import run_batch_cluster
+
+            return run_batch_cluster(args, cases)
         backend = backend_from_options(args)
     except MedSAMError as exc:
         print(f"medsam-batch: error: {exc}", file=sys.stderr)

@@ -1,0 +1,141 @@
+"""``medsamkit replay --cases CSV [--cluster ADDR]``: many records, one per case.
+
+The CSV (header row) has ``record``, ``volume``, ``out`` and optionally ``against`` and ``name``; paths
+are relative to the CSV. Each case runs :func:`medsamkit.cli_records.replay_case` - what ``replay``
+does for one record - on a worker that opens the backend for each recorded model once
+(:func:`medsamkit.backend.replay_backend.open_replay_backend`, cached per worker), and writes the
+case's output and its record atomically. Without ``--cluster`` the cases run one after the other in
+this process, through the same function. A case whose output and record are both there is skipped
+(``--force`` redoes it); a failing case is reported and the others run. The summary goes beside the
+CSV (``cluster-summary.csv``/``.json``) unless ``--summary`` says where.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..errors import InputError
+from .worker import cached
+
+COLUMNS = ("record", "volume", "out")
+
+
+def read_replay_cases(path) -> list[dict]:
+    """[{name, record, volume, out, against}] from the CSV (paths made relative to its folder)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Case list not found: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or any(c not in rows[0] for c in COLUMNS):
+        raise InputError(f"{path} must be a CSV with a header row 'record,volume,out' (and optionally 'against', "
+                         "'name') and one row per record to replay.")
+    cases = []
+    for n, row in enumerate(rows, 1):
+        if not all((row.get(c) or "").strip() for c in COLUMNS):
+            raise InputError(f"{path}, case {n}: record, volume and out are all needed.")
+        fix = {k: str((path.parent / row[k].strip()).resolve()) for k in COLUMNS + ("against",)
+               if (row.get(k) or "").strip()}
+        cases.append({"name": (row.get("name") or "").strip() or f"case {n}", "against": None, **fix})
+    return cases
+
+
+def case_done(case: dict) -> bool:
+    from ..records import sidecar_path
+
+    return Path(case["out"]).is_file() and sidecar_path(case["out"]).is_file()
+
+
+def replay_task(payload) -> dict:
+    """One case on a worker (or in this process) -> replay_case's summary without its model object."""
+    from ..backend.replay_backend import open_replay_backend
+    from ..cli_records import replay_case
+
+    case, options = payload
+    spec, model_kind, checkpoint, adapter, device, engine, remote = options
+
+    def open_model(record):
+        recorded = json.dumps(record["entries"][0]["model"] if record.get("entries") else {}, sort_keys=True)
+        key = ("replay", recorded, json.dumps([str(v) for v in options]))
+        return cached(key, lambda: open_replay_backend(record, spec, model_kind, checkpoint, adapter, device, engine,
+                                                       **remote))
+
+    for what in ("record", "volume"):
+        if not Path(case[what]).exists():
+            from .worker import where
+
+            raise InputError(f"{case[what]} is not visible on worker {where()}: put the records, volumes and outputs "
+                             "on a filesystem every worker mounts at the same path (docs/cluster.md).")
+    return replay_case(case["record"], case["volume"], case["out"], case.get("against"), open_model)
+
+
+def run_replay_cases(args) -> int:
+    from ..cli_records import print_replay, replay_model_options
+    from ..records import sidecar_path
+    from .runner import ItemResult, call_item
+    from .summary import SUMMARY_NAME, remove_partials, result_row, write_summary
+
+    cases = read_replay_cases(args.cases)
+    todo = []
+    for case in cases:
+        if not args.force and case_done(case):
+            print(f"{case['name']}: already done ({case['out']}); skipped (use --force to redo)", flush=True)
+        else:
+            todo.append(case)
+    summary = Path(args.summary) if args.summary else Path(args.cases).resolve().parent / SUMMARY_NAME
+    if not todo:
+        return 0
+    options = replay_model_options(args)
+    items = [(case["name"], (case, options)) for case in todo]
+
+    def on_result(res, bar):
+        if res.status != "ok":
+            bar.write(f"{res.name}: FAILED: {res.message}", err=True)
+            return
+        with bar.above():
+            print(f"{res.name}:", flush=True)
+            print_replay(res.data, todo[[c["name"] for c in todo].index(res.name)]["out"])
+
+    t0 = time.perf_counter()
+    interrupted = False
+    if args.cluster:
+        from .runner import Interrupted, connected, gpus_per_task, run_items
+
+        with connected(args.cluster) as ray:
+            try:
+                results = run_items(ray, replay_task, items, desc="replay", gpus=gpus_per_task(ray, args),
+                                    retries=args.cluster_retries, quiet=args.quiet, on_result=on_result)
+            except Interrupted as exc:
+                results, interrupted = exc.results, True
+    else:
+        from .runner import CountsBar
+
+        from .worker import close_cached
+
+        bar, results = CountsBar(len(items), "replay", True), []
+        try:
+            for name, payload in items:
+                res = call_item(replay_task, name, payload)
+                on_result(res, bar)
+                results.append(res)
+        finally:
+            close_cached()
+    for case in todo:
+        out = Path(case["out"])
+        remove_partials(out.parent, {out.name, sidecar_path(out).name})
+    rows = [dict(result_row(res or ItemResult(c["name"], "cancelled")), out=c["out"],
+                 identical=(res.data.get("identical") if res is not None and res.status == "ok" else None))
+            for res, c in zip(results, todo)]
+    write_summary(summary, rows, ("out", "identical"))
+    failed = sum(r["status"] != "ok" for r in rows)
+    where = f" on Ray ({args.cluster})" if args.cluster else ""
+    print(f"replay: {len(rows) - failed} of {len(rows)} case(s) replayed in {time.perf_counter() - t0:.1f} s{where}"
+          f"{f'; {failed} failed' if failed else ''}; summary {summary}", flush=True)
+    if interrupted:
+        print("replay: interrupted; the cases not written were cancelled, nothing partial left", file=sys.stderr)
+        raise KeyboardInterrupt
+    return 1 if failed else 0
+

@@ -1,0 +1,94 @@
+"""The batch's ``--cases LIST --cluster ADDR``: one Ray task per case (scheduled by :mod:`medsamkit.cluster`).
+
+Each task runs :func:`medsamkit.mrml.batch.run_case` - what the plain batch does per case - on a worker
+that keeps one backend and one MRML context (slicer-core) for all its cases, and writes the case's
+``.seg.nrrd`` (and its ``.prompts.json``) atomically where the case list says. A case whose output
+and record are both there is skipped (``--force`` redoes it). The summary goes beside the case list
+(``cluster-summary.csv``/``.json``) unless ``--summary`` says where.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from medsamkit.cluster.options import model_spec
+from medsamkit.cluster.worker import backend_for, cached
+from medsamkit.errors import InputError
+
+
+def case_done(case) -> bool:
+    from medsamkit.records import sidecar_path
+
+    return Path(case.out).is_file() and sidecar_path(case.out).is_file()
+
+
+def case_task(payload) -> dict:
+    """One case on a worker -> {"message", "dice"}; raises InputError with the case's message when it failed."""
+    from medsamkit.mrml.batch import run_case
+    from medsamkit.mrml.context import make_context, quiet_vtk
+
+    spec, case, args = payload
+    if not Path(case.volume).exists():
+        from medsamkit.cluster.worker import where
+
+        raise InputError(f"{case.volume} is not visible on worker {where()}: put the cases and their outputs on a "
+                         "filesystem every worker mounts at the same path (docs/cluster.md).")
+    backend = backend_for(spec)
+    ctx = cached(("mrml-context",), lambda: (quiet_vtk(), make_context())[1])
+    report = run_case(backend, ctx, case, args)
+    if not report.ok:
+        raise InputError(report.message)
+    return {"message": report.message, "dice": report.dice}
+
+
+def run_batch_cluster(args, cases: list) -> int:
+    from dataclasses import replace
+
+    from medsamkit.cluster.runner import Interrupted, connected, gpus_per_task, run_items
+    from medsamkit.cluster.summary import SUMMARY_NAME, remove_partials, result_row, write_summary
+
+    todo = []
+    for case in cases:
+        if not getattr(args, "force", False) and case_done(case):
+            print(f"{case.name}: already done ({case.out}); skipped (use --force to redo)", flush=True)
+        else:
+            todo.append(case)
+    beside = Path(args.cases) if args.cases else Path(args.out)
+    summary = Path(args.summary) if args.summary else beside.resolve().parent / SUMMARY_NAME
+    if not todo:
+        return 0
+    spec = model_spec(args)
+    items = [(case.name, (spec, replace(case, **{k: str(Path(v).resolve()) for k, v in vars(case).items()
+                                                 if k in ("volume", "out", "markers", "boxes", "reference") and v}),
+                          args)) for case in todo]
+
+    def on_result(res, bar):
+        text = f"{res.name} {'ok' if res.status == 'ok' else 'FAILED'} ({res.seconds:.1f} s): "
+        bar.write(text + (res.data.get("message", "") if res.status == "ok" else res.message), err=res.status != "ok")
+
+    t0 = time.perf_counter()
+    interrupted = False
+    with connected(args.cluster) as ray:
+        try:
+            results = run_items(ray, case_task, items, desc="cases", gpus=gpus_per_task(ray, args),
+                                retries=args.cluster_retries, quiet=args.quiet, on_result=on_result)
+        except Interrupted as exc:
+            results, interrupted = exc.results, True
+    from medsamkit.records import sidecar_path
+
+    by_folder: dict = {}
+    for case in todo:
+        out = Path(case.out).resolve()
+        by_folder.setdefault(out.parent, set()).update({out.name, sidecar_path(out).name})
+    for folder, names in by_folder.items():
+        remove_partials(folder, names)
+    rows = [dict(result_row(res), out=case.out, dice=res.data.get("dice")) for res, case in zip(results, todo)]
+    write_summary(summary, rows, ("out", "dice"))
+    failed = sum(r["status"] != "ok" for r in rows)
+    print(f"medsam-batch: {len(rows) - failed} of {len(rows)} case(s) written in {time.perf_counter() - t0:.1f} s on "
+          f"Ray ({args.cluster}){f'; {failed} failed' if failed else ''}; summary {summary}", flush=True)
+    if interrupted:
+        print("medsam-batch: interrupted; the cases not written were cancelled, nothing partial left", file=sys.stderr)
+        raise KeyboardInterrupt
+    return 1 if failed else 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from . import cli_types
 from .errors import InputError
 from .records import (append_entry, geometry_of, make_entry, markers_block, model_block, plan_block, prompt_block,
                       prompt_kind, result_block, window_block, write_sidecar)
@@ -21,8 +22,11 @@ def _backend_spec(args) -> str:
     return getattr(args, "backend", None) or "local"
 
 
-def record_slice_result(args, out, image, backend, res, seconds: float, segment_name: str = "Segment_1") -> dict:
-    """``segment``: record one box/points result (``res``: segment.SegmentResult) in ``<out>.prompts.json``."""
+def record_slice_result(args, out, image, backend, res, seconds: float, segment_name: str = "Segment_1",
+                        group=None) -> dict:
+    """``segment``: record one box/points result (``res``: segment.SegmentResult) in ``<out>.prompts.json``.
+
+    group: an :class:`medsamkit.io.OutputGroup` the sidecar joins (written with the mask, or neither)."""
     t0 = time.perf_counter()
     geom = geometry_of(image)
     axis = res.axis if image.is_3d else None
@@ -34,7 +38,7 @@ def record_slice_result(args, out, image, backend, res, seconds: float, segment_
                        segment_id="Segment_1", segment_name=segment_name, plane_axis=axis, plane_index=res.slice_index,
                        model_seconds=seconds, region="slice" if image.is_3d else "volume")
     record = append_entry(None, entry)
-    write_sidecar(out, record)
+    write_record_outputs(out, record, group)
     record["overhead_s"] = time.perf_counter() - t0  # not stored: for the benchmark
     return record
 
@@ -63,9 +67,19 @@ def volume_record(kind: str, args, image, backend, res, seconds: float, segment_
     return append_entry(None, entry)
 
 
-def write_record_outputs(out, record: dict) -> Path:
-    """The sidecar next to ``out`` (the .seg.nrrd itself carries the record in its segment tags)."""
-    return write_sidecar(out, record)
+def write_record_outputs(out, record: dict, group=None) -> Path:
+    """The sidecar next to ``out`` (the .seg.nrrd itself carries the record in its segment tags), atomically;
+    group: an :class:`medsamkit.io.OutputGroup` it joins, so the result and its record are one unit."""
+    if group is None:
+        return write_sidecar(out, record)
+    from .io import atomic_output
+    from .records import dumps, sidecar_path
+
+    path = sidecar_path(out)
+    text = dumps(record)
+    with atomic_output(path, group=group) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -90,7 +104,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--case", nargs=2, action="append", required=True, metavar=("SEG", "VOLUME"),
                    help="a .seg.nrrd (with its record) and the volume it was made on (repeatable)")
     p.add_argument("--out-dir", required=True, help="folder for report.csv, review.csv and report.html")
-    p.add_argument("--top", type=float, default=0.2, help="share of slices flagged for review (default 0.2)")
+    p.add_argument("--top", type=cli_types.probability, default=0.2,
+                   help="share of slices flagged for review, 0..1 (default 0.2)")
     p.set_defaults(func=cmd_report)
 
 
@@ -98,46 +113,50 @@ def cmd_replay(args) -> int:
     import numpy as np
 
     from .backend import is_remote_spec
-    from .io import read_image, suffix_of, write_mask
+    from .io import check_outputs, output_group, read_image, suffix_of, write_mask
     from .progress import tqdm_progress
-    from .records import read_record, record_tags
+    from .records import SIDECAR_SUFFIX, read_record, record_tags
     from .backend.replay_backend import open_replay_backend
-    from .replay import dice_table, format_table, recorded_segments, replay
+    from .replay import check_image, dice_table, format_table, recorded_segments, replay
     from .segmentation_file import write_segmentation
 
     out = Path(args.out)
     if suffix_of(out) not in (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".png"):
         raise InputError(f"--out must end in .seg.nrrd, .nii.gz, .nii, .nrrd, .mha or .png (got '{out.name}').")
+    check_outputs([("--out", out)], replay_inputs(args), companions=(SIDECAR_SUFFIX,))
     record = read_record(args.record)
     image = read_image(args.volume)
+    against = _segments_of(args.against, image) if args.against else None  # a damaged file stops us before the model
     remote = {}
     if is_remote_spec(args.backend):
         if args.model or args.checkpoint or args.adapter:
             raise InputError("--model/--checkpoint/--adapter choose a local model; with --backend URL the server's "
                              "model is used.")
         remote = {"token_file": args.server_token_file, "timeout": args.server_timeout}
+    check_image(record, image)  # another shape or geometry is refused before the model loads
     backend, model = open_replay_backend(record, args.backend, args.model, args.checkpoint, args.adapter,
                                          args.device, getattr(args, "engine", None), **remote)
     with backend:
         result = replay(backend, record, image, model, progress=tqdm_progress("replay"))
-    if args.against:
-        original = _segments_of(args.against)
+    if against is not None:
+        original = against
     else:
         original = recorded_segments(record)
         if not original and str(args.record).lower().endswith(".seg.nrrd"):
-            original = _segments_of(args.record)
+            original = _segments_of(args.record, image)
     seg_ids = list(result.segments)
-    if suffix_of(out) == ".seg.nrrd":
-        labels = np.zeros(result.segments[seg_ids[0]].shape, np.uint8)
-        for n, sid in enumerate(seg_ids, 1):  # later segments overwrite earlier ones (Slicer's default)
-            labels[result.segments[sid] > 0] = n
-        tags = record_tags(result.record)
-        write_segmentation(labels, out, image, [(n, result.names[s]) for n, s in enumerate(seg_ids, 1)],
-                           tags={n: {"MedSAM.PromptRecord": tags[s]} for n, s in enumerate(seg_ids, 1)},
-                           segment_ids=seg_ids)
-    else:
-        write_mask(result.segments[seg_ids[0]], out, reference=image if image.is_3d else None)
-    write_sidecar(out, result.record)
+    with output_group() as outputs:  # the result and its record: both written or neither
+        if suffix_of(out) == ".seg.nrrd":
+            labels = np.zeros(result.segments[seg_ids[0]].shape, np.uint8)
+            for n, sid in enumerate(seg_ids, 1):  # later segments overwrite earlier ones (Slicer's default)
+                labels[result.segments[sid] > 0] = n
+            tags = record_tags(result.record)
+            write_segmentation(labels, out, image, [(n, result.names[s]) for n, s in enumerate(seg_ids, 1)],
+                               tags={n: {"MedSAM.PromptRecord": tags[s]} for n, s in enumerate(seg_ids, 1)},
+                               segment_ids=seg_ids, group=outputs)
+        else:
+            write_mask(result.segments[seg_ids[0]], out, reference=image if image.is_3d else None, group=outputs)
+        write_record_outputs(out, result.record, outputs)
     rows = dice_table(result, original)
     print(format_table(rows))
     same = "voxel-identical to the record" if result.all_identical else "different from the record"
@@ -146,13 +165,32 @@ def cmd_replay(args) -> int:
     return 0
 
 
-def _segments_of(path) -> dict:
-    """{segment ID: mask} of a .seg.nrrd (single- or multi-layer) or {"Segment_1": mask} of a label file."""
-    import SimpleITK as sitk
+def replay_inputs(args) -> list:
+    """The files ``replay`` reads: none of them may be one of its outputs (or an output's sidecar)."""
+    from .records import sidecar_path
+
+    inputs = [("the record", args.record), ("--volume", args.volume), ("--against", args.against)]
+    if str(args.record).lower().endswith(".seg.nrrd"):
+        inputs.append(("the record's sidecar", sidecar_path(args.record)))
+    return inputs
+
+
+def _segments_of(path, image=None) -> dict:
+    """{segment ID: mask} of a .seg.nrrd (single- or multi-layer) or {"Segment_1": mask} of a label file,
+    read through the checked reader (truncated files refused); image: the volume it must lie on."""
+    import SimpleITK as sitk  # noqa: F401  (read_label_file needs it)
     import numpy as np
 
-    img = sitk.ReadImage(str(path))
+    from .file_checks import read_label_file
+
+    img = read_label_file(path)
     arr = sitk.GetArrayFromImage(img)
+    if image is not None:
+        want = tuple(image.array.shape if image.is_3d else image.array.shape[:2])
+        have = tuple(arr.shape[:3] if arr.ndim == 4 else arr.shape)
+        if have != want:
+            raise InputError(f"{path} has shape {have} (z, y, x), the volume {want}; give the segmentation made on "
+                             "that volume.")
     keys = set(img.GetMetaDataKeys())
     out, n = {}, 0
     while f"Segment{n}_ID" in keys:
@@ -165,9 +203,14 @@ def _segments_of(path) -> dict:
 
 
 def cmd_report(args) -> int:
+    from .io import check_output_folder, check_outputs
     from .records import read_record
-    from .report import CaseInput, write_report
+    from .report import REPORT_FILES, CaseInput, write_report
 
+    out_dir = Path(args.out_dir)
+    inputs = [("--case", p) for case in args.case for p in case]
+    check_output_folder("--out-dir", out_dir, [(label, p) for label, p in inputs if Path(p).is_dir()])
+    check_outputs([("--out-dir", out_dir / name) for name in REPORT_FILES], inputs)
     cases = []
     for seg, volume in args.case:
         cases.append(CaseInput(name=Path(seg).name.split(".")[0], record=read_record(seg),

@@ -331,6 +331,10 @@ def select_series(report: MeasurementReport, index, series_uid: str | None = Non
         best = max(counts, key=counts.get) if counts else None
         if best is not None and counts[best] > 0:
             return index.series[best]
+        for uids, reason in index.rejected.values():  # the measured series is there but not one volume
+            if uids & set(refs):
+                raise InputError(f"{report.path}: its lines were measured on a series that cannot be read as one "
+                                 f"volume: {reason}")
         broken = [str(p) for p in index.corrupt]
         hint = f" {len(broken)} damaged DICOM file(s) could not be read: {', '.join(broken[:3])}." if broken else ""
         if index.multiframe:

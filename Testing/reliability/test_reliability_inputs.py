@@ -1,0 +1,158 @@
+"""Damaged inputs are refused by the readers every command goes through, never read as zeros; RECIST
+says what it left out; its output folder is checked before the model and cleaned after a kill.
+
+Model-free except the RECIST run of :func:`test_recist_reports_a_dropped_line_on_the_row_and_in_the_summary`
+(real LiteMedSAM, torch, CPU, one lesion on the bundled lung CT).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from reliability_fixtures import readonly_dir  # noqa: F401  (pytest fixture)
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "dicom"))
+
+
+def _main(argv, capsys) -> tuple[int, str]:
+    from medsamkit.cli import main
+
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as exc:
+        rc = exc.code
+    return rc, capsys.readouterr().err
+
+
+@pytest.fixture()
+def series_dir(tmp_path):
+    """The bundled CT as a DICOM series (23 files) -> (folder, files sorted by slice)."""
+    from dicom_fixtures import sample_case
+
+    from medsamkit.dicom.export import write_image_series
+
+    image, _ = sample_case()
+    files = write_image_series(image, tmp_path / "series", "CT", patient_id="P1", description="measured")
+    return tmp_path / "series", files
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Readers
+# ---------------------------------------------------------------------------------------------------------
+def test_dicom_slice_with_short_pixel_data_is_refused(series_dir):
+    import pydicom
+
+    from medsamkit.dicom.series import index_folder
+    from medsamkit.errors import InputError
+
+    folder, files = series_dir
+    ds = pydicom.dcmread(files[3])
+    ds.PixelData = ds.PixelData[:1000]  # a frame cut short: GDCM fills the missing 99 % with zeros
+    ds.save_as(files[3])
+    (series,) = index_folder(folder).series.values()
+    with pytest.raises(InputError, match=r"IM00003\.dcm is truncated .*1000 of the 100352 bytes"):
+        series.read()
+
+
+def test_number_of_frames_that_is_not_a_number_does_not_crash_the_index(series_dir):
+    import pydicom
+
+    from medsamkit.dicom.series import index_folder
+
+    folder, files = series_dir
+    ds = pydicom.dcmread(files[5])
+    ds.add_new(0x00280008, "IS", "1A")
+    with _lenient():
+        ds.save_as(folder / "odd.dcm")
+    index = index_folder(folder)
+    assert "odd.dcm" in [p.name for p in index.corrupt] and "Number of Frames '1A'" in index.corrupt[folder / "odd.dcm"]
+    assert len(next(iter(index.series.values())).files) == 23  # the series itself is read as before
+
+
+class _lenient:
+    """pydicom may refuse to write an invalid IS value; the test writes one on purpose."""
+
+    def __enter__(self):
+        import pydicom
+
+        self.mode = pydicom.config.settings.writing_validation_mode
+        pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+
+    def __exit__(self, *exc):
+        import pydicom
+
+        pydicom.config.settings.writing_validation_mode = self.mode
+
+
+def test_duplicate_or_unplaced_slice_is_named_not_blamed_on_the_first_file(tmp_path):
+    import pydicom
+    from dicom_fixtures import sample_case, write_study
+
+    from medsamkit.errors import InputError
+    from medsamkit.recist import load_study
+
+    image, label = sample_case()
+    write_study(tmp_path / "s", image, label, every=2, extra_series=False)
+    files = sorted((tmp_path / "s" / "series").iterdir())
+    ds = pydicom.dcmread(files[7])
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(tmp_path / "s" / "series" / "copy_of_7.dcm")  # a second slice at slice 7's position
+    with pytest.raises(InputError) as exc:
+        load_study(tmp_path / "s")
+    text = str(exc.value)
+    assert "same position" in text and "copy_of_7.dcm" in text and "damaged" not in text
+    (tmp_path / "s" / "series" / "copy_of_7.dcm").unlink()
+    ds = pydicom.dcmread(files[9])
+    del ds.ImagePositionPatient
+    ds.save_as(files[9])  # a slice without a position: the series has a gap there
+    with pytest.raises(InputError) as exc:
+        load_study(tmp_path / "s")
+    text = str(exc.value)
+    assert "uneven slice gaps" in text and files[9].name in text and "no Image Position" in text
+    assert "damaged" not in text
+
+
+def test_nan_in_a_float_nifti_is_seen_and_refused_like_nrrd(tmp_path, capsys):
+    import SimpleITK as sitk
+
+    from medsamkit.io import read_image
+
+    arr = np.random.default_rng(0).uniform(0, 100, (12, 40, 48)).astype(np.float32)
+    arr[5, 30, 31] = np.nan
+    arr[7, 1, 2] = -np.inf
+    for name in ("v.nii.gz", "v.nii", "v.nrrd"):
+        sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp_path / name), name.endswith(".gz"))
+        back = read_image(tmp_path / name).array
+        assert np.isnan(back[5, 30, 31]) and np.isneginf(back[7, 1, 2]), name  # ITK alone reads 0 from NIfTI
+        assert np.array_equal(np.isfinite(back), np.isfinite(arr))
+        rc, err = _main(["propagate", tmp_path / name, "--slice", 5, "--box", 10, 10, 30, 30,
+                         "--out", tmp_path / "m.seg.nrrd"], capsys)
+        assert rc == 2 and "2 NaN or infinite voxels" in err and "voxel IJK (31, 30, 5)" in err, (name, err)
+    sitk.WriteImage(sitk.GetImageFromArray(arr.astype(np.float64)), str(tmp_path / "d.nii.gz"), True)
+    assert np.array_equal(np.isfinite(read_image(tmp_path / "d.nii.gz").array), np.isfinite(arr))  # float64 too
+
+
+def test_truncated_raw_and_gzip_nrrd_are_refused(tmp_path):
+    import SimpleITK as sitk
+
+    from medsamkit.errors import InputError
+    from medsamkit.file_checks import check_nrrd_complete
+    from medsamkit.io import read_image
+
+    arr = np.arange(6 * 20 * 30, dtype=np.int16).reshape(6, 20, 30)
+    for compress in (False, True):
+        path = tmp_path / f"v{int(compress)}.nrrd"
+        sitk.WriteImage(sitk.GetImageFromArray(arr), str(path), compress)
+        check_nrrd_complete(path)  # whole: accepted
+        assert np.array_equal(read_image(path).array, arr)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) - 100])
+        with pytest.raises(InputError, match="truncated"):
+            read_image(path)

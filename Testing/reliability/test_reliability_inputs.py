@@ -67,28 +67,16 @@ def test_number_of_frames_that_is_not_a_number_does_not_crash_the_index(series_d
     from medsamkit.dicom.series import index_folder
 
     folder, files = series_dir
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
     ds = pydicom.dcmread(files[5])
-    ds.add_new(0x00280008, "IS", "1A")
-    with _lenient():
-        ds.save_as(folder / "odd.dcm")
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds._dict[Tag(0x00280008)] = RawDataElement(Tag(0x00280008), "IS", 2, b"1A", 0, False, True)  # as a device wrote it
+    ds.save_as(folder / "odd.dcm")
     index = index_folder(folder)
     assert "odd.dcm" in [p.name for p in index.corrupt] and "Number of Frames '1A'" in index.corrupt[folder / "odd.dcm"]
     assert len(next(iter(index.series.values())).files) == 23  # the series itself is read as before
-
-
-class _lenient:
-    """pydicom may refuse to write an invalid IS value; the test writes one on purpose."""
-
-    def __enter__(self):
-        import pydicom
-
-        self.mode = pydicom.config.settings.writing_validation_mode
-        pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
-
-    def __exit__(self, *exc):
-        import pydicom
-
-        pydicom.config.settings.writing_validation_mode = self.mode
 
 
 def test_duplicate_or_unplaced_slice_is_named_not_blamed_on_the_first_file(tmp_path):
@@ -156,3 +144,83 @@ def test_truncated_raw_and_gzip_nrrd_are_refused(tmp_path):
         path.write_bytes(data[: len(data) - 100])
         with pytest.raises(InputError, match="truncated"):
             read_image(path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# RECIST
+# ---------------------------------------------------------------------------------------------------------
+def _scoords(items):
+    for it in items or []:
+        if str(it.get("ValueType", "")) == "SCOORD":
+            yield it
+        yield from _scoords(it.get("ContentSequence"))
+
+
+def test_recist_reports_a_dropped_line_on_the_row_and_in_the_summary(tmp_path, capsys):
+    """Lesions measured on one slice whose long axis is damaged (zero length; 3 numbers in GraphicData):
+    segmented from the short axis, and the dropped line is said on the row, in lesions.json and on stdout."""
+    import pydicom
+    from dicom_fixtures import sample_case, write_study
+
+    from medsamkit.cli import main
+    from medsamkit.dicom.sr_write import write_linear_report
+    from medsamkit.markers import Marker
+
+    image, label = sample_case()
+    series, markers = write_study(tmp_path / "s", image, label, every=2, extra_series=False)
+    long_, short = [m for m in markers if m.name.endswith("_10")]
+    zero = Marker(long_.start_ras, long_.start_ras, long_.name)
+    write_linear_report([("T1", [zero, short]), ("T2", [long_, short])], series, tmp_path / "s" / "sr.dcm")
+    sr = pydicom.dcmread(tmp_path / "s" / "sr.dcm")
+    third = list(_scoords(sr.ContentSequence))[2]  # T2's long axis
+    third.GraphicData = list(third.GraphicData)[:3]
+    sr.save_as(tmp_path / "s" / "sr.dcm")
+
+    out = tmp_path / "out"
+    assert main(["recist", str(tmp_path / "s"), "--out", str(out), "--engine", "torch", "--device", "cpu",
+                 "--quiet"]) == 0
+    text = capsys.readouterr().out
+    summary = json.loads((out / "s" / "lesions.json").read_text())
+    rows = {r["lesion"]: r for r in summary["lesions"]}
+    for name, why in (("T1", "same point"), ("T2", "has 1 point")):
+        assert rows[name]["status"] == "ok"
+        assert "Left out" in rows[name]["message"] and why in rows[name]["message"]  # on the row ...
+        assert "Measured on slice 10 only" in rows[name]["message"]                 # ... with the propagation note
+        assert any(f"lesion '{name}'" in w and why in w for w in summary["warnings"])  # ... and in the summary
+        assert f"lesion '{name}'" in text and "warning:" in text
+
+
+def test_recist_out_in_a_read_only_folder_is_refused_before_the_model(tmp_path, capsys, readonly_dir):
+    from dicom_fixtures import sample_case, write_study
+
+    image, label = sample_case()
+    write_study(tmp_path / "s", image, label, every=2, extra_series=False)
+    t0 = time.perf_counter()
+    rc, err = _main(["recist", tmp_path / "s", "--out", readonly_dir / "out", "--quiet", "--model", "no-such-model"],
+                    capsys)
+    assert rc == 2 and "Cannot create the folder" in err and len(err.strip().splitlines()) == 1
+    rc, err = _main(["recist", tmp_path / "s", "--out", readonly_dir, "--quiet", "--model", "no-such-model"], capsys)
+    assert rc == 2 and "Cannot write" in err and "writable" in err
+    assert time.perf_counter() - t0 < 30
+
+
+def test_partial_study_folders_of_a_killed_run_are_cleaned(tmp_path):
+    """kill -9 inside write_study leaves .NAME.<pid>-XXXX.partial/; the next write of that study removes it."""
+    from medsamkit.io import STALE_PARTIAL_S, partial_dir
+
+    target = tmp_path / "out" / "study1"
+    code = ("import os, sys; from medsamkit.io import partial_dir; d = partial_dir(sys.argv[1]); "
+            "open(os.path.join(d, 'seg.dcm'), 'w').write('x'); os.kill(os.getpid(), 9)")
+    env = dict(os.environ, PYTHONPATH=str(HERE.parents[1]))
+    subprocess.run([sys.executable, "-c", code, str(target)], env=env, timeout=120)
+    (killed,) = [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".partial")]
+    old_style = tmp_path / "out" / ".study1.abc123.partial"  # no process id: removed once it is old
+    old_style.mkdir()
+    os.utime(old_style, (time.time() - STALE_PARTIAL_S - 5,) * 2)
+    young = tmp_path / "out" / ".study1.def456.partial"
+    young.mkdir()
+    mine = partial_dir(tmp_path / "out" / "study2")  # another study's live partial folder is kept
+    fresh = partial_dir(target)
+    left = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert killed.name not in left and old_style.name not in left
+    assert young.name in left and mine.name in left and fresh.name in left

@@ -94,10 +94,6 @@ def read_image(path: "str | os.PathLike") -> ImageData:
         else:
             if suf in (".nii", ".nii.gz"):
                 check_nifti_complete(path)
-            elif suf in (".nrrd", ".seg.nrrd"):
-                from .file_checks import check_nrrd_complete
-
-                check_nrrd_complete(path)
             img = sitk.ReadImage(str(path))
     except InputError:
         raise

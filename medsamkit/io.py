@@ -316,7 +316,13 @@ class OutputGroup:
                         os.link(path, backup)
                     except OSError:  # no hard links here: the old file cannot be restored after a failure
                         backup = None
-                os.replace(tmp, path)
+                try:
+                    os.replace(tmp, path)
+                except OSError:
+                    if backup:  # this target is unchanged: its backup link goes
+                        with contextlib.suppress(OSError):
+                            os.unlink(backup)
+                    raise
                 done.append((path, backup))
         except OSError as exc:
             for path, backup in reversed(done):

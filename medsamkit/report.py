@@ -184,11 +184,6 @@ def write_report(cases: list[CaseInput], out_dir, top: float = 0.2) -> list[Path
     from .io import atomic_output, read_image
 
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose another "
-                          "--out-dir.") from exc
     seg_rows, rev_rows, sections = [], [], []
     for case in cases:
         volume = case.volume if case.volume is not None else (read_image(case.volume_path) if case.volume_path else None)
@@ -219,6 +214,11 @@ def write_report(cases: list[CaseInput], out_dir, top: float = 0.2) -> list[Path
         sections.append(_case_html(case, rows, plot, thumbs))
     from .io import output_group
 
+    try:  # created only once every case has been read and checked
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose another "
+                          "--out-dir.") from exc
     report_csv, review_csv, page = (out / name for name in REPORT_FILES)
     with output_group() as outputs:  # the three files are one report: all written or none
         _write_csv(report_csv, seg_rows, REPORT_COLUMNS, outputs)

@@ -89,6 +89,7 @@ class LesionPlan:
     plan: object = None                 # medsamkit.markers.BoxPlan
     error: str = ""
     dropped: list = field(default_factory=list)   # notes on lines left out (degenerate)
+    dropped_mm: list = field(default_factory=list)  # the lengths the reader recorded for those lines
 
 
 @dataclass
@@ -230,7 +231,7 @@ def plan_lesion(lesion, series, sr_path, options: RecistOptions, geometry=None) 
         else:
             from .dicom.sr import lesion_markers
 
-            item.markers = lesion_markers(lesion, series, sr_path, notes)
+            item.markers = lesion_markers(lesion, series, sr_path, notes, item.dropped_mm)
         item.plan = boxes_from_markers(item.markers, geometry or series.geometry, margin_mm=options.margin_mm)
         item.plan.warnings[:0] = notes
         item.dropped = list(notes)
@@ -579,7 +580,8 @@ def lesion_rows(study: Study, results: list, model: dict) -> list[dict]:
     rows, number = [], 0
     for res in results:
         les = res.lesion
-        line_lengths = [m.length_mm for item in study.lesions if item.lesion is les for m in item.markers]
+        line_lengths = [v for item in study.lesions if item.lesion is les
+                        for v in [m.length_mm for m in item.markers] + item.dropped_mm]
         row = {"study": study.name, "lesion": les.name, "status": "ok" if res.ok else "error",
                "message": res.message, "segment_number": "", "tracking_uid": les.tracking_uid,
                "finding": _code_text(les.finding), "finding_site": _code_text(les.finding_site),

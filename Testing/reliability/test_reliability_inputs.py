@@ -169,6 +169,9 @@ def test_recist_reports_a_dropped_line_on_the_row_and_in_the_summary(tmp_path, c
         assert "Measured on slice 10 only" in rows[name]["message"]                 # ... with the propagation note
         assert any(f"lesion '{name}'" in w and why in w for w in summary["warnings"])  # ... and in the summary
         assert f"lesion '{name}'" in text and "warning:" in text
+    # the reader's long axis stays the length the SR records for it, not the short axis
+    assert rows["T2"]["reader_long_mm"] == pytest.approx(long_.length_mm, abs=0.011) and long_.length_mm > short.length_mm
+    assert rows["T1"]["reader_long_mm"] == pytest.approx(short.length_mm, abs=0.011)  # a zero-length line measures nothing
 
 
 def test_recist_out_in_a_read_only_folder_is_refused_before_the_model(tmp_path, capsys, readonly_dir):

@@ -287,12 +287,13 @@ class DegenerateLine(InputError):
     """A "line" with one point, or two equal points."""
 
 
-def lesion_markers(lesion: SRLesion, series, report_path, warnings: list | None = None) -> list:
+def lesion_markers(lesion: SRLesion, series, report_path, warnings: list | None = None,
+                   dropped_mm: list | None = None) -> list:
     """The lesion's lines as :class:`medsamkit.markers.Marker` (RAS mm) on ``series``; see :func:`line_lps`.
 
     A degenerate line (one point, two equal points) beside valid lines is left out and said in
-    ``warnings`` (a reader's slip must not cost the lesion); when no valid line remains, or on any
-    other problem, InputError.
+    ``warnings`` (a reader's slip must not cost the lesion), its recorded length (NUM, mm) added to
+    ``dropped_mm``; when no valid line remains, or on any other problem, InputError.
     """
     from ..markers import Marker
 
@@ -305,6 +306,8 @@ def lesion_markers(lesion: SRLesion, series, report_path, warnings: list | None 
             lps = line_lps(line, series, report_path, lesion.name)
         except DegenerateLine as exc:
             skipped.append(exc)
+            if dropped_mm is not None and line.value_mm:
+                dropped_mm.append(float(line.value_mm))  # the length the reader recorded stays a measurement
             continue
         markers.append(Marker(LPS_TO_RAS @ lps[0], LPS_TO_RAS @ lps[1], f"{lesion.name}: {line.name}"))
     if not markers:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from mrml_fixtures import ctx, engine, slicer_core  # noqa: F401  (pytest fixtures)
 
 DATA = Path(__file__).resolve().parents[2] / "medsamkit" / "data"
@@ -49,6 +48,9 @@ def test_review_marks_are_saved_with_the_segmentation_and_reloaded(ctx, engine, 
     assert again.remaining == len(order) - 2
     assert [q.index for q in again.queue if q.reviewed] == sorted(done, key=order.index)
     assert again.next()[0].index == order[2]  # continues where the reader stopped
+    while again.next() is not None:
+        pass
+    assert again.next() is None and SegmentReview(node, reopened, sid).remaining == len(order)  # done: starts over
 
     # marks of another run (a newer result replaced the reviewed one) are not applied
     from medsamkit.mrml.review import set_review_marks

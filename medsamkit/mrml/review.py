@@ -5,7 +5,8 @@ run (:func:`medsamkit.review.queue_from_entry`, the ranking the report uses) on 
 and :meth:`SegmentReview.next` gives the next slice not reviewed yet with a point on it (the mask's
 centre on that slice) that :func:`jump_slice_views` brings into every slice view. The slices reviewed
 are kept in a segment tag (:data:`REVIEW_TAG`), saved with the scene and the .seg.nrrd, and picked up
-by the next SegmentReview of the same run. Main thread (MRML).
+by the next SegmentReview of the same run; once every slice was reviewed (``next`` returns None) the
+marks are cleared, so the next walk starts over. Main thread (MRML).
 """
 from __future__ import annotations
 
@@ -108,7 +109,8 @@ class SegmentReview:
         from ..volume import extract_slice
 
         item = next_to_review(self.queue)
-        if item is None:
+        if item is None:  # the walk is complete: the next SegmentReview of this run starts over
+            set_review_marks(self._node, self._segment_id, self.entry_id, [])
             return None
         set_review_marks(self._node, self._segment_id, self.entry_id,
                          [q.index for q in self.queue if q.reviewed])

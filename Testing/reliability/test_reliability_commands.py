@@ -121,7 +121,15 @@ def _commands_with_outputs() -> set:
     return found
 
 
-def test_every_command_refuses_an_output_equal_to_an_input(inputs, capsys):
+def _own_copy(inputs, tmp_path) -> dict:
+    """The shared inputs copied for one test, so a command that does overwrite one spoils no other test."""
+    d = tmp_path / "inputs"
+    shutil.copytree(inputs["dir"], d, symlinks=True)
+    return {k: d / Path(v).relative_to(inputs["dir"]) if isinstance(v, Path) else v for k, v in inputs.items()}
+
+
+def test_every_command_refuses_an_output_equal_to_an_input(inputs, capsys, tmp_path):
+    inputs = _own_copy(inputs, tmp_path)
     cases = _cases(inputs)
     assert set(cases) == _commands_with_outputs()  # a new command with an output option needs a case here
     for command, runs in cases.items():

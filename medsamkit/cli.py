@@ -53,6 +53,7 @@ def cmd_segment(args) -> int:
     from .backend import describe
     from .backend.cli_options import backend_from_options
     from .io import check_outputs, output_group, read_image, write_mask, write_overlay_png, suffix_of
+    from .records import SIDECAR_SUFFIX
     from .segment import segment_image
 
     if args.box is None and not args.point:
@@ -60,7 +61,8 @@ def cmd_segment(args) -> int:
     out = Path(args.out)
     if suffix_of(out) not in (".nii.gz", ".nii", ".nrrd", ".mha", ".png"):
         raise InputError(f"--out must end in .nii.gz, .nii, .nrrd, .mha or .png (got '{out.name}').")
-    check_outputs([("--out", out), ("--overlay", args.overlay)], [("the input image", args.image)])
+    check_outputs([("--out", out), ("--overlay", args.overlay)], [("the input image", args.image)],
+                  companions=(SIDECAR_SUFFIX,))
 
     steps = _Steps(4)
     image = read_image(args.image)
@@ -74,16 +76,16 @@ def cmd_segment(args) -> int:
         res = segment_image(backend, image, box=args.box, points=points, point_labels=labels,
                             slice_index=args.slice, axis=args.axis, normalization=args.window)
     steps("segmented")
-    with output_group() as outputs:  # mask and overlay: both written or neither
+    from .cli_records import record_slice_result
+
+    with output_group() as outputs:  # mask, overlay and <out>.prompts.json: all written or none
         if suffix_of(out) == ".png":
             write_mask(res.slice_mask, out, group=outputs)
         else:
             write_mask(res.mask, out, reference=image, group=outputs)
         if args.overlay:
             write_overlay_png(res.display, res.slice_mask, args.overlay, box=args.box, group=outputs)
-    from .cli_records import record_slice_result  # issue 16: <out>.prompts.json
-
-    record_slice_result(args, out, image, backend, res, time.perf_counter() - t0)
+        record_slice_result(args, out, image, backend, res, time.perf_counter() - t0, group=outputs)
     steps("written")
     print(f"mask: {out} ({int(res.slice_mask.sum())} pixels, predicted IoU {res.prediction.score:.3f}, "
           f"{model}, window {res.normalization.label}, {time.perf_counter() - t0:.2f} s)")
@@ -102,8 +104,11 @@ def cmd_demo(args) -> int:
     from .metrics import dice
     from .segment import segment_image
 
+    from .io import check_output_folder
+
     data = Path(__file__).parent / "data"
     out_dir = Path(args.out_dir)
+    check_output_folder("--out-dir", out_dir, [("the bundled sample CT", data / "sample_lung_ct.nii.gz")])
     image = read_image(data / "sample_lung_ct.nii.gz")
     label = read_image(data / "sample_lung_ct.label.nii.gz").array > 0
     k = int(np.argmax(label.sum(axis=(1, 2))))  # the slice with the largest tumour cross-section

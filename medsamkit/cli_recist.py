@@ -202,9 +202,16 @@ def cmd_recist(args) -> int:
     from .progress import tqdm_progress
     from .recist import study_done
 
+    from .io import check_output_folder, partial_dir
+
     studies = study_list(args)
     lines_route = bool(args.lines)
     out_root = Path(args.out)
+    for folder, sr, name in studies:  # before any work: a study's results never replace or join its inputs
+        check_output_folder(f"--out {out_root}: the results folder", out_root / name,
+                            [("the volume" if lines_route else "the study folder", folder),
+                             ("the lines file" if lines_route else "the SR", sr)])
+    partial_dir(out_root / studies[0][2]).rmdir()  # --out must be writable before the model loads (OutputError)
     options = recist_options(args)
     single = len(studies) == 1 and (args.study is not None or lines_route)
     todo = [s for s in studies if args.force or not study_done(out_root / s[2])]

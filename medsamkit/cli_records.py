@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from . import cli_types
 from .errors import InputError
 from .records import (append_entry, geometry_of, make_entry, markers_block, model_block, plan_block, prompt_block,
                       prompt_kind, result_block, window_block, write_sidecar)
@@ -21,8 +22,11 @@ def _backend_spec(args) -> str:
     return getattr(args, "backend", None) or "local"
 
 
-def record_slice_result(args, out, image, backend, res, seconds: float, segment_name: str = "Segment_1") -> dict:
-    """``segment``: record one box/points result (``res``: segment.SegmentResult) in ``<out>.prompts.json``."""
+def record_slice_result(args, out, image, backend, res, seconds: float, segment_name: str = "Segment_1",
+                        group=None) -> dict:
+    """``segment``: record one box/points result (``res``: segment.SegmentResult) in ``<out>.prompts.json``.
+
+    group: an :class:`medsamkit.io.OutputGroup` the sidecar joins (written with the mask, or neither)."""
     t0 = time.perf_counter()
     geom = geometry_of(image)
     axis = res.axis if image.is_3d else None
@@ -34,7 +38,7 @@ def record_slice_result(args, out, image, backend, res, seconds: float, segment_
                        segment_id="Segment_1", segment_name=segment_name, plane_axis=axis, plane_index=res.slice_index,
                        model_seconds=seconds, region="slice" if image.is_3d else "volume")
     record = append_entry(None, entry)
-    write_sidecar(out, record)
+    write_record_outputs(out, record, group)
     record["overhead_s"] = time.perf_counter() - t0  # not stored: for the benchmark
     return record
 
@@ -63,9 +67,19 @@ def volume_record(kind: str, args, image, backend, res, seconds: float, segment_
     return append_entry(None, entry)
 
 
-def write_record_outputs(out, record: dict) -> Path:
-    """The sidecar next to ``out`` (the .seg.nrrd itself carries the record in its segment tags)."""
-    return write_sidecar(out, record)
+def write_record_outputs(out, record: dict, group=None) -> Path:
+    """The sidecar next to ``out`` (the .seg.nrrd itself carries the record in its segment tags), atomically;
+    group: an :class:`medsamkit.io.OutputGroup` it joins, so the result and its record are one unit."""
+    if group is None:
+        return write_sidecar(out, record)
+    from .io import atomic_output
+    from .records import dumps, sidecar_path
+
+    path = sidecar_path(out)
+    text = dumps(record)
+    with atomic_output(path, group=group) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -99,7 +113,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--case", nargs=2, action="append", required=True, metavar=("SEG", "VOLUME"),
                    help="a .seg.nrrd (with its record) and the volume it was made on (repeatable)")
     p.add_argument("--out-dir", required=True, help="folder for report.csv, review.csv and report.html")
-    p.add_argument("--top", type=float, default=0.2, help="share of slices flagged for review (default 0.2)")
+    p.add_argument("--top", type=cli_types.probability, default=0.2,
+                   help="share of slices flagged for review, 0..1 (default 0.2)")
     p.set_defaults(func=cmd_report)
 
 
@@ -109,36 +124,38 @@ def replay_case(record_path, volume, out, against, open_model, progress=None) ->
     sidecar -> {"rows" (the Dice table), "entries", "seconds", "identical", "model"}."""
     import numpy as np
 
-    from .io import read_image, suffix_of, write_mask
-    from .records import read_record, record_tags
-    from .replay import dice_table, recorded_segments, replay
+    from .io import check_outputs, output_group, read_image, suffix_of, write_mask
+    from .records import SIDECAR_SUFFIX, read_record, record_tags
+    from .replay import check_image, dice_table, recorded_segments, replay
     from .segmentation_file import write_segmentation
 
     out = Path(out)
     if suffix_of(out) not in (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".png"):
         raise InputError(f"--out must end in .seg.nrrd, .nii.gz, .nii, .nrrd, .mha or .png (got '{out.name}').")
+    check_outputs([("--out", out)], replay_inputs(record_path, volume, against), companions=(SIDECAR_SUFFIX,))
     record = read_record(record_path)
     image = read_image(volume)
+    original = _segments_of(against, image) if against else None  # a damaged file stops us before the model
+    check_image(record, image)  # another shape or geometry is refused before the model loads
     backend, model = open_model(record)
     result = replay(backend, record, image, model, progress=progress)
-    if against:
-        original = _segments_of(against)
-    else:
+    if original is None:
         original = recorded_segments(record)
         if not original and str(record_path).lower().endswith(".seg.nrrd"):
-            original = _segments_of(record_path)
+            original = _segments_of(record_path, image)
     seg_ids = list(result.segments)
-    if suffix_of(out) == ".seg.nrrd":
-        labels = np.zeros(result.segments[seg_ids[0]].shape, np.uint8)
-        for n, sid in enumerate(seg_ids, 1):  # later segments overwrite earlier ones (Slicer's default)
-            labels[result.segments[sid] > 0] = n
-        tags = record_tags(result.record)
-        write_segmentation(labels, out, image, [(n, result.names[s]) for n, s in enumerate(seg_ids, 1)],
-                           tags={n: {"MedSAM.PromptRecord": tags[s]} for n, s in enumerate(seg_ids, 1)},
-                           segment_ids=seg_ids)
-    else:
-        write_mask(result.segments[seg_ids[0]], out, reference=image if image.is_3d else None)
-    write_sidecar(out, result.record)
+    with output_group() as outputs:  # the result and its record: both written or neither
+        if suffix_of(out) == ".seg.nrrd":
+            labels = np.zeros(result.segments[seg_ids[0]].shape, np.uint8)
+            for n, sid in enumerate(seg_ids, 1):  # later segments overwrite earlier ones (Slicer's default)
+                labels[result.segments[sid] > 0] = n
+            tags = record_tags(result.record)
+            write_segmentation(labels, out, image, [(n, result.names[s]) for n, s in enumerate(seg_ids, 1)],
+                               tags={n: {"MedSAM.PromptRecord": tags[s]} for n, s in enumerate(seg_ids, 1)},
+                               segment_ids=seg_ids, group=outputs)
+        else:
+            write_mask(result.segments[seg_ids[0]], out, reference=image if image.is_3d else None, group=outputs)
+        write_record_outputs(out, result.record, outputs)
     return {"rows": dice_table(result, original), "entries": len(result.entries), "seconds": result.seconds,
             "identical": result.all_identical, "model": model}
 
@@ -198,13 +215,32 @@ def cmd_replay(args) -> int:
     return 0
 
 
-def _segments_of(path) -> dict:
-    """{segment ID: mask} of a .seg.nrrd (single- or multi-layer) or {"Segment_1": mask} of a label file."""
-    import SimpleITK as sitk
+def replay_inputs(record, volume, against) -> list:
+    """The files ``replay`` reads: none of them may be one of its outputs (or an output's sidecar)."""
+    from .records import sidecar_path
+
+    inputs = [("the record", record), ("--volume", volume), ("--against", against)]
+    if str(record).lower().endswith(".seg.nrrd"):
+        inputs.append(("the record's sidecar", sidecar_path(record)))
+    return inputs
+
+
+def _segments_of(path, image=None) -> dict:
+    """{segment ID: mask} of a .seg.nrrd (single- or multi-layer) or {"Segment_1": mask} of a label file,
+    read through the checked reader (truncated files refused); image: the volume it must lie on."""
+    import SimpleITK as sitk  # noqa: F401  (read_label_file needs it)
     import numpy as np
 
-    img = sitk.ReadImage(str(path))
+    from .file_checks import read_label_file
+
+    img = read_label_file(path)
     arr = sitk.GetArrayFromImage(img)
+    if image is not None:
+        want = tuple(image.array.shape if image.is_3d else image.array.shape[:2])
+        have = tuple(arr.shape[:3] if arr.ndim == 4 else arr.shape)
+        if have != want:
+            raise InputError(f"{path} has shape {have} (z, y, x), the volume {want}; give the segmentation made on "
+                             "that volume.")
     keys = set(img.GetMetaDataKeys())
     out, n = {}, 0
     while f"Segment{n}_ID" in keys:
@@ -217,9 +253,14 @@ def _segments_of(path) -> dict:
 
 
 def cmd_report(args) -> int:
+    from .io import check_output_folder, check_outputs
     from .records import read_record
-    from .report import CaseInput, write_report
+    from .report import REPORT_FILES, CaseInput, write_report
 
+    out_dir = Path(args.out_dir)
+    inputs = [("--case", p) for case in args.case for p in case]
+    check_output_folder("--out-dir", out_dir, [(label, p) for label, p in inputs if Path(p).is_dir()])
+    check_outputs([("--out-dir", out_dir / name) for name in REPORT_FILES], inputs)
     cases = []
     for seg, volume in args.case:
         cases.append(CaseInput(name=Path(seg).name.split(".")[0], record=read_record(seg),

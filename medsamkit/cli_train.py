@@ -102,8 +102,12 @@ def cmd_train(args) -> int:
     from .progress import tqdm_progress
     from .training.trainer import run_training
 
+    from .io import check_output_folder
+
     cfg = build_config(args)
     out = Path(cfg.out)
+    check_output_folder("--out", out, [("--data", d) for d in cfg.data] + [("--val-data", d) for d in cfg.val_data]
+                        + [("--pair", f) for pair in cfg.pairs for f in pair] + [("--checkpoint", cfg.checkpoint)])
     stop_file = out / "STOP"
     stop_file.unlink(missing_ok=True)  # a stale request from the previous (stopped) run
     state = {"stop": False}

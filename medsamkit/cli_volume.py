@@ -75,28 +75,30 @@ def add_parser(subparsers) -> None:
 
 def _check_out(path: str, inputs=()) -> Path:
     from .io import check_outputs, suffix_of
+    from .records import SIDECAR_SUFFIX
 
     out = Path(path)
     if suffix_of(out) not in SEG_SUFFIXES:
         raise InputError(f"--out must end in {', '.join(SEG_SUFFIXES)} (got '{out.name}').")
-    check_outputs([("--out", out)], inputs)
+    check_outputs([("--out", out)], inputs, companions=(SIDECAR_SUFFIX,))
     return out
 
 
 def _write(mask, out: Path, image, name: str, record: "dict | None" = None) -> None:
-    from .io import suffix_of, write_mask
+    """The result and its record (segment tags and <out>.prompts.json) as one unit: both written or neither."""
+    from .cli_records import write_record_outputs
+    from .io import output_group, suffix_of, write_mask
     from .records import TAG, record_tags
     from .segmentation_file import write_segmentation
 
-    if suffix_of(out) == ".seg.nrrd":
-        tags = {1: {TAG: text} for text in record_tags(record).values()} if record else None  # issue 16
-        write_segmentation(mask, out, image, [(1, name)], tags=tags)
-    else:
-        write_mask(mask, out, reference=image)
-    if record:
-        from .cli_records import write_record_outputs
-
-        write_record_outputs(out, record)  # issue 16: <out>.prompts.json
+    with output_group() as outputs:
+        if suffix_of(out) == ".seg.nrrd":
+            tags = {1: {TAG: text} for text in record_tags(record).values()} if record else None
+            write_segmentation(mask, out, image, [(1, name)], tags=tags, group=outputs)
+        else:
+            write_mask(mask, out, reference=image, group=outputs)
+        if record:
+            write_record_outputs(out, record, outputs)
 
 
 def _volume(path: str):

@@ -110,11 +110,25 @@ def read_image(path: "str | os.PathLike") -> ImageData:
         raise InputError(f"{path} has {img.GetNumberOfComponentsPerPixel()} components per voxel; "
                          "give a scalar volume.")
     arr = sitk.GetArrayFromImage(img)
+    if suf in (".nii", ".nii.gz") and path.is_file() and np.issubdtype(arr.dtype, np.floating):
+        _restore_nonfinite(path, arr)
     modality = None
     with contextlib.suppress(Exception):
         modality = img.GetMetaData("0008|0060").strip() or None
     return ImageData(arr, tuple(img.GetSpacing()), tuple(img.GetOrigin()), tuple(img.GetDirection()),
                      modality=modality, path=str(path))
+
+
+def _restore_nonfinite(path: Path, arr: np.ndarray) -> None:
+    """Put back the NaN/Inf voxels that ITK's NIfTI reader turns into 0, so the one NaN rule sees them."""
+    from .file_checks import nifti_nonfinite
+
+    try:
+        where, values = nifti_nonfinite(path)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"Cannot read {path}: {_why(exc)}.") from exc
+    if where.size and int(where.max()) < arr.size:
+        arr.reshape(-1)[where] = values.astype(arr.dtype)
 
 
 def _read_2d(path: Path) -> ImageData:
@@ -199,6 +213,59 @@ def remove_stale_partials(path: "str | os.PathLike") -> list[Path]:
     return removed
 
 
+def remove_stale_partial_dirs(target: "str | os.PathLike") -> list[Path]:
+    """Delete the temporary folders (``.NAME.<pid>-XXXX.partial`` / ``.old``) that killed writes of the
+    folder ``target`` left beside it: a folder whose process no longer runs, or one without a process id
+    older than :data:`STALE_PARTIAL_S`. Returns the folders removed."""
+    import shutil
+
+    target = Path(target)
+    prefix, removed = f".{target.name}.", []
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(prefix) or not name.endswith((".partial", ".old")):
+            continue
+        middle = name[len(prefix):].rsplit(".", 1)[0]
+        pid_text, dash, _ = middle.partition("-")
+        cand = target.parent / name
+        try:
+            if not cand.is_dir() or cand.is_symlink():
+                continue
+            if dash and pid_text.isdigit():
+                stale = not _pid_alive(int(pid_text))
+            else:
+                stale = time.time() - cand.stat().st_mtime > STALE_PARTIAL_S
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(cand, ignore_errors=True)
+            removed.append(cand)
+    return removed
+
+
+def partial_dir(target: "str | os.PathLike", suffix: str = ".partial") -> Path:
+    """A new hidden folder beside the folder ``target`` (``.NAME.<pid>-XXXX<suffix>``) to build it in before
+    it is renamed into place; stale ones of killed runs are removed first. OutputError when the parent
+    cannot be created or written."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"Cannot create the folder {target.parent}: {_why(exc)}. Choose another output "
+                          "location.") from exc
+    if not target.parent.is_dir():
+        raise OutputError(f"Cannot write {target}: {target.parent} is a file, not a folder.")
+    remove_stale_partial_dirs(target)
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}-", suffix=suffix, dir=target.parent))
+    except OSError as exc:
+        raise OutputError(f"Cannot write {target}: {_why(exc)}. Nothing was written; choose a writable "
+                          "folder.") from exc
+
+
 def _prepare_target(path: Path) -> None:
     if path.is_dir():
         raise OutputError(f"Cannot write {path}: it is a folder. Give a file name (e.g. {path / 'mask.nii.gz'}).")
@@ -249,7 +316,13 @@ class OutputGroup:
                         os.link(path, backup)
                     except OSError:  # no hard links here: the old file cannot be restored after a failure
                         backup = None
-                os.replace(tmp, path)
+                try:
+                    os.replace(tmp, path)
+                except OSError:
+                    if backup:  # this target is unchanged: its backup link goes
+                        with contextlib.suppress(OSError):
+                            os.unlink(backup)
+                    raise
                 done.append((path, backup))
         except OSError as exc:
             for path, backup in reversed(done):
@@ -531,15 +604,18 @@ def _nifti_layout(head: bytes, path: Path) -> "tuple[int, int] | None":
     return offset, count * bitpix // 8
 
 
-def check_outputs(outputs, inputs=()) -> None:
+def check_outputs(outputs, inputs=(), companions=()) -> None:
     """Refuse outputs that would overwrite an input or each other, before any work.
 
     outputs / inputs: ``(label, path)`` pairs, e.g. ``("--out", "mask.nii.gz")``,
     ``("the input image", "ct.nii.gz")``; paths may be None (skipped). Compares resolved paths and,
     for files that exist, file identity (hard links, symlinks, case-insensitive file systems).
     Also refuses an output that names an existing folder. Raises InputError.
+    companions: suffixes of files written beside each output as one unit with it (e.g.
+    ``(".prompts.json",)``: ``mask.nii.gz.prompts.json``); they are checked like the outputs.
     """
     outs = [(label, Path(p)) for label, p in outputs if p is not None]
+    outs += [(f"{label}'s {suf} file", out.with_name(out.name + suf)) for label, out in list(outs) for suf in companions]
     ins = [(label, Path(p)) for label, p in inputs if p is not None]
     for n, (label, out) in enumerate(outs):
         if out.is_dir():
@@ -549,6 +625,33 @@ def check_outputs(outputs, inputs=()) -> None:
                 what = "would overwrite" if (other_label, other) in ins else "is the same file as"
                 raise InputError(f"{label} {out} {what} {other_label} ({other}). Choose another file name; "
                                  "nothing was written.")
+
+
+def check_output_folder(label: str, folder, inputs=()) -> None:
+    """Refuse an output folder that is a file, is an input, holds an input or lies inside an input folder
+    (its files could be replaced or mixed with the results), before any work. inputs: ``(label, path)`` pairs (None skipped). InputError."""
+    if folder is None:
+        return
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{label} {folder} is a file; give a folder for the results.")
+    try:
+        where = folder.resolve()
+    except OSError:
+        return
+    for in_label, path in inputs:
+        if path is None:
+            continue
+        path = Path(path)
+        try:
+            src = path.resolve()
+        except OSError:
+            continue
+        same = _same_file(folder, path)
+        if same or where in src.parents or (path.is_dir() and src in where.parents):
+            how = "is the same folder as" if same else ("holds" if where in src.parents else "lies inside")
+            raise InputError(f"{label} {folder} {how} {in_label} ({path}); results written there could replace or "
+                             "mix with the input. Choose another folder; nothing was written.")
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -43,7 +43,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +88,8 @@ class LesionPlan:
     markers: list = field(default_factory=list)
     plan: object = None                 # medsamkit.markers.BoxPlan
     error: str = ""
+    dropped: list = field(default_factory=list)   # notes on lines left out (degenerate)
+    dropped_mm: list = field(default_factory=list)  # the lengths the reader recorded for those lines
 
 
 @dataclass
@@ -208,7 +209,10 @@ def load_study(folder: "str | os.PathLike", sr_path: "str | os.PathLike | None" 
         study.warnings.append(f"{len(damaged)} damaged DICOM file(s) beside the series were skipped: "
                               f"{', '.join(str(p) for p in damaged[:3])}")
     for lesion in report_.lesions:
-        study.lesions.append(plan_lesion(lesion, series, sr, options))
+        item = plan_lesion(lesion, series, sr, options)
+        if item.plan is not None:  # lines left out: said in the summary as well as on the lesion's row
+            study.warnings += item.dropped
+        study.lesions.append(item)
     return study
 
 
@@ -227,9 +231,10 @@ def plan_lesion(lesion, series, sr_path, options: RecistOptions, geometry=None) 
         else:
             from .dicom.sr import lesion_markers
 
-            item.markers = lesion_markers(lesion, series, sr_path, notes)
+            item.markers = lesion_markers(lesion, series, sr_path, notes, item.dropped_mm)
         item.plan = boxes_from_markers(item.markers, geometry or series.geometry, margin_mm=options.margin_mm)
         item.plan.warnings[:0] = notes
+        item.dropped = list(notes)
     except InputError as exc:
         msg = str(exc)
         where = f"{sr_path}, lesion '{lesion.name}'"
@@ -409,6 +414,8 @@ def _read_volume(path: Path, options: RecistOptions):
         elif not index.series:
             broken = f" ({len(index.corrupt)} damaged DICOM file(s), e.g. {next(iter(index.corrupt))})" \
                 if index.corrupt else ""
+            if index.rejected:
+                broken = f": {next(iter(index.rejected.values()))[1]}"
             raise InputError(f"{path} holds no DICOM image series{broken}; give the folder of the measured series "
                              "or a NIfTI/NRRD volume with --volume.")
         else:
@@ -528,7 +535,7 @@ def _segment_lesion(backend, item: LesionPlan, options: RecistOptions, cancel) -
         k = plan.marked[0]
         res = backend.propagate(k, plan.axis, box=[float(v) for v in plan.boxes[k]], cancel=cancel)
         warnings = [f"Measured on slice {k} only: segmented there from the lines' box and propagated to "
-                    f"slices {res.slices[0]}..{res.slices[-1]}."] + list(res.warnings)
+                    f"slices {res.slices[0]}..{res.slices[-1]}."] + warnings + list(res.warnings)
     else:
         res = segment_plan_with_backend(backend, plan, refine=options.refine, cancel=cancel)
         warnings += [w for w in res.warnings if w not in warnings]
@@ -573,7 +580,8 @@ def lesion_rows(study: Study, results: list, model: dict) -> list[dict]:
     rows, number = [], 0
     for res in results:
         les = res.lesion
-        line_lengths = [m.length_mm for item in study.lesions if item.lesion is les for m in item.markers]
+        line_lengths = [v for item in study.lesions if item.lesion is les
+                        for v in [m.length_mm for m in item.markers] + item.dropped_mm]
         row = {"study": study.name, "lesion": les.name, "status": "ok" if res.ok else "error",
                "message": res.message, "segment_number": "", "tracking_uid": les.tracking_uid,
                "finding": _code_text(les.finding), "finding_site": _code_text(les.finding_site),
@@ -644,7 +652,7 @@ def write_study(out_dir: "str | os.PathLike", study: Study, results: list, model
     record (:func:`lesion_record`) goes into the .seg.nrrd's segment tags and ``lesions.seg.nrrd.prompts.json``.
     Raises InputError when ``out_dir`` exists and is not a finished study of ours.
     """
-    from .io import write_mask
+    from .io import partial_dir, write_mask
     from .records import TAG, record_tags, write_sidecar
     from .segmentation_file import write_segmentation
 
@@ -656,8 +664,7 @@ def write_study(out_dir: "str | os.PathLike", study: Study, results: list, model
     rows = lesion_rows(study, results, model)
     ok = [r for r in results if r.ok]
     record = lesion_record(study, results, options)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    tmp = partial_dir(out_dir)
     try:
         written = []
         if ok:
@@ -720,7 +727,7 @@ def write_study(out_dir: "str | os.PathLike", study: Study, results: list, model
             os.chmod(f, 0o666 & ~umask)
         os.chmod(tmp, 0o777 & ~umask)
         if out_dir.exists():  # a finished study being redone (--force): swap, then drop the old one
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+            old = partial_dir(out_dir, ".old")
             os.replace(out_dir, old / out_dir.name)
             os.replace(tmp, out_dir)
             shutil.rmtree(old, ignore_errors=True)

@@ -61,13 +61,31 @@ def _recorded_model(record: dict) -> dict:
     return record["entries"][0]["model"]
 
 
-def _check_image(record: dict, image) -> None:
+#: Spacing/origin (mm) and direction cosines may differ by this much (rounding in file headers).
+GEOMETRY_TOLERANCE = 1e-3
+
+
+def check_image(record: dict, image) -> None:
+    """Refuse an image of another shape or geometry (spacing, origin, direction) than the record's entries."""
+    from .records import geometry_of
+
+    have = geometry_of(image)
     for e in record["entries"]:
         want = tuple(e["image"]["shape"])
-        have = tuple(image.array.shape if image.is_3d else image.array.shape[:2])
-        if want != have:
+        if want != tuple(have["shape"]):
             raise RecordError(f"Entry {e['id']} ({e['kind']}) was made on an image of shape {want}; the image "
-                              f"given has shape {have}. Give the volume the record was made on.")
+                              f"given has shape {tuple(have['shape'])}. Give the volume the record was made on.")
+        for key in ("spacing", "origin", "direction"):
+            a, b = np.asarray(e["image"][key], dtype=float), np.asarray(have[key], dtype=float)
+            if a.shape != b.shape or not np.allclose(a, b, rtol=0, atol=GEOMETRY_TOLERANCE):
+                raise RecordError(f"Entry {e['id']} ({e['kind']}) was made on an image with {key} "
+                                  f"{_fmt(a)}; the image given has {key} {_fmt(b)} (same shape, other geometry). "
+                                  "Give the volume the record was made on (its recorded prompts are positions "
+                                  "in that volume).")
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in np.ravel(values)) + ")"
 
 
 def replay(backend, record: dict, image, model: dict | None = None, progress=None) -> ReplayResult:
@@ -79,7 +97,7 @@ def replay(backend, record: dict, image, model: dict | None = None, progress=Non
     from .refinement import progressive_merge
     from .volume import put_slice
 
-    _check_image(record, image)
+    check_image(record, image)
     model = model or model_block(backend)
     t_all = time.perf_counter()
     shape = image.array.shape if image.is_3d else image.array.shape[:2]

@@ -34,6 +34,12 @@ from .records import normalization_from_block, unpack_mask
 
 THUMB_PX = 160
 MAX_FLAGGED = 8   # thumbnails per segment
+#: The files :func:`write_report` writes into its folder.
+REPORT_FILES = ("report.csv", "review.csv", "report.html")
+#: Columns of report.csv and review.csv (a report with no 3D result still has the header row).
+REPORT_COLUMNS = ("case", "segment", "name", "interactions", "by_type", "model_s", "reader_s", "manual_edit_voxels",
+                  "final_voxels", "final_ml", "models")
+REVIEW_COLUMNS = ("case", "segment", "rank", "slice", "axis", "score", "flagged")
 
 
 @dataclass
@@ -174,17 +180,19 @@ def write_report(cases: list[CaseInput], out_dir, top: float = 0.2) -> list[Path
     """Write report.csv, review.csv and report.html into ``out_dir``; returns their paths."""
     import matplotlib.pyplot as plt  # noqa: F401  (timeline_figure checks the dependency with a clear message)
 
+    from .errors import OutputError
     from .io import atomic_output, read_image
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     seg_rows, rev_rows, sections = [], [], []
     for case in cases:
+        volume = case.volume if case.volume is not None else (read_image(case.volume_path) if case.volume_path else None)
+        if volume is not None:
+            _check_volume(case, volume)
         rows = segment_rows(case)
         rrows = review_rows(case, top)
         seg_rows += rows
         rev_rows += rrows
-        volume = case.volume if case.volume is not None else (read_image(case.volume_path) if case.volume_path else None)
         fig = timeline_figure(case)
         plot = _png(fig)
         import matplotlib.pyplot as plt
@@ -204,21 +212,47 @@ def write_report(cases: list[CaseInput], out_dir, top: float = 0.2) -> list[Path
                 thumbs.append((f"{e['segment']['name']} slice {r['slice']} (rank {r['rank']}, score {r['score']:.2f})",
                                _png(img)))
         sections.append(_case_html(case, rows, plot, thumbs))
-    report_csv, review_csv, page = out / "report.csv", out / "review.csv", out / "report.html"
-    _write_csv(report_csv, seg_rows, atomic_output)
-    _write_csv(review_csv, [{k: v for k, v in r.items() if not k.startswith("_")} for r in rev_rows], atomic_output)
-    with atomic_output(page) as tmp:
-        Path(tmp).write_text(_page(sections), encoding="utf-8")
+    from .io import output_group
+
+    try:  # created only once every case has been read and checked
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose another "
+                          "--out-dir.") from exc
+    report_csv, review_csv, page = (out / name for name in REPORT_FILES)
+    with output_group() as outputs:  # the three files are one report: all written or none
+        _write_csv(report_csv, seg_rows, REPORT_COLUMNS, outputs)
+        _write_csv(review_csv, [{k: v for k, v in r.items() if not k.startswith("_")} for r in rev_rows],
+                   REVIEW_COLUMNS, outputs)
+        with atomic_output(page, group=outputs) as tmp:
+            Path(tmp).write_text(_page(sections), encoding="utf-8")
     return [report_csv, review_csv, page]
 
 
-def _write_csv(path: Path, rows: list[dict], atomic_output) -> None:
-    with atomic_output(path) as tmp:
+def _check_volume(case: CaseInput, volume) -> None:
+    """The volume must be the grid the record's entries and the final segments were made on (InputError)."""
+    from .errors import InputError
+
+    have = tuple(volume.array.shape if volume.is_3d else volume.array.shape[:2])
+    shapes = {tuple(e["image"]["shape"]) for e in case.record["entries"]}
+    shapes |= {tuple(m.shape) for m in case.final.values()}
+    for want in sorted(shapes):
+        if want != have:
+            raise InputError(f"case {case.name}: its segmentation/record is on a grid of shape {want} (z, y, x), but "
+                             f"the volume {case.volume_path or ''} has shape {have}. Give the volume the "
+                             "segmentation was made on.")
+
+
+def _write_csv(path: Path, rows: list[dict], columns, group) -> None:
+    """A CSV with a header row (the fixed ``columns`` first, then any others the rows carry), one unit of ``group``."""
+    from .io import atomic_output
+
+    fields = list(columns) + [k for r in rows for k in r if k not in columns]
+    with atomic_output(path, group=group) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
-            if rows:
-                w = csv.DictWriter(f, fieldnames=list(rows[0]))
-                w.writeheader()
-                w.writerows(rows)
+            w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(fields)))
+            w.writeheader()
+            w.writerows(rows)
 
 
 def _case_html(case, rows, plot, thumbs) -> str:

@@ -87,6 +87,24 @@ class DicomSeries:
                 return f
         return None
 
+    def _short_pixel_data(self) -> "tuple[Path, int, int] | None":
+        """(file, bytes held, bytes declared) of the first uncompressed slice whose Pixel Data is shorter than
+        Rows x Columns x samples x bits allocated say (GDCM zero-fills the rest silently); None when all hold it."""
+        pydicom, _ = require_dicom()
+        for f in self.files:
+            try:
+                ds = pydicom.dcmread(f)
+                if ds.file_meta.TransferSyntaxUID.is_compressed:
+                    continue
+                need = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) \
+                    * int(ds.BitsAllocated) // 8
+                have = len(ds.PixelData) if "PixelData" in ds else 0
+            except Exception:  # pydicom raises many types for damaged files; SimpleITK's read names those
+                continue
+            if have < need:
+                return f, have, need
+        return None
+
     def read(self) -> ImageData:
         """The volume as :class:`medsamkit.io.ImageData` (array [k, j, i], LPS geometry from the headers)."""
         import SimpleITK as sitk
@@ -98,6 +116,12 @@ class DicomSeries:
         except RuntimeError as exc:
             raise InputError(f"Cannot read the pixels of {self.description}: {self._damaged_file() or self.files[0]} "
                              f"is damaged ({str(exc).strip().splitlines()[-1][:160]}). Export the series again.") from exc
+        short = self._short_pixel_data()
+        if short:
+            f, have, need = short
+            raise InputError(f"Cannot read the pixels of {self.description}: {f} is truncated (its pixel data holds "
+                             f"{have} of the {need} bytes its header declares; a reader would fill the rest with "
+                             "zeros). Export the series again.")
         arr = sitk.GetArrayFromImage(img)
         if arr.shape != tuple(self.geometry.shape):
             raise InputError(f"{self.description}: pixel data of shape {arr.shape} does not match the headers "
@@ -115,6 +139,7 @@ class FolderIndex:
     series: dict = field(default_factory=dict)       # Series Instance UID -> DicomSeries
     sr_files: list = field(default_factory=list)     # Paths of structured reports
     corrupt: dict = field(default_factory=dict)      # Path -> reason
+    rejected: dict = field(default_factory=dict)     # Series Instance UID -> (SOP Instance UIDs, reason)
     multiframe: list = field(default_factory=list)   # Paths of multi-frame images (not supported)
 
     def series_of_instance(self, sop_uid: str) -> "DicomSeries | None":
@@ -142,9 +167,10 @@ def _is_dicom_file(path: Path) -> bool:
 def index_folder(folder: "str | os.PathLike") -> FolderIndex:
     """Read every DICOM header below ``folder`` and group the images into series (sorted, with geometry).
 
-    A file with the DICOM preamble that pydicom cannot parse is listed in ``corrupt`` (it matters only
-    if the measurements refer to it; :func:`check_series_complete` says so). Series whose slices are
-    inconsistent are kept out of ``series`` and their reason kept in ``corrupt`` under their first file.
+    A file with the DICOM preamble that pydicom cannot parse (or whose Number of Frames is not a number)
+    is listed in ``corrupt`` (it matters only if the measurements refer to it). Series whose slices are
+    inconsistent (two at one position, uneven gaps, ...) are kept out of ``series``; ``rejected`` keeps
+    their instance UIDs and the reason, which names the files concerned.
     Raises InputError for a missing folder.
     """
     pydicom, _ = require_dicom()
@@ -153,6 +179,7 @@ def index_folder(folder: "str | os.PathLike") -> FolderIndex:
         raise InputError(f"Study folder not found: {folder}")
     index = FolderIndex(folder)
     groups: dict[str, list] = {}
+    unplaced: dict[str, list] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         if not _is_dicom_file(path):
             continue
@@ -167,24 +194,43 @@ def index_folder(folder: "str | os.PathLike") -> FolderIndex:
         if sop_class in SR_SOP_CLASSES or str(ds.get("Modality", "")) == "SR":
             index.sr_files.append(path)
             continue
+        frames = _number_of_frames(ds)
+        if frames is None:
+            index.corrupt[path] = f"Number of Frames '{ds.get('NumberOfFrames')}' is not a whole number"
+            continue
         if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds or "PixelSpacing" not in ds:
-            if int(ds.get("NumberOfFrames", 1) or 1) > 1 and "PerFrameFunctionalGroupsSequence" in ds \
+            if frames > 1 and "PerFrameFunctionalGroupsSequence" in ds \
                     and str(ds.get("Modality", "")) not in ("SEG", "RTSTRUCT"):
                 index.multiframe.append(path)
+            elif frames == 1 and "Rows" in ds and "SeriesInstanceUID" in ds:  # an image slice that cannot be placed
+                unplaced.setdefault(str(ds.SeriesInstanceUID), []).append(path)
             continue  # SEG, RTSTRUCT, presentation states, ...: not an image slice
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        if frames > 1:
             index.multiframe.append(path)
             continue
         groups.setdefault(str(ds.SeriesInstanceUID), []).append((path, ds))
     for uid, items in groups.items():
         try:
             index.series[uid] = _build_series(uid, items)
-        except InputError as exc:
-            index.corrupt[items[0][0]] = str(exc)
+        except InputError as exc:  # an inconsistent series, not a damaged file: the reason names its files
+            why = str(exc)
+            if unplaced.get(uid):
+                names = ", ".join(p.name for p in unplaced[uid][:3])
+                why += (f" {len(unplaced[uid])} slice(s) of this series have no Image Position/Orientation or Pixel "
+                        f"Spacing and cannot be placed: {names}.")
+            index.rejected[uid] = ({str(ds.get("SOPInstanceUID", "")) for _, ds in items}, why)
     from .multiframe import add_multiframe_series
 
     add_multiframe_series(index)
     return index
+
+
+def _number_of_frames(ds) -> "int | None":
+    """Number of Frames (1 when absent); None when the header holds no whole number there."""
+    try:
+        return int(str(ds.get("NumberOfFrames", 1) or 1).strip())
+    except (TypeError, ValueError):
+        return None
 
 
 def _build_series(uid: str, items: list) -> DicomSeries:

@@ -289,12 +289,13 @@ class DegenerateLine(InputError):
     """A "line" with one point, or two equal points."""
 
 
-def lesion_markers(lesion: SRLesion, series, report_path, warnings: list | None = None) -> list:
+def lesion_markers(lesion: SRLesion, series, report_path, warnings: list | None = None,
+                   dropped_mm: list | None = None) -> list:
     """The lesion's lines as :class:`medsamkit.markers.Marker` (RAS mm) on ``series``; see :func:`line_lps`.
 
     A degenerate line (one point, two equal points) beside valid lines is left out and said in
-    ``warnings`` (a reader's slip must not cost the lesion); when no valid line remains, or on any
-    other problem, InputError.
+    ``warnings`` (a reader's slip must not cost the lesion), its recorded length (NUM, mm) added to
+    ``dropped_mm``; when no valid line remains, or on any other problem, InputError.
     """
     from ..markers import Marker
 
@@ -307,6 +308,8 @@ def lesion_markers(lesion: SRLesion, series, report_path, warnings: list | None 
             lps = line_lps(line, series, report_path, lesion.name)
         except DegenerateLine as exc:
             skipped.append(exc)
+            if dropped_mm is not None and line.value_mm:
+                dropped_mm.append(float(line.value_mm))  # the length the reader recorded stays a measurement
             continue
         markers.append(Marker(LPS_TO_RAS @ lps[0], LPS_TO_RAS @ lps[1], f"{lesion.name}: {line.name}"))
     if not markers:
@@ -333,6 +336,10 @@ def select_series(report: MeasurementReport, index, series_uid: str | None = Non
         best = max(counts, key=counts.get) if counts else None
         if best is not None and counts[best] > 0:
             return index.series[best]
+        for uids, reason in index.rejected.values():  # the measured series is there but not one volume
+            if uids & set(refs):
+                raise InputError(f"{report.path}: its lines were measured on a series that cannot be read as one "
+                                 f"volume: {reason}")
         broken = [str(p) for p in index.corrupt]
         hint = f" {len(broken)} damaged DICOM file(s) could not be read: {', '.join(broken[:3])}." if broken else ""
         unread = [p for p in index.multiframe if p in index.corrupt]

@@ -3,7 +3,10 @@
 :class:`SegmentReview` ranks the slices of the segment's newest markers / propagation / batch / RECIST
 run (:func:`medsamkit.review.queue_from_entry`, the ranking the report uses) on the segment as it is now,
 and :meth:`SegmentReview.next` gives the next slice not reviewed yet with a point on it (the mask's
-centre on that slice) that :func:`jump_slice_views` brings into every slice view. Main thread (MRML).
+centre on that slice) that :func:`jump_slice_views` brings into every slice view. The slices reviewed
+are kept in a segment tag (:data:`REVIEW_TAG`), saved with the scene and the .seg.nrrd, and picked up
+by the next SegmentReview of the same run; once every slice was reviewed (``next`` returns None) the
+marks are cleared, so the next walk starts over. Main thread (MRML).
 """
 from __future__ import annotations
 
@@ -13,6 +16,41 @@ from ..errors import InputError
 
 #: record kinds whose entries are 3D runs with per-slice scores (medsamkit.records.KINDS)
 THREE_D_KINDS = ("markers", "propagate", "batch", "recist")
+#: Segment tag holding the review marks: {"entry": ID of the reviewed run, "slices": [reviewed slice indices]}.
+#: Segment tags are saved with the scene and in the .seg.nrrd, so the marks outlive the session.
+REVIEW_TAG = "MedSAM.Reviewed"
+
+
+def get_review_marks(segmentation_node, segment_id: str, entry_id: str) -> set:
+    """Slices of run ``entry_id`` marked reviewed on the segment (empty for marks of another run or
+    an unreadable tag: the queue then starts afresh)."""
+    import json
+    from urllib.parse import unquote
+
+    import vtk
+
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    value = vtk.reference("")
+    if segment is None or not segment.GetTag(REVIEW_TAG, value):
+        return set()
+    try:
+        marks = json.loads(unquote(str(value)))
+        if not isinstance(marks, dict) or marks.get("entry") != entry_id:
+            return set()
+        return {int(k) for k in marks.get("slices", []) if isinstance(k, int) and not isinstance(k, bool)}
+    except (ValueError, TypeError):
+        return set()
+
+
+def set_review_marks(segmentation_node, segment_id: str, entry_id: str, slices) -> None:
+    """Save the reviewed slices of run ``entry_id`` in the segment's tag (URL-quoted JSON, as the record)."""
+    import json
+    from urllib.parse import quote
+
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    if segment is not None:
+        segment.SetTag(REVIEW_TAG, quote(json.dumps({"entry": entry_id, "slices": sorted(int(k) for k in slices)}),
+                                         safe=""))
 
 
 def newest_3d_entry(record: "dict | None", segment_id: str) -> "dict | None":
@@ -56,6 +94,10 @@ class SegmentReview:
         self.axis = (entry["prompt"].get("plan") or {}).get("axis", (entry["plane"] or {}).get("axis", 0))
         self.queue = queue_from_entry(mask, entry)
         self._ijk_to_world = ijk_to_world(volume_node)
+        self._node, self._segment_id = segmentation_node, segment_id
+        done = get_review_marks(segmentation_node, segment_id, self.entry_id)  # marks saved with the scene
+        for item in self.queue:
+            item.reviewed = item.index in done
 
     @property
     def remaining(self) -> int:
@@ -67,8 +109,11 @@ class SegmentReview:
         from ..volume import extract_slice
 
         item = next_to_review(self.queue)
-        if item is None:
+        if item is None:  # the walk is complete: the next SegmentReview of this run starts over
+            set_review_marks(self._node, self._segment_id, self.entry_id, [])
             return None
+        set_review_marks(self._node, self._segment_id, self.entry_id,
+                         [q.index for q in self.queue if q.reviewed])
         plane = extract_slice(self.mask, item.index, self.axis) > 0
         other = [a for a in range(3) if a != self.axis]
         kji = np.empty(3)

@@ -20,48 +20,86 @@ def _number(text: str, kind=float):
     return value
 
 
-def probability(text: str) -> float:
+def _rule(kind):
+    """An option rule ``check(value) -> value`` (raises ArgumentTypeError) -> the argparse ``type=`` function
+    that parses the text first. The rule stays reachable (``.check``, ``.kind``) so that values read from a
+    file (a prompt record, a JSON request) are held to the same rule: :func:`value_problem`."""
+    def wrap(check):
+        def argtype(text: str):
+            return check(_number(text, kind))
+
+        argtype.__name__, argtype.__doc__ = check.__name__, check.__doc__
+        argtype.kind, argtype.check = kind, check
+        return argtype
+    return wrap
+
+
+@_rule(float)
+def probability(value: float) -> float:
     """A number in 0..1 (a predicted-IoU threshold, a fraction)."""
-    value = _number(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{value:g} is outside 0..1")
     return value
 
 
-def non_negative_float(text: str) -> float:
-    value = _number(text)
+@_rule(float)
+def non_negative_float(value: float) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value:g} is negative; give 0 or more")
     return value
 
 
-def positive_float(text: str) -> float:
-    value = _number(text)
+@_rule(float)
+def positive_float(value: float) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value:g} must be greater than 0")
     return value
 
 
-def non_negative_int(text: str) -> int:
-    value = _number(text, int)
+@_rule(int)
+def non_negative_int(value: int) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
     return value
 
 
-def positive_int(text: str) -> int:
-    value = _number(text, int)
+@_rule(int)
+def positive_int(value: int) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
     return value
 
 
-def port(text: str) -> int:
+@_rule(int)
+def port(value: int) -> int:
     """A TCP port 0..65535 (0 = any free port)."""
-    value = _number(text, int)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a TCP port; give 1..65535 (or 0 for any free port)")
     return value
+
+
+_LARGEST = 2.0 ** 63  # beyond this a JSON integer is no option value (and would overflow a float)
+
+
+def value_problem(argtype, value) -> "str | None":
+    """What is wrong with ``value`` (a number read from JSON) under the option rule ``argtype`` (one of the
+    ``type=`` functions above); None when the CLI would accept it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{type(value).__name__} {_short(value)} is not {'an integer' if argtype.kind is int else 'a number'}"
+    if argtype.kind is int and not isinstance(value, int):
+        return f"{value!r} is not an integer"
+    if abs(value) >= _LARGEST or not math.isfinite(value):
+        return f"{_short(value)} is not a finite number of sensible size"
+    try:
+        argtype.check(argtype.kind(value))
+    except argparse.ArgumentTypeError as exc:
+        return str(exc)
+    return None
+
+
+def _short(value, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ---- checks run after reading the input and before loading a model (a bad slice/box/NaN voxel is

@@ -1,0 +1,74 @@
+"""A model process that stops answering without exiting (SIGSTOP) is found by its health check within
+seconds, killed and replaced; the prompt that was waiting gets its answer from the new process.
+
+Real LiteMedSAM (torch, CPU) in a real ``medsamkit serve`` child, started as the effect starts it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the model process is a medsamkit server: pip install 'medsamkit[server]'")
+
+REPO = Path(__file__).resolve().parents[2]
+PNG = REPO / "Testing" / "Data" / "cju1aqqv02qwz0878a5cyhr67.img.png"  # kvasir polyp, box 213 239 370 396
+BOX = [213, 239, 370, 396]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_a_stopped_model_process_is_detected_in_seconds_and_replaced():
+    from medsamkit.backend.health import HEALTH_INTERVAL_S, HEALTH_TIMEOUT_S, responds
+    from medsamkit.backend.process import PROMPT_TIMEOUT_S, ProcessBackend
+    from medsamkit.io import read_image
+
+    image = read_image(PNG).array
+    backend = ProcessBackend(engine="torch", device="cpu")  # the effect's defaults: 600 s prompt timeout
+    try:
+        backend.set_image(image)
+        before = backend.predict(box=BOX).mask
+        first = backend.process.server_pid
+        assert responds(backend.process.url)
+        os.kill(first, signal.SIGSTOP)
+        assert not responds(backend.process.url, timeout=1.0)  # stopped: the check goes unanswered
+
+        gone_after = []
+        t0 = time.monotonic()
+
+        def watch_old_pid():
+            while not _gone(first) and time.monotonic() - t0 < 120:
+                time.sleep(0.05)
+            gone_after.append(time.monotonic() - t0)
+
+        watcher = threading.Thread(target=watch_old_pid)
+        watcher.start()
+        again = backend.predict(box=BOX)  # waits on the stopped process until the watchdog replaces it
+        total = time.monotonic() - t0
+        watcher.join()
+        assert gone_after and gone_after[0] < HEALTH_INTERVAL_S + HEALTH_TIMEOUT_S + 5  # seconds, not minutes
+        assert total < PROMPT_TIMEOUT_S / 5
+        assert np.array_equal(again.mask, before)  # the new process answers the same prompt alike
+        assert backend.restarts == 1 and backend.process.server_pid != first
+        assert "stopped answering" in backend.last_exit and f"within {HEALTH_TIMEOUT_S:g} s" in backend.last_exit
+        assert backend.info().extra["last_exit"] == backend.last_exit  # what a status line can show
+    finally:
+        backend.close()
+        try:
+            os.kill(first, signal.SIGKILL)
+        except (ProcessLookupError, UnboundLocalError):
+            pass

@@ -72,3 +72,25 @@ def test_a_stopped_model_process_is_detected_in_seconds_and_replaced():
             os.kill(first, signal.SIGKILL)
         except (ProcessLookupError, UnboundLocalError):
             pass
+
+
+def test_the_health_check_gives_up_on_a_server_that_accepts_but_never_answers():
+    """A listening socket nobody serves (what a stopped process looks like): no answer within the timeout,
+    and the watchdog calls its on_stall once, within interval + timeout."""
+    import socket
+
+    from medsamkit.backend.health import Watchdog, responds
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)  # connections complete in the kernel; nothing reads them
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        t0 = time.monotonic()
+        assert not responds(url, timeout=0.5)
+        assert 0.4 < time.monotonic() - t0 < 3
+        calls = []
+        t0 = time.monotonic()
+        with Watchdog(url, lambda: calls.append(time.monotonic() - t0), interval=0.2, timeout=0.5) as dog:
+            while not calls and time.monotonic() - t0 < 10:
+                time.sleep(0.05)
+        assert dog.stalled and len(calls) == 1 and calls[0] < 3

@@ -2,12 +2,16 @@
 
 ``--threshold 5`` or ``--max-sessions 0`` must be refused before anything runs (a model load, a
 server start), with the allowed range in the message; argparse prints
-``medsamkit CMD: error: argument --x: <message>`` and exits with status 2.
+``medsamkit CMD: error: argument --x: <message>`` and exits with status 2. The rules themselves are
+:mod:`medsamkit.limits`, which the server's requests and prompt records use too.
 """
 from __future__ import annotations
 
 import argparse
 import math
+
+from . import limits
+from .limits import RuleError
 
 
 def _number(text: str, kind=float):
@@ -20,86 +24,29 @@ def _number(text: str, kind=float):
     return value
 
 
-def _rule(kind):
-    """An option rule ``check(value) -> value`` (raises ArgumentTypeError) -> the argparse ``type=`` function
-    that parses the text first. The rule stays reachable (``.check``, ``.kind``) so that values read from a
-    file (a prompt record, a JSON request) are held to the same rule: :func:`value_problem`."""
-    def wrap(check):
-        def argtype(text: str):
-            return check(_number(text, kind))
+def _argtype(rule):
+    """The argparse ``type=`` function of a :mod:`medsamkit.limits` rule: parse the text, then the rule."""
+    def argtype(text: str):
+        try:
+            return rule(_number(text, rule.kind))
+        except RuleError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-        argtype.__name__, argtype.__doc__ = check.__name__, check.__doc__
-        argtype.kind, argtype.check = kind, check
-        return argtype
-    return wrap
+    argtype.__name__, argtype.__doc__, argtype.rule = rule.__name__, rule.__doc__, rule
+    return argtype
 
 
-@_rule(float)
-def probability(value: float) -> float:
-    """A number in 0..1 (a predicted-IoU threshold, a fraction)."""
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value:g} is outside 0..1")
-    return value
-
-
-@_rule(float)
-def non_negative_float(value: float) -> float:
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value:g} is negative; give 0 or more")
-    return value
-
-
-@_rule(float)
-def positive_float(value: float) -> float:
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value:g} must be greater than 0")
-    return value
-
-
-@_rule(int)
-def non_negative_int(value: int) -> int:
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
-    return value
-
-
-@_rule(int)
-def positive_int(value: int) -> int:
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
-    return value
-
-
-@_rule(int)
-def port(value: int) -> int:
-    """A TCP port 0..65535 (0 = any free port)."""
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a TCP port; give 1..65535 (or 0 for any free port)")
-    return value
-
-
-_LARGEST = 2.0 ** 63  # beyond this a JSON integer is no option value (and would overflow a float)
+probability = _argtype(limits.probability)
+non_negative_float = _argtype(limits.non_negative_float)
+positive_float = _argtype(limits.positive_float)
+non_negative_int = _argtype(limits.non_negative_int)
+positive_int = _argtype(limits.positive_int)
+port = _argtype(limits.port)
 
 
 def value_problem(argtype, value) -> "str | None":
-    """What is wrong with ``value`` (a number read from JSON) under the option rule ``argtype`` (one of the
-    ``type=`` functions above); None when the CLI would accept it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"{type(value).__name__} {_short(value)} is not {'an integer' if argtype.kind is int else 'a number'}"
-    if argtype.kind is int and not isinstance(value, int):
-        return f"{value!r} is not an integer"
-    if abs(value) >= _LARGEST or not math.isfinite(value):
-        return f"{_short(value)} is not a finite number of sensible size"
-    try:
-        argtype.check(argtype.kind(value))
-    except argparse.ArgumentTypeError as exc:
-        return str(exc)
-    return None
-
-
-def _short(value, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
+    """What is wrong with ``value`` read from JSON under the rule of the ``type=`` function ``argtype``."""
+    return limits.value_problem(argtype.rule, value)
 
 
 # ---- checks run after reading the input and before loading a model (a bad slice/box/NaN voxel is

@@ -6,11 +6,11 @@ effect's resume (:mod:`medsamkit.mrml.records`) and anything else that goes thro
 half or received from someone else: a wrong type, a value out of range or a size that would make the
 reader allocate gigabytes is refused with one line naming the record, the entry, the field and what is
 wrong. Option values (``margin_px``, ``score_threshold``, ...) obey the rules of the CLI options that
-set them: the same :mod:`medsamkit.cli_types` functions argparse uses.
+set them: the :mod:`medsamkit.limits` rules that the CLI's argparse types (cli_types) apply.
 
 Limits: :data:`MAX_ENTRIES` entries, :data:`MAX_VOXELS` voxels in the image an entry refers to (a
-snapshot is unpacked to that size), ``protocol.MAX_POINTS`` clicks per prompt and
-``protocol.MAX_PLAN_SLICES`` boxes per plan (the server's request limits), coordinates within
+snapshot is unpacked to that size), ``limits.MAX_POINTS`` clicks per prompt and
+``limits.MAX_PLAN_SLICES`` boxes per plan (the server's request limits), coordinates within
 :data:`MAX_COORD` of the origin.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ import math
 import re
 from datetime import datetime
 
-from . import cli_types
-from .protocol import MAX_PLAN_SLICES, MAX_POINTS
+from . import limits
+from .limits import MAX_PLAN_SLICES, MAX_POINTS
 
 MAX_ENTRIES = 100_000
 MAX_VOXELS = 1 << 31     # 2 Gi voxels: 1290³; a 512 x 512 x 3000 CT has 0.8 Gi
@@ -35,9 +35,9 @@ ENTRY_KEYS = ("id", "kind", "segment", "time", "model_seconds", "image", "plane"
               "medsamkit_version", "write", "result")
 PROMPT_KEYS = ("box", "points", "options")
 # prompt options -> the CLI option rule that sets them (cli_types); "refine" a flag; text options
-OPTION_RULES = {"margin_px": cli_types.non_negative_float, "margin_mm": cli_types.non_negative_float,
-                "score_threshold": cli_types.probability, "min_area": cli_types.non_negative_int,
-                "max_slices": cli_types.non_negative_int}
+OPTION_RULES = {"margin_px": limits.non_negative_float, "margin_mm": limits.non_negative_float,
+                "score_threshold": limits.probability, "min_area": limits.non_negative_int,
+                "max_slices": limits.non_negative_int}
 OPTION_CHOICES = {"single_slice": ("propagate", "slice"), "source": ("sr", "csv", "markups")}
 OPTION_TEXT = ("lesion", "tracking_uid")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -228,7 +228,7 @@ def _check_options(options: dict) -> None:
     for key, value in options.items():
         field = f"prompt.options.{key}"
         if key in OPTION_RULES:
-            problem = cli_types.value_problem(OPTION_RULES[key], value)
+            problem = limits.value_problem(OPTION_RULES[key], value)
             if problem:
                 raise Problem(field, problem)
         elif key == "refine":

@@ -136,12 +136,17 @@ def test_a_snapshot_that_inflates_past_its_shape_is_refused_without_inflating_it
 
 
 def test_records_and_the_server_hold_option_values_to_the_cli_rules():
-    """One rule per option (cli_types): the CLI parser, a record and a server request refuse the same values."""
+    """One rule per option (medsamkit.limits): the CLI parser, a record and a server request refuse the same values."""
     import argparse
 
     pydantic = pytest.importorskip("pydantic")
     from medsamkit import cli_types
+    from medsamkit.record_schema import OPTION_RULES
     from medsamkit.server.models import PropagateRequest
+
+    # the very same rule objects behind the CLI's argparse types and the record's options
+    assert cli_types.probability.rule is OPTION_RULES["score_threshold"]
+    assert cli_types.non_negative_float.rule is OPTION_RULES["margin_px"] is OPTION_RULES["margin_mm"]
 
     for argtype, bad, good in ((cli_types.non_negative_float, -5, 3), (cli_types.probability, 5, 0.5),
                                (cli_types.non_negative_int, -1, 2)):

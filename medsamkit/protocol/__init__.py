@@ -82,5 +82,4 @@ MAX_HEADER_BYTES = 64 << 10            # request line + headers (h11 refuses lar
 STATUS_CANCELLED = 499
 MAX_META_BYTES = 16 << 10              # the X-MedSAMKit-Meta header (a few hundred bytes in practice)
 MAX_JSON_DEPTH = 32                    # nesting of any JSON this side parses from the other (header, record)
-MAX_POINTS = 256                       # clicks in one prompt (requests and prompt records)
-MAX_PLAN_SLICES = 4096                 # boxes in one plan: more slices than any volume axis accepted has
+from ..limits import MAX_PLAN_SLICES, MAX_POINTS  # noqa: E402,F401  (clicks per prompt, boxes per plan)

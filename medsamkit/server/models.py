@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from .. import cli_types
+from .. import limits
 
-from ..protocol import MAX_PLAN_SLICES, MAX_POINTS  # noqa: F401  (shared with the prompt records' schema)
+from ..limits import MAX_PLAN_SLICES, MAX_POINTS  # noqa: F401  (shared with the prompt records' schema)
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 XY = Annotated[list[Finite], Field(min_length=2, max_length=2)]
@@ -33,10 +33,10 @@ class PredictRequest(BaseModel):
 Box = Annotated[list[Finite], Field(min_length=4, max_length=4)]
 
 
-def cli_rule(argtype) -> AfterValidator:
-    """The CLI option's rule (medsamkit.cli_types) on a request field: a value the CLI refuses is refused here."""
+def cli_rule(rule) -> AfterValidator:
+    """The CLI option's rule (medsamkit.limits) on a request field: a value the CLI refuses is refused here."""
     def check(value):
-        problem = cli_types.value_problem(argtype, value)
+        problem = limits.value_problem(rule, value)
         if problem:
             raise ValueError(problem)
         return value
@@ -53,10 +53,10 @@ class PropagateRequest(BaseModel):
     box: Optional[Box] = None
     points: Optional[Annotated[list[XY], Field(max_length=MAX_POINTS)]] = None
     point_labels: Optional[Annotated[list[Annotated[int, Field(ge=0, le=1)]], Field(max_length=MAX_POINTS)]] = None
-    margin_px: Optional[Annotated[float, Field(allow_inf_nan=False), cli_rule(cli_types.non_negative_float)]] = None
-    score_threshold: Optional[Annotated[float, Field(allow_inf_nan=False), cli_rule(cli_types.probability)]] = None
-    min_area: Optional[Annotated[int, cli_rule(cli_types.non_negative_int)]] = None
-    max_slices: Optional[Annotated[int, cli_rule(cli_types.non_negative_int)]] = None
+    margin_px: Optional[Annotated[float, Field(allow_inf_nan=False), cli_rule(limits.non_negative_float)]] = None
+    score_threshold: Optional[Annotated[float, Field(allow_inf_nan=False), cli_rule(limits.probability)]] = None
+    min_area: Optional[Annotated[int, cli_rule(limits.non_negative_int)]] = None
+    max_slices: Optional[Annotated[int, cli_rule(limits.non_negative_int)]] = None
 
 
 class PlanRequest(BaseModel):

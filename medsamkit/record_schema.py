@@ -78,7 +78,7 @@ def text(v, field: str, choices=None, none_ok: bool = False, limit: int = MAX_TE
     if len(v) > limit:
         raise Problem(field, f"is {len(v)} characters long; at most {limit}")
     if choices is not None and v not in choices:
-        raise Problem(field, f"'{v[:40]}' is not one of {', '.join(choices)}")
+        raise Problem(field, f"{v[:40]!r} is not one of {', '.join(choices)}")
     return v
 
 
@@ -145,7 +145,7 @@ def _check_time(v) -> None:
     try:
         datetime.fromisoformat(v)
     except ValueError:
-        raise Problem("time", f"'{v}' is not an ISO 8601 time (like 2026-12-02T23:50:01+00:00)") from None
+        raise Problem("time", f"{v!r} is not an ISO 8601 time (like 2026-12-02T23:50:01+00:00)") from None
 
 
 def _check_image(img) -> tuple:
@@ -218,7 +218,7 @@ def _check_plan(plan, shape) -> None:
         raise Problem("prompt.plan.boxes", f"holds {len(boxes)} boxes; 1..{MAX_PLAN_SLICES}")
     for k, b in boxes.items():
         if not _SLICE_KEY.fullmatch(k) or int(k) > last:
-            raise Problem("prompt.plan.boxes", f"key '{k[:20]}' is not a slice index 0..{last}")
+            raise Problem("prompt.plan.boxes", f"key {k[:20]!r} is not a slice index 0..{last}")
         numbers(b, f"prompt.plan.boxes.{k}", 4)
     for n, k in enumerate(sized_list(plan.get("marked", []), "prompt.plan.marked", MAX_PLAN_SLICES)):
         number(k, f"prompt.plan.marked[{n}]", 0, last, integer=True)
@@ -287,7 +287,7 @@ def _check_result(r, shape) -> None:
         raise Problem("result.scores", f"holds {len(scores)} scores; at most {MAX_PLAN_SLICES}")
     for k, v in scores.items():
         if not _SLICE_KEY.fullmatch(k):
-            raise Problem("result.scores", f"key '{k[:20]}' is not a slice index")
+            raise Problem("result.scores", f"key {k[:20]!r} is not a slice index")
         number(v, f"result.scores.{k}", -1e3, 1e3)
     if "snapshot" in r:
         text(r["snapshot"], "result.snapshot", limit=snapshot_chars(shape))

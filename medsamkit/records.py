@@ -341,7 +341,7 @@ def check_record(data, source: str = "record") -> dict:
     before anything uses it; returns it. Raises RecordError naming the record, the entry and the field."""
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise RecordError(f"{source} is not a medsamkit prompt record (schema '{str(found)[:80]}', expected "
+        raise RecordError(f"{source} is not a medsamkit prompt record (schema {str(found)[:80]!r}, expected "
                           f"'{SCHEMA}'). Give the .prompts.json sidecar or a .seg.nrrd written by medsamkit.")
     version = data.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:

@@ -19,6 +19,8 @@ pytest.importorskip("fastapi", reason="the model process is a medsamkit server: 
 REPO = Path(__file__).resolve().parents[2]
 PNG = REPO / "Testing" / "Data" / "cju1aqqv02qwz0878a5cyhr67.img.png"  # kvasir polyp, box 213 239 370 396
 BOX = [213, 239, 370, 396]
+CT = REPO / "medsamkit" / "data" / "sample_lung_ct.nii.gz"
+CT_LABEL = REPO / "medsamkit" / "data" / "sample_lung_ct.label.nii.gz"
 
 
 def _gone(pid: int) -> bool:
@@ -94,3 +96,49 @@ def test_the_health_check_gives_up_on_a_server_that_accepts_but_never_answers():
             while not calls and time.monotonic() - t0 < 10:
                 time.sleep(0.05)
         assert dog.stalled and len(calls) == 1 and calls[0] < 3
+
+
+def test_a_model_process_stopped_mid_propagation_fails_the_job_in_seconds_and_the_next_prompt_replaces_it():
+    from medsamkit.backend.process import ModelProcessError, ProcessBackend
+    from medsamkit.io import read_image
+
+    image = read_image(CT)
+    ys, xs = np.nonzero(read_image(CT_LABEL).array[11])
+    box = [float(xs.min() - 3), float(ys.min() - 3), float(xs.max() + 3), float(ys.max() + 3)]
+    backend = ProcessBackend(engine="torch", device="cpu")
+    first = None
+    try:
+        backend.set_volume(image.array, normalization="lung", direction=image.direction)
+        first = backend.process.server_pid
+        running, outcome = threading.Event(), {}
+
+        def progress(done, total, text=""):
+            if done >= 1:
+                running.set()
+
+        def job():
+            try:
+                outcome["result"] = backend.propagate(11, 0, box=box, progress=progress)
+            except Exception as exc:  # handed to the test below
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=job)
+        worker.start()
+        assert running.wait(180), outcome
+        os.kill(first, signal.SIGSTOP)
+        t0 = time.monotonic()
+        worker.join(120)
+        assert not worker.is_alive() and time.monotonic() - t0 < 30  # not the 600 s prompt timeout
+        err = outcome.get("error")
+        assert isinstance(err, ModelProcessError), outcome
+        assert "stopped answering" in str(err) and "nothing was written" in str(err)
+        assert _gone(first)
+        pred = backend.predict(box=box, slice_index=11, axis=0)  # the next prompt: a new process, volume set again
+        assert pred.mask.any() and backend.restarts == 1 and "stopped answering" in backend.last_exit
+    finally:
+        backend.close()
+        if first is not None:
+            try:
+                os.kill(first, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -66,6 +66,8 @@ CASES = [
     ("time as a word", _set("time", "yesterday"), "time", "ISO 8601"),
     ("time as a number", _set("time", 1733180000), "time", "must be text"),
     ("model_seconds as text", _set("model_seconds", "1.5"), "model_seconds", "finite number"),
+    ("plan key abc", _set("prompt.plan", {"axis": 0, "boxes": {"abc": [90, 90, 120, 120]}, "marked": []}),
+     "prompt.plan.boxes", "'abc' is not a slice index"),
     ("score key as text", _set("result.scores", {"abc": 0.9}), "result.scores", "not a slice index"),
     ("slice index past the volume", _set("plane.index", 500), "plane.index", "outside"),
     ("negative margin", _set("prompt.options.margin_px", -5), "prompt.options.margin_px", "negative; give 0 or more"),

@@ -11,6 +11,8 @@ import json
 import signal
 import sys
 
+from . import cli_types
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("models", help="list, download (fetch) or register (add) model weights",
@@ -26,7 +28,7 @@ def add_parser(subparsers) -> None:
                    help="auto: a bar on a terminal, lines otherwise; json: one JSON event per line on stdout")
     q.add_argument("--accept-licence", action="store_true",
                    help="accept the model's licence when it restricts use (it is printed first)")
-    q.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+    q.add_argument("--timeout", type=cli_types.positive_float, default=None, metavar="SECONDS",
                    help="give up after this long without data (default 30, or $MEDSAMKIT_DOWNLOAD_TIMEOUT)")
     q.set_defaults(func=cmd_fetch)
     q = sub.add_parser("add", help="verify a hand-copied weights file and register it (offline sites)")

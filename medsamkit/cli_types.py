@@ -2,12 +2,16 @@
 
 ``--threshold 5`` or ``--max-sessions 0`` must be refused before anything runs (a model load, a
 server start), with the allowed range in the message; argparse prints
-``medsamkit CMD: error: argument --x: <message>`` and exits with status 2.
+``medsamkit CMD: error: argument --x: <message>`` and exits with status 2. The rules themselves are
+:mod:`medsamkit.limits`, which the server's requests and prompt records use too.
 """
 from __future__ import annotations
 
 import argparse
 import math
+
+from . import limits
+from .limits import RuleError
 
 
 def _number(text: str, kind=float):
@@ -20,48 +24,29 @@ def _number(text: str, kind=float):
     return value
 
 
-def probability(text: str) -> float:
-    """A number in 0..1 (a predicted-IoU threshold, a fraction)."""
-    value = _number(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value:g} is outside 0..1")
-    return value
+def _argtype(rule):
+    """The argparse ``type=`` function of a :mod:`medsamkit.limits` rule: parse the text, then the rule."""
+    def argtype(text: str):
+        try:
+            return rule(_number(text, rule.kind))
+        except RuleError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    argtype.__name__, argtype.__doc__, argtype.rule = rule.__name__, rule.__doc__, rule
+    return argtype
 
 
-def non_negative_float(text: str) -> float:
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value:g} is negative; give 0 or more")
-    return value
+probability = _argtype(limits.probability)
+non_negative_float = _argtype(limits.non_negative_float)
+positive_float = _argtype(limits.positive_float)
+non_negative_int = _argtype(limits.non_negative_int)
+positive_int = _argtype(limits.positive_int)
+port = _argtype(limits.port)
 
 
-def positive_float(text: str) -> float:
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value:g} must be greater than 0")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
-    return value
-
-
-def port(text: str) -> int:
-    """A TCP port 0..65535 (0 = any free port)."""
-    value = _number(text, int)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a TCP port; give 1..65535 (or 0 for any free port)")
-    return value
+def value_problem(argtype, value) -> "str | None":
+    """What is wrong with ``value`` read from JSON under the rule of the ``type=`` function ``argtype``."""
+    return limits.value_problem(argtype.rule, value)
 
 
 # ---- checks run after reading the input and before loading a model (a bad slice/box/NaN voxel is

@@ -58,17 +58,14 @@ from pathlib import Path
 
 import numpy as np
 
+from . import record_schema
 from .errors import InputError
 
 SCHEMA = "medsamkit.prompt-record"
 SCHEMA_VERSION = 1
 TAG = "MedSAM.PromptRecord"
 SIDECAR_SUFFIX = ".prompts.json"
-KINDS = ("box", "points", "box+points", "refine", "propagate", "markers", "recist", "batch")
-WRITE_MODES = ("replace", "add", "remove")
-REGIONS = ("slice", "slab", "volume")
-_ENTRY_KEYS = ("id", "kind", "segment", "time", "model_seconds", "image", "plane", "prompt", "window", "model",
-               "medsamkit_version", "write", "result")
+KINDS, WRITE_MODES, REGIONS = record_schema.KINDS, record_schema.WRITE_MODES, record_schema.REGIONS
 
 
 class RecordError(InputError):
@@ -243,10 +240,17 @@ def pack_mask(mask) -> str:
 
 
 def unpack_mask(text: str, shape) -> np.ndarray:
-    """Inverse of :func:`pack_mask` -> uint8 0/1 of ``shape``. RecordError when the data are damaged."""
+    """Inverse of :func:`pack_mask` -> uint8 0/1 of ``shape``. RecordError when the data are damaged; never
+    inflates more than the shape's packed size."""
+    n = int(np.prod(shape))
+    want = (n + 7) // 8
     try:
-        bits = np.frombuffer(zlib.decompress(base64.b64decode(text.encode("ascii"), validate=True)), np.uint8)
-        n = int(np.prod(shape))
+        d = zlib.decompressobj()
+        raw = d.decompress(base64.b64decode(text.encode("ascii"), validate=True), want + 1)
+        if len(raw) != want or not d.eof:
+            raise ValueError(f"{len(raw)}{'+' if len(raw) > want else ''} bytes of mask bits where the image's "
+                             f"shape {tuple(shape)} needs {want}")
+        bits = np.frombuffer(raw, np.uint8)
         return np.unpackbits(bits, count=n).reshape(tuple(shape)).astype(np.uint8)
     except (ValueError, zlib.error) as exc:
         raise RecordError(f"The mask snapshot in this record is damaged ({exc}); the record cannot be used for "
@@ -323,6 +327,9 @@ def loads(text: str, source: str = "record") -> dict:
     """Parse and check a record; RecordError with what is wrong and what to do."""
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise RecordError(f"{source} is not a prompt record: its JSON is nested too deeply. Use the record from the "
+                          ".seg.nrrd or the sidecar written with it.") from None
     except (ValueError, TypeError) as exc:
         raise RecordError(f"{source} is not a prompt record: not valid JSON ({exc}). The file may be truncated or "
                           "edited by hand; use the record from the .seg.nrrd or the sidecar written with it.") from exc
@@ -330,82 +337,33 @@ def loads(text: str, source: str = "record") -> dict:
 
 
 def check_record(data, source: str = "record") -> dict:
-    """Checks a parsed record's schema and every entry's structure; returns it. Raises RecordError."""
+    """Checks a parsed record's schema and every entry's fields, types and limits (:mod:`medsamkit.record_schema`)
+    before anything uses it; returns it. Raises RecordError naming the record, the entry and the field."""
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise RecordError(f"{source} is not a medsamkit prompt record (schema '{found}', expected '{SCHEMA}'). "
-                          "Give the .prompts.json sidecar or a .seg.nrrd written by medsamkit.")
+        raise RecordError(f"{source} is not a medsamkit prompt record (schema {str(found)[:80]!r}, expected "
+                          f"'{SCHEMA}'). Give the .prompts.json sidecar or a .seg.nrrd written by medsamkit.")
     version = data.get("schema_version")
-    if not isinstance(version, int) or version < 1:
-        raise RecordError(f"{source} has no valid schema_version ({version!r}); the record is damaged.")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise RecordError(f"{source} has no valid schema_version ({str(version)[:40]!r}); the record is damaged.")
     if version > SCHEMA_VERSION:
         raise RecordError(f"{source} uses prompt-record schema {version}, newer than this medsamkit reads "
                           f"({SCHEMA_VERSION}); update medsamkit (python -m pip install -U medsamkit).")
     entries = data.get("entries")
     if not isinstance(entries, list):
         raise RecordError(f"{source} has no list of entries; the record is damaged.")
+    if len(entries) > record_schema.MAX_ENTRIES:
+        raise RecordError(f"{source} holds {len(entries):,} entries; records of at most "
+                          f"{record_schema.MAX_ENTRIES:,} are read. Split the record.")
     for n, e in enumerate(entries, 1):
-        _check_entry(e, f"{source}, entry {n}")
+        try:
+            record_schema.check_entry(e)
+        except record_schema.Problem as exc:
+            name = e.get("id") if isinstance(e, dict) and isinstance(e.get("id"), str) else None
+            where = f"{source}, entry {n}" + (f" (id {name[:16]})" if name else "")
+            raise RecordError(f"{where}, field {exc.field}: {exc.what}. The record is damaged and cannot be used; "
+                              "use an intact copy (the sidecar or the .seg.nrrd written with the result).") from None
     return data
-
-
-def _check_entry(e, where: str) -> None:
-    def bad(what):
-        raise RecordError(f"{where}: {what}; the record is damaged and cannot be replayed. Use an intact copy "
-                          "(the sidecar or the .seg.nrrd written with the result).")
-
-    if not isinstance(e, dict):
-        bad("not an object")
-    missing = [k for k in _ENTRY_KEYS if k not in e]
-    if missing:
-        bad(f"missing {', '.join(missing)}")
-    if e["kind"] not in KINDS:
-        bad(f"unknown kind '{e['kind']}'")
-    img = e["image"]
-    if not isinstance(img, dict) or not isinstance(img.get("shape"), list) or len(img["shape"]) not in (2, 3):
-        bad("image shape missing")
-    nd = len(img["shape"])
-    for key, n in (("spacing", nd), ("origin", nd), ("direction", nd * nd)):
-        if not _numbers(img.get(key), n):
-            bad(f"image {key} must be {n} finite numbers")
-    p = e["prompt"]
-    if not isinstance(p, dict):
-        bad("prompt is not an object")
-    if p.get("box") is not None and not _numbers(p["box"].get("xy"), 4):
-        bad("box must have 4 finite numbers")
-    for pt in p.get("points") or []:
-        if not _numbers(pt.get("xy"), 2) or pt.get("label") not in (0, 1):
-            bad("each point needs xy (2 numbers) and a label 0/1")
-    if p.get("plan") is not None:
-        plan = p["plan"]
-        if plan.get("axis") not in (0, 1, 2) or not isinstance(plan.get("boxes"), dict) or \
-                not all(_numbers(b, 4) for b in plan["boxes"].values()):
-            bad("plan needs an axis 0..2 and boxes of 4 numbers")
-    if e["kind"] in ("box", "points", "box+points", "refine") and p.get("box") is None and not p.get("points"):
-        bad("a slice prompt without box or points")
-    if e["kind"] in ("markers", "batch", "recist") and p.get("plan") is None:
-        bad("a markers run without its box plan")
-    plane = e["plane"]
-    needs_plane = img.get("is_volume") and p.get("plan") is None
-    if needs_plane and (not isinstance(plane, dict) or plane.get("axis") not in (0, 1, 2)
-                        or not isinstance(plane.get("index"), int)):
-        bad("a slice prompt on a volume without its plane (axis and slice index)")
-    w = e["window"]
-    if not isinstance(w, dict) or w.get("mode") not in ("range", "percentile", "none"):
-        bad("window mode must be range, percentile or none")
-    if not isinstance(e["write"], dict) or e["write"].get("mode") not in WRITE_MODES \
-            or e["write"].get("region") not in REGIONS:
-        bad("write mode/region invalid")
-    if not isinstance(e["model"], dict) or not e["model"].get("kind"):
-        bad("model kind missing")
-    r = e["result"]
-    if not isinstance(r, dict) or not isinstance(r.get("mask_sha256"), str):
-        bad("result digest missing")
-
-
-def _numbers(v, n: int) -> bool:
-    return isinstance(v, list) and len(v) == n and all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v)
 
 
 # ---------------------------------------------------------------------------------------------------------

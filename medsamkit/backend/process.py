@@ -14,8 +14,11 @@ the next call starts a new process, sets the last image/volume again and carries
 whose logits died with the old process is recomputed from its prompts (the model is deterministic).
 A propagation or marker run in flight when it dies raises :class:`ModelProcessError` (how it ended,
 the end of its log, "nothing was written"); a single prompt whose connection broke is tried once
-more on a new process, and raises that error if the new process dies too. ``close()`` (the effect's
-cleanup) and interpreter exit (atexit) stop it.
+more on a new process, and raises that error if the new process dies too. A process that stops
+answering without exiting (stopped, deadlocked) is found by a health check while a call waits
+(:mod:`medsamkit.backend.health`: ``GET /version`` within seconds), killed and replaced the same way;
+``last_exit`` (and ``info().extra["last_exit"]``) then says it stopped answering. ``close()`` (the
+effect's cleanup) and interpreter exit (atexit) stop it.
 
 Why a process and not a thread: Slicer's main thread holds the GIL inside the Qt event loop, so a
 Python worker thread in Slicer's process advances only while main-thread Python runs (issue 13,
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -41,6 +45,9 @@ from ..errors import DependencyError
 from ..progress import Cancelled
 from .base import Backend, BackendInfo, ImageInfo
 from .errors import RemoteError
+from .health import HEALTH_INTERVAL_S, HEALTH_TIMEOUT_S, Watchdog
+
+log = logging.getLogger("medsamkit.process")
 
 START_TIMEOUT_S = 300.0   # first start may export the ONNX graphs (~10 s) and load a large model on CPU
 PROMPT_TIMEOUT_S = 600.0  # a SAM ViT-H encoding on a slow CPU; a dead process is noticed at once anyway
@@ -209,6 +216,16 @@ class ModelProcess:
             _LIVE.discard(self)
             self._discard()
 
+    def kill(self) -> None:
+        """SIGKILL at once (a stopped or deadlocked process ignores SIGTERM); the next start() replaces it."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            _signal(proc, self.server_pid, terminate=False)
+            try:
+                proc.wait(EXIT_GRACE_S)
+            except subprocess.TimeoutExpired:
+                pass
+
     def _discard(self) -> None:
         """Forget a stopped process: its URL, and its folder (token, ready file; the log of a crash is kept
         until the next start so its message can quote it)."""
@@ -275,10 +292,13 @@ class ProcessBackend(Backend):
 
     def __init__(self, model=None, checkpoint=None, adapter=None, engine: str | None = "auto",
                  device: str | None = "auto", python: str | None = None, timeout: float = PROMPT_TIMEOUT_S,
-                 start_timeout: float = START_TIMEOUT_S, extra_args=()):
+                 start_timeout: float = START_TIMEOUT_S, extra_args=(), health_timeout: float = HEALTH_TIMEOUT_S,
+                 health_interval: float = HEALTH_INTERVAL_S):
         self.process = ModelProcess(model_arguments(model, checkpoint, adapter, engine, device), python,
                                     start_timeout, extra_args)
         self.timeout = float(timeout)
+        self.health_timeout, self.health_interval = float(health_timeout), float(health_interval)
+        self._stall: str | None = None          # why the process was killed as unresponsive (until restarted)
         self._remote = None
         self._image_call: tuple | None = None   # ("set_volume"/"set_image", args, kwargs): replayed on restart
         self.restarts = 0
@@ -290,7 +310,8 @@ class ProcessBackend(Backend):
         if self._remote is not None and self.process.alive:
             return self._remote
         if self._remote is not None:  # it died since the last call
-            self.last_exit = self.process.exit_description()
+            self.last_exit = self._stall or self.process.exit_description()
+            self._stall = None
             self.restarts += 1
             self._remote.close()
             self._remote = None
@@ -316,25 +337,41 @@ class ProcessBackend(Backend):
                          kwargs.get("progress"), kwargs.get("cancel"))
 
     def _run(self, name: str, call, progress=None, cancel=None):
-        """``call(remote)`` on the running process; a process found dead is restarted first."""
+        """``call(remote)`` on the running process; a process found dead, or not answering its health check
+        while the call waits, is (killed and) restarted first."""
         for attempt in range(2):
             remote = self.start(progress, cancel)
             try:
-                return call(remote)
+                with Watchdog(self.process.url, self._stalled, self.health_interval, self.health_timeout) as dog:
+                    return call(remote)
             except (RemoteError, OSError) as exc:
                 if isinstance(exc, ModelProcessError) or not self.process.exited_within(EXIT_GRACE_S):
                     raise
-                if attempt == 0 and name not in LONG_JOBS and _refused(exc):
-                    continue  # it had died before this request reached it (between prompts): restart, once
+                if attempt == 0 and name not in LONG_JOBS and (_refused(exc) or dog.stalled):
+                    if dog.stalled and progress is not None:
+                        progress(0, 0, f"{self._stall}; starting a new one...")
+                    continue  # it died (or hung) before answering this request: restart, once
+                if dog.stalled:
+                    raise ModelProcessError(
+                        f"{self._stall}; nothing was written. A new one starts with your next prompt. If this "
+                        f"repeats, choose a smaller model or the CPU (Device: cpu). End of its log:\n"
+                        f"{self.process.log_tail()}") from exc
                 raise ModelProcessError(
                     f"The model process stopped while working ({self.process.exit_description()}); nothing was "
                     "written. It starts again with your next prompt. If this repeats, choose a smaller model or "
                     f"the CPU (Device: cpu). End of its log:\n{self.process.log_tail()}") from exc
 
+    def _stalled(self) -> None:
+        """The watchdog's verdict: the process did not answer its health check; kill it (the waiting call fails)."""
+        self._stall = (f"The model process stopped answering (pid {self.process.server_pid}: no reply to a health "
+                       f"check within {self.health_timeout:g} s); it was stopped")
+        log.warning(self._stall)
+        self.process.kill()
+
     # -- Backend interface -------------------------------------------------------------------------
     def info(self) -> BackendInfo:
         info = self._call("info")
-        extra = dict(info.extra, process=True, restarts=self.restarts)
+        extra = dict(info.extra, process=True, restarts=self.restarts, last_exit=self.last_exit)
         return BackendInfo(info.kind, info.device, info.package_version, remote=False, url=info.url,
                            api_version=info.api_version, extra=extra)
 

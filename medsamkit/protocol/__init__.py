@@ -80,3 +80,6 @@ KEEP_ALIVE_TIMEOUT_S = 30              # an idle keep-alive connection is closed
 MAX_CONNECTIONS = 64                   # open connections at once; requests beyond it are answered 503
 MAX_HEADER_BYTES = 64 << 10            # request line + headers (h11 refuses larger with 400)
 STATUS_CANCELLED = 499
+MAX_META_BYTES = 16 << 10              # the X-MedSAMKit-Meta header (a few hundred bytes in practice)
+MAX_JSON_DEPTH = 32                    # nesting of any JSON this side parses from the other (header, record)
+from ..limits import MAX_PLAN_SLICES, MAX_POINTS  # noqa: E402,F401  (clicks per prompt, boxes per plan)

@@ -43,12 +43,15 @@ client lists what it can read in the ``X-MedSAMKit-Codecs`` header (see medsamki
 """
 from __future__ import annotations
 
+import json
+import re
 import struct
 import zlib
 
 import numpy as np
 
 from ..errors import MedSAMError
+from . import MAX_JSON_DEPTH, MAX_META_BYTES, META_HEADER
 
 WIRE_VERSION = 1
 ARRAY_MAGIC = b"MSKA"
@@ -281,3 +284,39 @@ def decode_mask(buf: bytes, max_voxels: int | None = None) -> np.ndarray:
     bits = np.unpackbits(np.frombuffer(packed, np.uint8), count=size, bitorder="little")
     out[tuple(slice(a, b) for a, b in zip(start, stop))] = bits.reshape(roi_shape).astype(bool)
     return out
+
+
+_JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')  # strings (skipped whole) and brackets
+
+
+def json_depth(text: str) -> int:
+    """How deeply ``text``'s arrays/objects nest, counted without parsing (brackets inside strings do not count)."""
+    depth = peak = 0
+    for m in _JSON_NESTING.finditer(text):
+        t = m.group()
+        if t in "[{":
+            depth += 1
+            peak = max(peak, depth)
+        elif t in "]}":
+            depth -= 1
+    return peak
+
+
+def decode_meta(raw: "str | None") -> dict:
+    """The ``X-MedSAMKit-Meta`` header -> dict ({} when absent). WireTooLarge past ``MAX_META_BYTES``; WireError
+    when it is not a JSON object or nests deeper than ``MAX_JSON_DEPTH`` (checked before parsing: a parser
+    recursing through a 20,000-deep header would fail with RecursionError)."""
+    if not raw:
+        return {}
+    if len(raw) > MAX_META_BYTES:
+        raise WireTooLarge(f"Header {META_HEADER} has {len(raw)} bytes; at most {MAX_META_BYTES} are accepted.")
+    depth = json_depth(raw)
+    if depth > MAX_JSON_DEPTH:
+        raise WireError(f"Header {META_HEADER} nests {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted.")
+    try:
+        meta = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise WireError(f"Header {META_HEADER} is not JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise WireError(f"Header {META_HEADER} must be a JSON object.")
+    return meta

@@ -147,16 +147,7 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
         return error(500, f"Server error ({type(exc).__name__}: {exc}); the server log has the details.", "server")
 
     def meta_of(request: Request) -> dict:
-        raw = request.headers.get(protocol.META_HEADER)
-        if not raw:
-            return {}
-        try:
-            meta = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise wire.WireError(f"Header {protocol.META_HEADER} is not JSON: {exc}") from exc
-        if not isinstance(meta, dict):
-            raise wire.WireError(f"Header {protocol.META_HEADER} must be a JSON object.")
-        return meta
+        return wire.decode_meta(request.headers.get(protocol.META_HEADER))
 
     def binary(body: bytes, meta: dict) -> Response:
         return Response(content=body, media_type=protocol.OCTET,

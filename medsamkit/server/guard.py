@@ -70,6 +70,12 @@ class Guard:
                 "detail": f"Client speaks API version {api.decode('latin-1')}, this server speaks "
                           f"{protocol.API_VERSION}. Install the same medsamkit version on both sides.",
                 "code": "version_mismatch", "api": protocol.API_VERSION})
+        meta_name = protocol.META_HEADER.lower().encode()
+        meta_bytes = sum(len(v) for k, v in scope.get("headers", []) if k.lower() == meta_name)
+        if meta_bytes > protocol.MAX_META_BYTES:  # refused before the body is read
+            return await send_json(send, 413, {
+                "detail": f"Header {protocol.META_HEADER} has {meta_bytes} bytes; this server accepts at most "
+                          f"{protocol.MAX_META_BYTES}.", "code": "too_large"})
         limit = self.max_upload_bytes if is_upload(scope.get("method", ""), path) else protocol.MAX_JSON_BYTES
         length = headers.get(b"content-length")
         if length is not None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import Annotated, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-MAX_POINTS = 256  # far more clicks than anyone makes on one slice; bounds the request
+from .. import limits
+
+from ..limits import MAX_PLAN_SLICES, MAX_POINTS  # noqa: F401  (shared with the prompt records' schema)
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 XY = Annotated[list[Finite], Field(min_length=2, max_length=2)]
@@ -27,9 +29,18 @@ class PredictRequest(BaseModel):
     slice_index: Optional[Annotated[int, Field(ge=0)]] = None
     axis: Annotated[int, Field(ge=0, le=2)] = 0
 
-MAX_PLAN_SLICES = 4096  # more slices than any volume axis we accept has
 
 Box = Annotated[list[Finite], Field(min_length=4, max_length=4)]
+
+
+def cli_rule(rule) -> AfterValidator:
+    """The CLI option's rule (medsamkit.limits) on a request field: a value the CLI refuses is refused here."""
+    def check(value):
+        problem = limits.value_problem(rule, value)
+        if problem:
+            raise ValueError(problem)
+        return value
+    return AfterValidator(check)
 
 
 class PropagateRequest(BaseModel):
@@ -42,10 +53,10 @@ class PropagateRequest(BaseModel):
     box: Optional[Box] = None
     points: Optional[Annotated[list[XY], Field(max_length=MAX_POINTS)]] = None
     point_labels: Optional[Annotated[list[Annotated[int, Field(ge=0, le=1)]], Field(max_length=MAX_POINTS)]] = None
-    margin_px: Optional[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = None
-    score_threshold: Optional[Annotated[float, Field(ge=0, le=1)]] = None
-    min_area: Optional[Annotated[int, Field(ge=0)]] = None
-    max_slices: Optional[Annotated[int, Field(ge=0)]] = None
+    margin_px: Optional[Annotated[float, Field(allow_inf_nan=False), cli_rule(limits.non_negative_float)]] = None
+    score_threshold: Optional[Annotated[float, Field(allow_inf_nan=False), cli_rule(limits.probability)]] = None
+    min_area: Optional[Annotated[int, cli_rule(limits.non_negative_int)]] = None
+    max_slices: Optional[Annotated[int, cli_rule(limits.non_negative_int)]] = None
 
 
 class PlanRequest(BaseModel):

@@ -51,13 +51,12 @@ def resolve_precision(precision: str | None) -> str:
 
 
 def onnxruntime_available() -> tuple[bool, str]:
-    """(available, reason). Needs both onnxruntime (to run) and onnx (the exporter writes with it)."""
+    """(available, reason). LiteMedSAM's graphs ship with medsamkit; other kinds are exported with ``onnx``."""
     try:
         import onnxruntime  # noqa: F401
-        import onnx  # noqa: F401
     except ImportError as exc:
         return False, (f"ONNX Runtime is not installed ({exc}); install it for 2-3x faster CPU inference with the same masks: "
-                       "python -m pip install \"medsamkit[fast]\"")
+                       "python -m pip install onnxruntime")
     return True, ""
 
 
@@ -112,6 +111,20 @@ def build_onnx_model(model, precision: str = "fp32", cache_dir: "str | os.PathLi
     from .artifacts import ArtifactKey, ensure_artifact
     from .onnx_model import OnnxPromptableModel
 
+    from ..errors import CheckpointError
+    from . import graphs
+    from .torchfree import KINDS, state_from_torch
+
+    if model.kind in KINDS and precision == "fp32":  # the shipped graphs, bound to this network's weights
+        state = state_from_torch(model.net)
+        try:
+            graphs.check_state(state)
+        except CheckpointError:
+            state = None  # another layout (an adapter's extra modules): export below
+        if state is not None:
+            parts = tuple(graphs.bind(c, state) for c in graphs.COMPONENTS)
+            return OnnxPromptableModel(model.spec, parts, model.checkpoint, model.checkpoint_sha256,
+                                       model.low_res_size, precision=precision, threads=threads, reference=model)
     if not model.checkpoint_sha256:
         raise InputError("The ONNX engine needs a model loaded from a checkpoint file (its hash keys the cache).")
     folder = Path(cache_dir) if cache_dir is not None else None
@@ -129,5 +142,5 @@ def build_onnx_model(model, precision: str = "fp32", cache_dir: "str | os.PathLi
                               folder, log.info)
     dec = [ensure_artifact(key(part, "fp32"), lambda p, part=part: onnx_export.export_decoder_part(model.net, part, p),
                            folder, log.info) for part in onnx_export.DECODER_PARTS]
-    fast = OnnxPromptableModel(model, enc, tuple(dec), precision=precision, threads=threads)
-    return fast
+    return OnnxPromptableModel(model.spec, (enc, *dec), model.checkpoint, model.checkpoint_sha256,
+                               model.low_res_size, precision=precision, threads=threads, reference=model)

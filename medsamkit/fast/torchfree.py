@@ -50,14 +50,15 @@ def use_torchfree(kind: str | None, engine: str, device: str | None, adapter) ->
 
     engine: the resolved engine name. Torch-free when the kind is LiteMedSAM's (or None: the default
     and a checkpoint read as LiteMedSAM), no adapter, ONNX Runtime installed, and the device is the
-    CPU: ``cpu`` given, or ``auto`` with no torch installed or no GPU likely (:func:`gpu_likely`).
+    CPU: ``cpu`` given, ``auto`` with engine ``onnx``, or ``auto`` with engine ``auto`` when torch is
+    not installed or no GPU is likely (:func:`gpu_likely`; a GPU keeps ``auto`` on torch).
     """
     if engine == "torch" or adapter is not None or (kind or "litemedsam").strip().lower() not in KINDS:
         return False
     if not installed("onnxruntime"):
         return False
     pref = (device or os.environ.get("MEDSAMKIT_DEVICE") or "auto").strip().lower()
-    if pref == "cpu":
+    if pref == "cpu" or (pref == "auto" and engine == "onnx"):  # the ONNX engine is a CPU engine
         return True
     return pref == "auto" and (not installed("torch") or not gpu_likely())
 

@@ -105,8 +105,12 @@ def with_engine(model, engine: str | None = "auto", precision: str | None = None
 
 
 def build_onnx_model(model, precision: str = "fp32", cache_dir: "str | os.PathLike | None" = None,
-                     threads: int | None = None):
-    """Export (once, cached) and load the ONNX graphs of ``model``; raises on failure."""
+                     threads: int | None = None, shipped: bool = True):
+    """The ONNX Runtime model of ``model``; raises on failure.
+
+    LiteMedSAM in fp32 (``shipped``): the graphs shipped with medsamkit bound to the network's weights,
+    nothing exported. Otherwise (int8, another layout such as an adapter's, or shipped=False): the
+    graphs are exported from the network once per checkpoint into the cache and loaded from there."""
     from . import onnx_export
     from .artifacts import ArtifactKey, ensure_artifact
     from .onnx_model import OnnxPromptableModel
@@ -115,7 +119,7 @@ def build_onnx_model(model, precision: str = "fp32", cache_dir: "str | os.PathLi
     from . import graphs
     from .torchfree import KINDS, state_from_torch
 
-    if model.kind in KINDS and precision == "fp32":  # the shipped graphs, bound to this network's weights
+    if shipped and model.kind in KINDS and precision == "fp32":  # the shipped graphs, bound to this network's weights
         state = state_from_torch(model.net)
         try:
             graphs.check_state(state)

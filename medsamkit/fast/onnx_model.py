@@ -81,7 +81,7 @@ class OnnxPromptableModel:
         from ..preprocess import ModelTransform
 
         self.spec = spec
-        self.transform = ModelTransform(spec.transform)
+        self.transform = reference.transform if reference is not None else ModelTransform(spec.transform)
         self.checkpoint = checkpoint
         self.checkpoint_sha256 = checkpoint_sha256
         self.low_res_size = int(low_res_size)

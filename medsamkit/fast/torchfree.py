@@ -26,7 +26,7 @@ TORCH_EXTRA = 'python -m pip install "medsamkit[torch]"'
 def installed(module: str) -> bool:
     """Whether ``module`` can be imported, without importing it."""
     if module in sys.modules:
-        return True
+        return sys.modules[module] is not None  # None: an import that is made to fail
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):

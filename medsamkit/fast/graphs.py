@@ -53,7 +53,8 @@ def check_state(state: dict, source: str = "the checkpoint") -> None:
         raise CheckpointError(f"{source} does not fit the LiteMedSAM graphs: "
                               + (f"missing {', '.join(sorted(set(missing))[:4])}; " if missing else "")
                               + (f"shapes {'; '.join(wrong[:3])}; " if wrong else "")
-                              + "give LiteMedSAM weights (--model litemedsam).")
+                              + "give LiteMedSAM weights; other model kinds need PyTorch: "
+                              + 'python -m pip install "medsamkit[torch]".')
 
 
 def _varint(n: int) -> bytes:

@@ -72,8 +72,8 @@ def weights_path(download: bool = True, events=None) -> str:
     if cached.is_file() and cached.stat().st_size == WEIGHTS_SIZE:
         return str(cached)
     if not download:
-        raise CheckpointError(f"The LiteMedSAM weights are not on this machine; run 'medsamkit models fetch "
-                              f"litemedsam' or copy {WEIGHTS_FILENAME} into {cached.parent}.")
+        raise CheckpointError(f"The LiteMedSAM weights are not on this machine; run 'medsamkit demo' once with "
+                              f"network access, or copy {WEIGHTS_FILENAME} into {cached.parent}.")
     return str(fetch_weights(events))
 
 

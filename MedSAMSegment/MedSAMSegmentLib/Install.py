@@ -38,7 +38,7 @@ def ensureDependencies(askConfirmation=True, purpose="local"):
     text = ("MedSAM needs these Python packages, which are not installed in this Slicer:\n\n  "
             + "\n  ".join(missing) + "\n\n"
             + (f"{how} and the others with pip. " if torchRequirement else "They will be installed with pip. ")
-            + "This needs a network connection and may take several minutes. Install now?")
+            + Dependencies.download_note(purpose) + " This needs a network connection. Install now?")
     if askConfirmation and not slicer.util.confirmOkCancelDisplay(text, "MedSAM: install Python packages"):
         return False
     qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)

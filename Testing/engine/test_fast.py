@@ -24,12 +24,25 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def onnx_model(lite_model, cache_dir):
+    """The shipped graphs bound to the torch model's weights: nothing is exported."""
     from medsamkit.fast.artifacts import EXPORT_COUNTS
     from medsamkit.fast.engine import with_engine
 
     before = sum(EXPORT_COUNTS.values())
     model = with_engine(lite_model, "onnx", cache_dir=cache_dir)
     assert getattr(model, "engine", None) == "onnx", getattr(model, "fallback_reason", None)
+    assert sum(EXPORT_COUNTS.values()) == before and "shipped graph" in model.encoder_path
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported_model(lite_model, cache_dir):
+    """The graphs exported from the torch network into the cache (the route of int8 and adapters)."""
+    from medsamkit.fast.artifacts import EXPORT_COUNTS
+    from medsamkit.fast.engine import build_onnx_model
+
+    before = sum(EXPORT_COUNTS.values())
+    model = build_onnx_model(lite_model, "fp32", cache_dir=cache_dir, shipped=False)
     assert sum(EXPORT_COUNTS.values()) - before == 3  # encoder + the decoder's image and prompt parts, once
     return model
 
@@ -70,7 +83,7 @@ def test_onnx_masks_match_torch_on_every_modality(case, onnx_model, shared_predi
     shared_predictor.set_image(image, normalization=norm)
     fast.set_image(image, normalization=norm)
     emb_t = shared_predictor._embedding.numpy()
-    emb_f = fast._embedding.numpy()
+    emb_f = fast._embedding
     assert emb_f.shape == emb_t.shape == (1, 256, 64, 64)
     assert np.abs(emb_f - emb_t).max() < 1e-3 * np.abs(emb_t).max()
     for box, gt in boxes:
@@ -85,7 +98,7 @@ def test_onnx_masks_match_torch_on_every_modality(case, onnx_model, shared_predi
         assert dice(ref_p.mask, got_p.mask) >= 0.99, name
 
 
-def test_decoder_matches_torch_for_every_prompt_combination(onnx_model, lite_model):
+def test_decoder_matches_torch_for_every_prompt_combination(onnx_model, exported_model, lite_model):
     """Logits of the ONNX decoder equal torch's for points/box/mask/multimask, on one embedding."""
     import torch
 
@@ -101,10 +114,11 @@ def test_decoder_matches_torch_for_every_prompt_combination(onnx_model, lite_mod
     ]
     for kw in combos:
         ref_logits, ref_iou = lite_model.decode(emb, **kw)
-        got_logits, got_iou = onnx_model.decode(emb, **kw)
-        assert got_logits.shape == ref_logits.shape and got_iou.shape == ref_iou.shape
-        assert torch.allclose(got_logits, ref_logits, atol=2e-3, rtol=1e-3), kw.keys()
-        assert torch.allclose(got_iou, ref_iou, atol=1e-4), kw.keys()
+        for model in (onnx_model, exported_model):
+            got_logits, got_iou = model.decode(emb, **kw)
+            assert got_logits.shape == ref_logits.shape and got_iou.shape == ref_iou.shape
+            assert np.allclose(got_logits, ref_logits.numpy(), atol=2e-3, rtol=1e-3), kw.keys()
+            assert np.allclose(got_iou, ref_iou.numpy(), atol=1e-4), kw.keys()
 
 
 def test_decoder_image_part_runs_once_per_embedding(onnx_model, lite_model):
@@ -125,21 +139,21 @@ def test_decoder_image_part_runs_once_per_embedding(onnx_model, lite_model):
     first, _ = onnx_model.decode(emb, box=box)
     for kw in (dict(box=box + 5), dict(coords=np.array([[120.0, 120.0]]), labels=np.array([1])), dict(box=box)):
         logits, _ = onnx_model.decode(emb, **kw)
-        ref, _ = lite_model.decode(emb, **kw)
-        assert torch.allclose(logits, ref, atol=2e-3, rtol=1e-3)
-    assert torch.equal(logits, first)  # the same click again: the same bits
-    masked, _ = onnx_model.decode(emb, box=box, mask_input=first[0].numpy())
-    ref, _ = lite_model.decode(emb, box=box, mask_input=first[0].numpy())
-    assert torch.allclose(masked, ref, atol=2e-3, rtol=1e-3) and not torch.equal(masked, first)
+        ref, _ = lite_model.decode(torch.from_numpy(emb), **kw)
+        assert np.allclose(logits, ref.numpy(), atol=2e-3, rtol=1e-3)
+    assert np.array_equal(logits, first)  # the same click again: the same bits
+    masked, _ = onnx_model.decode(emb, box=box, mask_input=first[0])
+    ref, _ = lite_model.decode(torch.from_numpy(emb), box=box, mask_input=first[0])
+    assert np.allclose(masked, ref.numpy(), atol=2e-3, rtol=1e-3) and not np.array_equal(masked, first)
     assert onnx_model.image_part_calls == calls + 1  # no recomputation for any of those clicks
-    assert torch.equal(onnx_model.decode(emb, box=box)[0], first)  # the mask click did not replace it
-    copy = emb.clone()
-    assert torch.equal(onnx_model.decode(copy, box=box)[0], first)
+    assert np.array_equal(onnx_model.decode(emb, box=box)[0], first)  # the mask click did not replace it
+    copy = emb.copy()
+    assert np.array_equal(onnx_model.decode(copy, box=box)[0], first)
     assert onnx_model.image_part_calls == calls + 2
-    copy.mul_(0.5)  # overwritten in place: its remembered image part must not be used
+    copy *= 0.5  # overwritten in place: its remembered image part must not be used
     halved, _ = onnx_model.decode(copy, box=box)
     assert onnx_model.image_part_calls == calls + 3
-    assert torch.allclose(halved, lite_model.decode(copy, box=box)[0], atol=2e-3, rtol=1e-3)
+    assert np.allclose(halved, lite_model.decode(torch.from_numpy(copy), box=box)[0].numpy(), atol=2e-3, rtol=1e-3)
 
 
 def test_model_interface_and_distinct_cache_identity(onnx_model, lite_model):
@@ -153,11 +167,14 @@ def test_model_interface_and_distinct_cache_identity(onnx_model, lite_model):
     assert onnx_model.encoder_calls == calls + 1
 
 
-def test_second_start_reuses_export_and_corrupt_file_is_rebuilt(onnx_model, lite_model, cache_dir):
-    from medsamkit.fast.artifacts import EXPORT_COUNTS
-    from medsamkit.fast.engine import with_engine
+def test_second_start_reuses_export_and_corrupt_file_is_rebuilt(exported_model, lite_model, cache_dir):
+    from medsamkit.fast.artifacts import EXPORT_COUNTS, sha256_file
+    from medsamkit.fast.engine import build_onnx_model
 
-    from medsamkit.fast.artifacts import sha256_file
+    onnx_model = exported_model
+
+    def with_engine(model, engine, cache_dir):
+        return build_onnx_model(model, "fp32", cache_dir=cache_dir, shipped=False)
 
     before = dict(EXPORT_COUNTS)
     again = with_engine(lite_model, "onnx", cache_dir=cache_dir)

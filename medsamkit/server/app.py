@@ -255,10 +255,10 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
         codec = wire.choose_codec(request.headers.get(protocol.CODECS_HEADER))
         if not full:
             return binary(wire.encode_array(low, codec), {"shape": list(low.shape)})
-        import torch
+        import numpy as np
 
         # The predictor's own conversion (same function, same input) -> identical values to local
-        out = model.transform.logits_to_original(torch.from_numpy(low)[None, None], *hw)[0, 0].numpy()
+        out = model.transform.logits_to_original(np.asarray(low, np.float32)[None, None], *hw)[0, 0]
         return binary(wire.encode_array(out.astype("float32"), codec), {"shape": list(out.shape)})
 
     add_volume_routes(app, store, binary)

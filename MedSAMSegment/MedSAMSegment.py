@@ -1,9 +1,9 @@
 """Hidden module that registers the MedSAM effect with the Segment Editor, and its self-test.
 
 The effect itself is MedSAMSegmentLib/SegmentEditorEffect.py; the logic it drives is medsamkit.mrml
-(tested headless with slicer-core). The headless batch is medsamkit/mrml/batch.py:
+(tested headless with slicer-core). The headless batch is medsamkit/cli/batch.py:
 
-    Slicer --no-main-window --python-script <extension>/lib/Slicer-X.Y/qt-scripted-modules/medsamkit/mrml/batch.py \\
+    Slicer --no-main-window --python-script <extension>/lib/Slicer-X.Y/qt-scripted-modules/medsamkit/cli/batch.py \\
         -- --volume CT.nrrd --markers lesion.mrk.json --out lesion.seg.nrrd
 """
 import os

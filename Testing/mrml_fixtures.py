@@ -40,6 +40,6 @@ def engine(shared_predictor):
     slices encoded by one test are cache hits in the next (the dev CT's tumour slices recur across
     these tests). The effect itself uses a model process (Testing/process covers that path)."""
     from medsamkit.backend.local import LocalBackend
-    from medsamkit.mrml.engine import ModelSession
+    from medsamkit.mrml.session import ModelSession
 
     return ModelSession(LocalBackend(predictor=shared_predictor))

@@ -2,7 +2,7 @@
 
 Before issue 14 the batch always ran PyTorch (it built its model through its own path); it now reaches
 the model through open_backend with the CLI's defaults, so with ONNX Runtime installed it runs the ONNX
-engine. This runs ``medsamkit/mrml/batch.py`` as a script (a fresh process per run, as a user does),
+engine. This runs ``medsamkit/cli/batch.py`` as a script (a fresh process per run, as a user does),
 alternating the two engines, and compares the per-case time the batch itself reports (model loading
 excluded) and the written voxels.
 
@@ -26,7 +26,7 @@ DATA = REPO / "Testing" / "Data"
 
 
 def run(engine: str, volume: Path, markers: Path, out: Path, env: dict) -> float:
-    proc = subprocess.run([sys.executable, str(REPO / "medsamkit" / "mrml" / "batch.py"), "--volume", str(volume),
+    proc = subprocess.run([sys.executable, str(REPO / "medsamkit" / "cli" / "batch.py"), "--volume", str(volume),
                            "--markers", str(markers), "--out", str(out), "--quiet", "--engine", engine],
                           capture_output=True, text=True, env=env, timeout=1800)
     if proc.returncode != 0:
@@ -44,7 +44,7 @@ def main() -> int:
     from medsamkit.geometry import VolumeGeometry
     from medsamkit.io import read_image
     from medsamkit.markers import write_markers
-    from medsamkit.reader import simulate_markers
+    from medsamkit.simulated_reader import simulate_markers
 
     tmp = Path(tempfile.mkdtemp(prefix="medsamkit-bench-batch-"))
     volume, label = DATA / "brain1.img.nii.gz", DATA / "brain1.seg.nii.gz"

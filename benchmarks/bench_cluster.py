@@ -57,7 +57,7 @@ def run_recist(studies: Path, out: Path, workers: int) -> dict:
         return {"wall_s": wall, "study_s": seconds}
     import ray
 
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
     from medsamkit.cluster.runner import call_item
 
     ray.init(num_cpus=workers, object_store_memory=100 * 2**20, include_dashboard=False, log_to_driver=False,
@@ -91,7 +91,7 @@ def main() -> None:
         make_studies(tmp / "studies", args.studies)
         from argparse import Namespace
 
-        from medsamkit.backend.cli_options import backend_from_options
+        from medsamkit.cli.options import backend_from_options
 
         t0 = time.perf_counter()  # the fast engine's one-time export into the cache: not part of any run
         backend_from_options(Namespace(backend="local", model=None, checkpoint=None, adapter=None, engine="auto",

@@ -1,7 +1,7 @@
 """The Slicer effect's model process (issue 14): what it costs and what it saves, on the same slices in one run.
 
 Everything goes through the effect's own path without Qt (medsamkit.mrml.interactive: prepare on the
-"main thread", run_request on a medsamkit.mrml.engine.ModelSession), on volumes loaded with slicer-core:
+"main thread", run_request on a medsamkit.mrml.session.ModelSession), on volumes loaded with slicer-core:
 
 1. Click latency: a box on a slice, model process (ProcessBackend, ``--engine torch``) vs the same
    model in this process (LocalBackend on a Predictor), interleaved slice by slice. "cold" = the first
@@ -219,7 +219,7 @@ def section_upload(process):  # process: the ModelSession
 def section_markers(ctx, n, device):
     from medsamkit.backend.process import ProcessBackend
     from medsamkit.markers import BoxPlan
-    from medsamkit.mrml.engine import ModelSession
+    from medsamkit.mrml.session import ModelSession
     from medsamkit.mrml.interactive import prepare_volume_request, run_request
 
     node, seg, label, g = scene_case(ctx, DEV / "brats/brats_2013_pat0002_1.img.nii.gz",
@@ -277,7 +277,7 @@ def main(argv=None) -> int:
     from medsamkit.backend.process import ProcessBackend
     from medsamkit.models import load_model
     from medsamkit.mrml.context import make_context, quiet_vtk
-    from medsamkit.mrml.engine import ModelSession
+    from medsamkit.mrml.session import ModelSession
     from medsamkit.predictor import Predictor
 
     quiet_vtk("ERROR")

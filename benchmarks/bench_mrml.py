@@ -9,7 +9,7 @@
      prepare + apply, everything but the engine call); overhead ratio = (engine + layer) / engine, because
      on a loaded machine the engine's own time varies far more than the layer adds.
    - the same on a large synthetic volume (512 x 512 x 160) to show how the write path scales.
-2. Batch: ``medsamkit/mrml/batch.py`` as a subprocess on the dev CT with reader lines on slices 10 and 12
+2. Batch: ``medsamkit/cli/batch.py`` as a subprocess on the dev CT with reader lines on slices 10 and 12
    (model load and Slicer's readers/writers included), against ``segment_volume`` in-process.
 
     python benchmarks/bench_mrml.py [--quick] [--device cpu|cuda] [--repeats N] [--json OUT]
@@ -44,7 +44,7 @@ def _median_ms(fn, repeats):
 
 def box_to_segment(predictor, ctx, node, box, k, window, repeats, label):
     from medsamkit.backend.local import LocalBackend
-    from medsamkit.mrml.engine import ModelSession
+    from medsamkit.mrml.session import ModelSession
     from medsamkit.mrml.interactive import PromptState, apply_result, prepare_slice_request, run_request
     from medsamkit.mrml.segments import EditorLogicTarget, new_segmentation
     from medsamkit.mrml.volumes import array_from_volume, volume_geometry, volume_plane_slice_to_ras
@@ -106,7 +106,7 @@ def batch_wall_time(device, tmp):
     from medsamkit.markers import boxes_from_markers, write_markers
     from medsamkit.models import load_model
     from medsamkit.predictor import Predictor
-    from medsamkit.reader import simulate_markers
+    from medsamkit.simulated_reader import simulate_markers
     from medsamkit.volume_segmentation import segment_volume
 
     ref = read_image(DATA / "sample_lung_ct.label.nii.gz")
@@ -114,7 +114,7 @@ def batch_wall_time(device, tmp):
     markers = simulate_markers(ref.array > 0, geometry, 0, slices=[10, 12])
     write_markers(markers, Path(tmp) / "ct.mrk.json")
     env = dict(os.environ, PYTHONPATH=str(REPO), MEDSAMKIT_DEVICE=device)
-    cmd = [sys.executable, str(REPO / "medsamkit" / "mrml" / "batch.py"), "--volume", str(DATA / "sample_lung_ct.nii.gz"),
+    cmd = [sys.executable, str(REPO / "medsamkit" / "cli" / "batch.py"), "--volume", str(DATA / "sample_lung_ct.nii.gz"),
            "--markers", str(Path(tmp) / "ct.mrk.json"), "--out", str(Path(tmp) / "ct.seg.nrrd"), "--window", "lung",
            "--device", device, "--reference", str(DATA / "sample_lung_ct.label.nii.gz"), "--quiet"]
     t0 = time.perf_counter()

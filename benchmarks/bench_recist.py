@@ -42,7 +42,7 @@ def _dice(a, b) -> float:
 
 
 def _backend(args):
-    from medsamkit.backend.cli_options import backend_from_options
+    from medsamkit.cli.options import backend_from_options
 
     return backend_from_options(Namespace(model=None, checkpoint=None, device=args.device, engine=args.engine,
                                        adapter=None, backend="local", server_token_file=None, server_timeout=60.0))

@@ -5,7 +5,7 @@
      segment snapshot) for a box on a new slice (encoder + decoder) and a refinement click (decoder only);
    - the CLI path (cli_records.volume_record + the .prompts.json sidecar) for a markers run.
 2. Replay time of the markers run vs the original run (same model; voxel-identical is checked).
-3. Review ranking on dev 3D marker runs (simulated reader every 5 slices, medsamkit.reader): among the
+3. Review ranking on dev 3D marker runs (simulated reader every 5 slices, medsamkit.simulated_reader): among the
    20 % of slices ranked first, the share that are among the run's 20 % worst-Dice slices (chance = 0.2).
 
     python benchmarks/bench_records.py [DEV_DATA_DIR] [--every 5] [--skip-review]
@@ -28,7 +28,7 @@ CT_LABEL = REPO / "medsamkit" / "data" / "sample_lung_ct.label.nii.gz"
 def mrml_overhead(predictor, repeats: int = 3) -> list[tuple[str, float, float]]:
     from medsamkit.mrml.context import make_context, quiet_vtk
     from medsamkit.backend.local import LocalBackend
-    from medsamkit.mrml.engine import ModelSession
+    from medsamkit.mrml.session import ModelSession
     from medsamkit.mrml.interactive import PromptState, apply_result, prepare_slice_request, run_request
     from medsamkit.mrml.segments import EditorLogicTarget, new_segmentation
     from medsamkit.mrml.volumes import load_volume, volume_geometry, volume_plane_slice_to_ras
@@ -80,12 +80,12 @@ def cli_overhead_and_replay(predictor, tmp: Path):
     from types import SimpleNamespace
 
     from medsamkit.backend.local import LocalBackend
-    from medsamkit.cli_records import volume_record, write_record_outputs
+    from medsamkit.cli.records import volume_record, write_record_outputs
     from medsamkit.geometry import VolumeGeometry
     from medsamkit.io import read_image
     from medsamkit.markers import boxes_from_markers
-    from medsamkit.reader import simulate_markers
-    from medsamkit.replay import replay
+    from medsamkit.simulated_reader import simulate_markers
+    from medsamkit.records.replay import replay
 
     image = read_image(CT)
     label = read_image(CT_LABEL).array > 0
@@ -113,7 +113,7 @@ def cli_overhead_and_replay(predictor, tmp: Path):
 def review(predictor, dev_dir: Path, every: int):
     from dev_runs import marker_runs
 
-    from medsamkit.review import precision_at
+    from medsamkit.records.review import precision_at
 
     rows, hits, total = [], 0, 0
     for r in marker_runs(predictor, dev_dir, every=every):

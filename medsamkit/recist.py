@@ -31,7 +31,7 @@ problem of such a file (a missing column, a non-number, a one-point line, a line
 across slices) is refused before any model work, naming the file, the row and the lesion. The
 DICOM SEG is written only when the volume is a DICOM series.
 
-Prompt records (:mod:`medsamkit.records`, issue 16): every segmented lesion is one entry of kind
+Prompt records (:mod:`medsamkit.records.record`, issue 16): every segmented lesion is one entry of kind
 ``"recist"`` (its box plan, its lines in LPS, the window, the model, seconds, its segment), stored
 in the ``.seg.nrrd`` segment tags and in ``lesions.seg.nrrd.prompts.json``, so ``medsamkit replay
 OUT/lesions.seg.nrrd --volume V`` re-runs them (voxel-identical with the same model).
@@ -498,7 +498,7 @@ def segment_study(backend, study: Study, options: RecistOptions | None = None, p
     options = options or RecistOptions()
     if options.single_slice not in SINGLE_SLICE_MODES:
         raise InputError(f"single_slice must be one of {', '.join(SINGLE_SLICE_MODES)}; got {options.single_slice}.")
-    from .records import model_block
+    from .records.record import model_block
 
     image = study.image
     backend.set_volume(image.array, normalization=options.window, modality=image.modality, direction=image.direction)
@@ -557,7 +557,7 @@ def _segment_lesion(backend, item: LesionPlan, options: RecistOptions, cancel) -
 # ----------------------------------------------------------------------------------------------
 def mask_long_diameter_mm(mask: np.ndarray, geometry, axis: int) -> float:
     """Longest in-plane diameter (maximum Feret diameter between pixel centres, mm) over the slices along numpy ``axis``."""
-    from .reader import axis_lines_2d
+    from .simulated_reader import axis_lines_2d
     from .volume import extract_slice
 
     spacing = np.asarray(geometry.slice_spacing_xy(axis), dtype=float)
@@ -611,10 +611,10 @@ def study_done(out_dir: Path) -> bool:
 
 
 def lesion_record(study: Study, results: list, options: RecistOptions | None = None) -> "dict | None":
-    """The prompt record (:mod:`medsamkit.records`) of the successful lesions: one ``"recist"`` entry per lesion,
+    """The prompt record (:mod:`medsamkit.records.record`) of the successful lesions: one ``"recist"`` entry per lesion,
     segment ``Segment_<n>`` = the n-th successful lesion (as in the .seg.nrrd). None when no result carries what
     a record needs (results not made by :func:`segment_study`)."""
-    from .records import (append_entry, geometry_of, make_entry, markers_block, plan_block, prompt_block,
+    from .records.record import (append_entry, geometry_of, make_entry, markers_block, plan_block, prompt_block,
                           result_block, window_block)
 
     options = options or RecistOptions()
@@ -653,7 +653,7 @@ def write_study(out_dir: "str | os.PathLike", study: Study, results: list, model
     Raises InputError when ``out_dir`` exists and is not a finished study of ours.
     """
     from .io import partial_dir, write_mask
-    from .records import TAG, record_tags, write_sidecar
+    from .records.record import TAG, record_tags, write_sidecar
     from .segmentation_file import write_segmentation
 
     options = options or RecistOptions()

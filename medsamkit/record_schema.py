@@ -2,7 +2,7 @@
 
 One validator (:func:`check_entry`) for every reader of a record: replay, the annotation report, the
 effect's resume (:mod:`medsamkit.mrml.records`) and anything else that goes through
-:func:`medsamkit.records.check_record`. A record is data from disk that a user may have edited, copied
+:func:`medsamkit.records.record.check_record`. A record is data from disk that a user may have edited, copied
 half or received from someone else: a wrong type, a value out of range or a size that would make the
 reader allocate gigabytes is refused with one line naming the record, the entry, the field and what is
 wrong. Option values (``margin_px``, ``score_threshold``, ...) obey the rules of the CLI options that

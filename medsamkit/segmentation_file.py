@@ -33,7 +33,7 @@ def write_segmentation(labels: np.ndarray, path: "str | os.PathLike", reference:
     shape mismatch or a path not ending in .seg.nrrd, OutputError when the file cannot be written
     (it is read back and compared before it replaces ``path``). group: an io.OutputGroup.
     tags: {label value: {name: text}} segment tags (text must not hold ``|`` or ``:``;
-    medsamkit.records.encode_tag escapes them); segment_ids: IDs in the order of ``segments``
+    medsamkit.records.record.encode_tag escapes them); segment_ids: IDs in the order of ``segments``
     (default "Segment_<v>").
     """
     import SimpleITK as sitk

@@ -2,7 +2,7 @@
 
 - ScriptedEffectTarget: medsamkit.mrml.segments.SegmentTarget over the scripted effect, so Slicer's own
   editing rules apply (undo state, editable area, overwrite mode).
-- EngineHolder: the model session (medsamkit.mrml.engine.SessionHolder): "local" is a model process the
+- EngineHolder: the model session (medsamkit.mrml.session.SessionHolder): "local" is a model process the
   effect starts with Slicer's Python (Slicer's process never imports torch), a URL a server. Started on
   the worker thread on first use, reused, restarted if it died; close() (the effect's cleanup) stops it.
 - ViewPrefetch: the instant first box. When a slice view rests on a slice for a second, the worker asks
@@ -36,13 +36,13 @@ class EngineHolder:
     """The effect's model session (see the module docstring). Only the worker thread calls get()."""
 
     def __init__(self):
-        from medsamkit.mrml.engine import SessionHolder
+        from medsamkit.mrml.session import SessionHolder
 
         self.holder = SessionHolder()
 
     def get(self, progress=None, cancel=None, adapter=None, **options):
         """options: the effect's parameters (Model, CheckpointPath, Device, Engine, Backend, ServerTokenFile;
-        ``adapter``: a registered adapter file) -> a medsamkit.mrml.engine.ModelSession."""
+        ``adapter``: a registered adapter file) -> a medsamkit.mrml.session.ModelSession."""
         if adapter:
             options["Adapter"] = adapter
         return self.holder.get(progress=progress, cancel=cancel, **options)

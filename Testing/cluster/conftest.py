@@ -47,7 +47,7 @@ def studies(tmp_path_factory) -> Path:
         write_study(root / f"study{n}", im, lb, every=2, extra_series=False, seed=n)
     im, lb = crop_k(image, label, 5, 18)
     from medsamkit.geometry import VolumeGeometry
-    from medsamkit.reader import simulate_markers
+    from medsamkit.simulated_reader import simulate_markers
 
     import SimpleITK as sitk
 
@@ -64,7 +64,7 @@ def studies(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def local_recist(studies, tmp_path_factory) -> Path:
     """The plain run (no Ray) of ``medsamkit recist --studies`` over ``studies``: the reference outputs."""
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
 
     out = tmp_path_factory.mktemp("local") / "out"
     assert main(["recist", "--studies", str(studies), "--out", str(out), "--quiet"]) == 0

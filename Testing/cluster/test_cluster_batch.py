@@ -40,8 +40,7 @@ def _record(path: Path) -> list:
 
 def test_batch_cases_on_cluster_equal_plain_batch(ray_cluster, tmp_path, capsys):
     from medsamkit.io import read_image
-    from medsamkit.mrml import batch
-
+    from medsamkit.cli import batch
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     plain = _cases(tmp_path / "a", tmp_path / "a" / "out")

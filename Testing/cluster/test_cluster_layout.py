@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_studies_folder_with_dicom_studies_and_volume_lines_pairs(tmp_path):
-    from medsamkit.cli_recist import studies_in_folder
+    from medsamkit.cli.recist import studies_in_folder
 
     (tmp_path / "study_a").mkdir()                       # a DICOM study
     (tmp_path / "ct1.nii.gz").write_bytes(b"x")          # a NIfTI + CSV pair
@@ -34,7 +34,7 @@ def test_studies_folder_with_dicom_studies_and_volume_lines_pairs(tmp_path):
 def test_study_names_of_pairs_in_a_list_file(tmp_path):
     from argparse import Namespace
 
-    from medsamkit.cli_recist import study_list
+    from medsamkit.cli.recist import study_list
 
     (tmp_path / "list.txt").write_text("vols/ct1.nii.gz,lines/ct1.lines.csv\nstudies/s1\nstudies/s2,s2/sr.dcm\n")
     args = Namespace(volume=None, lines=None, space=None, study=None, sr=None, studies=str(tmp_path / "list.txt"))
@@ -42,7 +42,7 @@ def test_study_names_of_pairs_in_a_list_file(tmp_path):
 
 
 def test_plain_run_never_imports_ray(tmp_path):
-    code = ("import sys\nfrom medsamkit.cli import main\n"
+    code = ("import sys\nfrom medsamkit.cli.commands import main\n"
             f"rc = main(['recist', '--studies', {str(tmp_path / 'none')!r}, '--out', {str(tmp_path / 'o')!r}])\n"
             "assert rc == 2, rc\nassert 'ray' not in sys.modules, 'ray imported'\nprint('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO), timeout=300)
@@ -95,7 +95,7 @@ def test_gpus_per_task_follows_device_and_cluster():
 
 
 def test_replay_usage_errors_exit_2(tmp_path, capsys):
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
 
     (tmp_path / "cases.csv").write_text("record,volume\nr.seg.nrrd,ct.nii.gz\n")
     assert main(["replay"]) == 2

@@ -21,7 +21,7 @@ TASK_TITLE = "ray::medsamkit-recist"
 
 
 def _cli(*argv) -> int:
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
 
     return main(["recist", *map(str, argv), "--quiet"])
 

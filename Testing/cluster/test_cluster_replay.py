@@ -16,7 +16,7 @@ pytest.importorskip("highdicom")
 def test_replay_cases_on_cluster(ray_cluster, studies, local_recist, tmp_path, capsys):
     import SimpleITK as sitk
 
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
 
     rows = [{"name": n, "record": str(local_recist / n / "lesions.seg.nrrd"), "volume": str(studies / n / "series"),
              "out": f"out/{n}.seg.nrrd"} for n in ("study0", "study1", "study2")]

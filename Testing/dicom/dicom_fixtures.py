@@ -58,7 +58,7 @@ def write_study(folder: Path, image: ImageData, label: np.ndarray, modality: str
     from medsamkit.dicom.export import write_image_series
     from medsamkit.dicom.series import index_folder
     from medsamkit.dicom.sr_write import write_linear_report
-    from medsamkit.reader import simulate_markers
+    from medsamkit.simulated_reader import simulate_markers
 
     rng = np.random.default_rng(seed)
     write_image_series(image, folder / "series", modality, file_order=rng.permutation(image.array.shape[0]),

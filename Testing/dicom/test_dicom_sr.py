@@ -239,7 +239,7 @@ def test_dcmjs_ohif_bidirectional_report_reads_back_to_the_voxel(tmp_path):
     measurement adapter - the way a reader's RECIST measurement in OHIF reaches PACS. The stored file
     (Testing/Data/dicom, made by dcmjs_bidirectional.js) refers to the sample CT written with fixed UIDs."""
     from medsamkit.geometry import VolumeGeometry
-    from medsamkit.reader import simulate_markers
+    from medsamkit.simulated_reader import simulate_markers
 
     from medsamkit.dicom.export import write_image_series
 

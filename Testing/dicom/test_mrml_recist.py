@@ -81,7 +81,7 @@ def test_headless_batch_runs_recist(tmp_path):
     write_study(tmp_path / "elsewhere", image, label, every=2, extra_series=False)
     (tmp_path / "study").mkdir()
     (tmp_path / "study" / "sr.dcm").write_bytes((tmp_path / "elsewhere" / "sr.dcm").read_bytes())
-    batch = Path(__file__).resolve().parents[2] / "medsamkit" / "mrml" / "batch.py"
+    batch = Path(__file__).resolve().parents[2] / "medsamkit" / "cli" / "batch.py"
     res = subprocess.run([sys.executable, str(batch), "--", "recist", str(tmp_path / "study"), "--out",
                           str(tmp_path / "out"), "--quiet"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 2, res.stdout + res.stderr

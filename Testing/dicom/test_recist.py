@@ -62,7 +62,7 @@ def _off_volume_marker(image):
 
 
 def test_cli_two_studies_errors_resume(tmp_path, capsys):
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
 
     image, label = sample_case()
     good, bad = tmp_path / "studies" / "good", tmp_path / "studies" / "bad"
@@ -93,7 +93,7 @@ def test_cli_two_studies_errors_resume(tmp_path, capsys):
     assert 0.5 * truth_ml < rows["T1"]["volume_ml"] < 1.6 * truth_ml
     assert rows["T1"]["model"] == "litemedsam" and rows["T1"]["engine"] == "torch"
     # the prompt record of the segmented lesions (issue 16), in the sidecar and the .seg.nrrd's tags
-    from medsamkit.records import read_record
+    from medsamkit.records.record import read_record
     from medsamkit.recist import NRRD_FILE, PROMPTS_FILE
 
     entries = read_record(out / "good" / PROMPTS_FILE)["entries"]
@@ -109,7 +109,7 @@ def test_cli_two_studies_errors_resume(tmp_path, capsys):
 
 
 def test_cli_single_study_error_is_one_clear_line(tmp_path, capsys):
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
 
     image, label = sample_case()
     write_study(tmp_path / "s", image, label, every=2, extra_series=False)

@@ -16,7 +16,7 @@ from medsamkit.errors import InputError
 from medsamkit.geometry import VolumeGeometry
 from medsamkit.io import read_image
 from medsamkit.markers import Marker, boxes_from_markers, read_markers, write_markers
-from medsamkit.reader import simulate_markers
+from medsamkit.simulated_reader import simulate_markers
 from medsamkit.recist import (JSON_FILE, NRRD_FILE, PROMPTS_FILE, SEG_FILE, RecistOptions, load_lines_study,
                               read_lines_csv, segment_study, write_study)
 
@@ -188,7 +188,7 @@ def test_off_volume_and_wrong_space_refused_before_model(tmp_path):
 
 
 def test_cli_bad_lines_exit_2_and_nothing_written(tmp_path, capsys):
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
 
     out = tmp_path / "out"
     path = _bad("one_point", tmp_path)
@@ -209,8 +209,8 @@ def test_cli_bad_lines_exit_2_and_nothing_written(tmp_path, capsys):
 # Prompt records: written with the results, replayed voxel-identically
 # ------------------------------------------------------------------------------------------------
 def test_lines_study_record_replays_identically(shared_predictor, tmp_path):
-    from medsamkit.records import TAG, read_record, seg_nrrd_records
-    from medsamkit.replay import replay
+    from medsamkit.records.record import TAG, read_record, seg_nrrd_records
+    from medsamkit.records.replay import replay
 
     ms = _lung_lines()
     one_slice = [m for m in ms if m.name.endswith("_12")]  # T2: measured on one slice -> propagated
@@ -252,10 +252,10 @@ def test_lines_study_record_replays_identically(shared_predictor, tmp_path):
 def test_cli_csv_on_dicom_series_writes_seg(shared_predictor, tmp_path, capsys):
     """--volume SERIES_DIR --lines CSV (--space RAS): a DICOM SEG beside the labelmaps, the mask of the NIfTI
     route, and the series folder reads back as the very array the record was made on (replay --volume DIR)."""
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
     from medsamkit.dicom.export import write_image_series
     from medsamkit.dicom.seg import read_seg_masks
-    from medsamkit.records import read_record
+    from medsamkit.records.record import read_record
 
     image, label = sample_case()
     ms = simulate_markers(label, VolumeGeometry.from_image(image), axis=0, every=2)

@@ -17,12 +17,12 @@ from medsamkit.geometry import VolumeGeometry
 from medsamkit.io import read_image
 from medsamkit.markers import Marker, write_markers
 from medsamkit.metrics import dice
-from medsamkit.reader import simulate_markers
+from medsamkit.simulated_reader import simulate_markers
 
 
 @pytest.fixture(autouse=True)
 def _shared_model(monkeypatch, shared_predictor):
-    from medsamkit.backend import cli_options
+    from medsamkit.cli import options as cli_options
     from medsamkit.backend.local import LocalBackend
 
     def local_backend(args):

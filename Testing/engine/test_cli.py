@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from medsamkit.cli import main
+from medsamkit.cli.commands import main
 from medsamkit.io import read_image
 
 from conftest import REPO, SAMPLE_DIR, dice

@@ -194,7 +194,7 @@ def test_second_start_reuses_export_and_corrupt_file_is_rebuilt(exported_model, 
 
 
 def test_cli_segment_with_onnx_engine(tmp_path, cache_dir, monkeypatch, capsys, onnx_model):
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
 
     monkeypatch.setenv("MEDSAMKIT_CACHE_DIR", str(cache_dir))  # reuse this module's export
     out = tmp_path / "mask.png"

@@ -13,7 +13,7 @@ from medsamkit.errors import InputError
 from medsamkit.geometry import VolumeGeometry
 from medsamkit.markers import (DEFAULT_MARGIN_MM, BoxPlan, Marker, boxes_from_markers, choose_axis, read_markers,
                                write_markers)
-from medsamkit.reader import axis_lines_2d, marked_slices, simulate_markers
+from medsamkit.simulated_reader import axis_lines_2d, marked_slices, simulate_markers
 
 
 @pytest.fixture(scope="module")

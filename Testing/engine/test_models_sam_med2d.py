@@ -143,7 +143,7 @@ def _meta_net():
 def test_cli_segment_with_sam_med2d_checkpoint(med2d_file, tmp_path, capsys):
     from PIL import Image
 
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
 
     image = tmp_path / "slice.png"
     Image.fromarray(np.random.default_rng(4).integers(0, 255, (120, 160), dtype=np.uint8)).save(image)

@@ -47,9 +47,9 @@ def test_effect_marker_margin_is_the_engine_default():
 
 
 def test_cli_and_batch_margin_defaults_are_the_engine_default():
-    from medsamkit.cli import build_parser
+    from medsamkit.cli.commands import build_parser
     from medsamkit.markers import DEFAULT_MARGIN_MM
-    from medsamkit.mrml.batch import build_parser as batch_parser
+    from medsamkit.cli.batch import build_parser as batch_parser
 
     args = build_parser().parse_args(["markers", "v.nii.gz", "m.json", "--out", "o.seg.nrrd"])
     assert args.margin_mm == DEFAULT_MARGIN_MM
@@ -57,7 +57,7 @@ def test_cli_and_batch_margin_defaults_are_the_engine_default():
 
 
 def test_option_names_say_their_units_and_old_spellings_still_work(capsys):
-    from medsamkit.cli import build_parser
+    from medsamkit.cli.commands import build_parser
 
     p = build_parser()
     assert p.parse_args(["markers", "v", "m", "--out", "o.seg.nrrd", "--margin-mm", "4"]).margin_mm == 4
@@ -70,10 +70,10 @@ def test_option_names_say_their_units_and_old_spellings_still_work(capsys):
 
 
 def test_one_engine_default_everywhere(monkeypatch):
-    from medsamkit.backend.cli_options import DEFAULT_ENGINE
-    from medsamkit.cli import build_parser
+    from medsamkit.cli.options import DEFAULT_ENGINE
+    from medsamkit.cli.commands import build_parser
     from medsamkit.fast.engine import DEFAULT_ENGINE as LOADER_DEFAULT, resolve_engine
-    from medsamkit.mrml.batch import build_parser as batch_parser
+    from medsamkit.cli.batch import build_parser as batch_parser
 
     monkeypatch.delenv("MEDSAMKIT_ENGINE", raising=False)
     assert DEFAULT_ENGINE == LOADER_DEFAULT == resolve_engine(None) == "auto"  # load_model(engine=None) -> auto

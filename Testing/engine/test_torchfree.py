@@ -168,7 +168,7 @@ def test_clicks_kind_torchfree_equals_torch():
 
 
 def test_other_kinds_without_torch_name_the_torch_extra(monkeypatch, capsys):
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
     from medsamkit.errors import DependencyError
     from medsamkit.fast import torchfree
     from medsamkit.models import load_model

@@ -45,7 +45,7 @@ PRELUDE = textwrap.dedent('''
 SERVE = textwrap.dedent('''
     import threading, time
     import numpy as np
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
     ready = {ready!r}
     threading.Thread(target=main, args=(["serve", "--port", "0", "--ready-file", ready, "--engine", {engine!r}],),
                      daemon=True).start()
@@ -75,14 +75,14 @@ def _run(code: str, absent: bool, tmp_path: Path) -> dict:
 
 
 def _cli(argv) -> str:
-    return f"from medsamkit.cli import main\nreport(main({[str(a) for a in argv]!r}))\n"
+    return f"from medsamkit.cli.commands import main\nreport(main({[str(a) for a in argv]!r}))\n"
 
 
 def _markers(tmp_path: Path) -> Path:
     from medsamkit.geometry import VolumeGeometry
     from medsamkit.io import read_image
     from medsamkit.markers import write_markers
-    from medsamkit.reader import simulate_markers
+    from medsamkit.simulated_reader import simulate_markers
 
     label = read_image(DATA / "sample_lung_ct.label.nii.gz")
     markers = simulate_markers(label.array > 0, VolumeGeometry.from_image(label), axis=0, every=3)

@@ -16,7 +16,7 @@ from medsamkit.io import read_image
 from medsamkit.markers import BoxPlan, boxes_from_markers
 from medsamkit.metrics import evaluate
 from medsamkit.progress import Cancelled
-from medsamkit.reader import simulate_markers
+from medsamkit.simulated_reader import simulate_markers
 from medsamkit.volume_segmentation import VolumeSegmentation, propagate, segment_volume
 
 

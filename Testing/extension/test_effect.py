@@ -174,7 +174,7 @@ def test_oblique_view_is_reported_not_raised(effect_on_ct):
 def test_marker_clicks_and_run_through_the_panel(effect_on_ct):
     """Markers mode: two clicks per line on slices 10 and 12, Show boxes, Enter runs -> slices 10-12 written."""
     s = effect_on_ct
-    from medsamkit.reader import axis_lines_2d
+    from medsamkit.simulated_reader import axis_lines_2d
 
     s.effect.markerPanel.placeButton.click()
     assert s.scripted.parameter("PromptMode") == "markers"
@@ -407,7 +407,7 @@ def test_review_and_resume_buttons_after_a_propagation(effect_on_ct):
     """Propagate through the effect, then "Next slice to review" walks the report's queue with the slice views
     and "Show recorded prompts" re-creates the box as a markup (resume)."""
     from medsamkit.mrml.records import get_record
-    from medsamkit.review import queue_from_entry
+    from medsamkit.records.review import queue_from_entry
 
     s = effect_on_ct
     s.effect.reviewButton.click()

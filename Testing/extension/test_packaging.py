@@ -137,7 +137,7 @@ def test_cmake_configures_against_a_stub_slicer(tmp_path):
     assert ("test", "MedSAMSegment.py") in shipped
     engine = {value for target, _, value in rows if target == "MedSAMKit"}
     expected = {str(p.relative_to(REPO)) for p in (REPO / "medsamkit").rglob("*.py")}
-    assert expected <= engine and "medsamkit/mrml/batch.py" in engine
+    assert expected <= engine and "medsamkit/cli/batch.py" in engine
     assert "medsamkit/data/sample_lung_ct.nii.gz" in engine  # the module self-test's sample
     copied = build / "lib/Slicer-5.10/qt-scripted-modules/medsamkit/pyproject.toml"
     assert copied.read_text(encoding="utf-8") == (REPO / "pyproject.toml").read_text(encoding="utf-8")

@@ -21,7 +21,7 @@ import pytest
 from mrml_fixtures import ctx, engine, slicer_core  # noqa: F401  (pytest fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "medsamkit" / "mrml" / "batch.py"
+SCRIPT = REPO / "medsamkit" / "cli" / "batch.py"
 CT = REPO / "medsamkit" / "data" / "sample_lung_ct.nii.gz"
 CT_LABEL = REPO / "medsamkit" / "data" / "sample_lung_ct.label.nii.gz"
 
@@ -37,7 +37,7 @@ def _markers(label_path, path, every=None, slices=None):
     from medsamkit.geometry import VolumeGeometry
     from medsamkit.io import read_image
     from medsamkit.markers import write_markers
-    from medsamkit.reader import simulate_markers
+    from medsamkit.simulated_reader import simulate_markers
 
     ref = read_image(label_path)
     markers = simulate_markers(ref.array > 0, VolumeGeometry.from_image(ref), 0, every=every or 5, slices=slices)
@@ -196,8 +196,7 @@ def test_one_mrml_context_serves_many_cases(slicer_core, lite_model, tmp_path, m
     """Each context adds the segmentation converter rules to a process-wide factory once: running three
     cases adds one context's worth (a context per case, as before, added three times as many)."""
     from medsamkit import backend
-    from medsamkit.mrml import batch
-
+    from medsamkit.cli import batch
     monkeypatch.setattr(backend, "load_local_model", lambda *a, **k: lite_model)
     factory = slicer_core.vtkSegmentationConverterFactory.GetInstance()
     boxes = _ct_boxes(tmp_path, slices=(11,))
@@ -224,7 +223,7 @@ def test_same_markers_give_the_same_boxes_and_voxels_in_cli_and_batch(ctx, lite_
     from medsamkit.geometry import VolumeGeometry
     from medsamkit.io import read_image
     from medsamkit.markers import DEFAULT_MARGIN_MM, boxes_from_markers, read_markers
-    from medsamkit.mrml import batch
+    from medsamkit.cli import batch
     from medsamkit.mrml.markups import load_marker_file, plan_from_line_nodes
     from medsamkit.mrml.volumes import load_volume, volume_geometry
 

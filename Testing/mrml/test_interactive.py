@@ -177,7 +177,7 @@ def test_session_keeps_the_volume_and_clicks_name_slices(ct, engine):
     """The session gets the whole volume once; clicks on other slices then send only the slice index
     (no set_image, no second set_volume); a changed window without the volume falls back to the slice."""
     from medsamkit.backend.local import LocalBackend
-    from medsamkit.mrml.engine import ModelSession
+    from medsamkit.mrml.session import ModelSession
     from medsamkit.mrml.interactive import PromptState, engine_wants_volume, prepare_slice_request, run_request, \
         volume_key
     from medsamkit.mrml.volumes import volume_plane_slice_to_ras

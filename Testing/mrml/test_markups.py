@@ -95,7 +95,7 @@ def test_plan_from_scene_lines_and_box_display(ctx):
     """Simulated reader lines on an oblique phantom, as scene nodes -> boxes covering the true section."""
     from medsamkit.mrml.markups import line_nodes_from_markers, plan_from_line_nodes, show_plan_boxes
     from medsamkit.mrml.volumes import add_volume_from_array, volume_geometry
-    from medsamkit.reader import simulate_markers
+    from medsamkit.simulated_reader import simulate_markers
 
     vol, label = ellipsoid_phantom()
     node = add_volume_from_array(ctx.scene, vol, ijk_to_ras(rotation(30, 15), (0.9, 0.7, 2.0), (3, -8, 12)), "obl")
@@ -124,7 +124,7 @@ def test_markers_run_in_the_scene_on_the_dev_ct(ctx, engine, tmp_path):
     from medsamkit.mrml.markups import line_nodes_from_markers, plan_from_line_nodes
     from medsamkit.mrml.segments import EditorLogicTarget, new_segmentation, segment_array
     from medsamkit.mrml.volumes import load_volume, volume_geometry
-    from medsamkit.reader import simulate_markers
+    from medsamkit.simulated_reader import simulate_markers
 
     ref = read_image(DATA / "sample_lung_ct.label.nii.gz")
     label = ref.array > 0

@@ -1,7 +1,7 @@
 """The effect's path, headless, as a script: run it in a fresh interpreter and read its JSON line.
 
 What the Segment Editor effect does for a box, without Qt: medsamkit.mrml.interactive prepares the
-request from the scene on the main thread, the effect's EngineHolder (medsamkit.mrml.engine.SessionHolder)
+request from the scene on the main thread, the effect's EngineHolder (medsamkit.mrml.session.SessionHolder)
 starts the model process on the worker thread (jobs.Worker, polled like the effect's QTimer), the
 result is written into the segment through the editor logic. Prints one JSON object: the voxels
 written, whether torch (or another heavy module) was ever imported here, the model process's pid.
@@ -30,7 +30,7 @@ def main(argv=None) -> int:
 
     from medsamkit.io import read_image
     from medsamkit.mrml.context import make_context, quiet_vtk
-    from medsamkit.mrml.engine import SessionHolder
+    from medsamkit.mrml.session import SessionHolder
     from medsamkit.mrml.interactive import PromptState, apply_result, engine_wants_volume, prepare_slice_request, \
         run_request, volume_key
     from medsamkit.mrml.jobs import Worker

@@ -120,7 +120,7 @@ def test_refine_through_the_model_process_is_voxel_equal_to_in_process(ct, proc_
     """Box, then a negative and a positive correction (refine mode: mask prompt + progressive merge):
     the model process and an in-process LocalBackend write the same voxels at every step."""
     from medsamkit.backend.local import LocalBackend
-    from medsamkit.mrml.engine import ModelSession
+    from medsamkit.mrml.session import ModelSession
     from medsamkit.mrml.interactive import engine_wants_volume, prepare_slice_request, run_request, volume_key
     from medsamkit.predictor import Predictor
 
@@ -158,7 +158,7 @@ def test_refine_through_the_model_process_is_voxel_equal_to_in_process(ct, proc_
 def test_first_box_on_a_viewed_slice_costs_no_encoder_call(ct, proc_backend):
     """View a slice (the effect's dwell -> prefetch), then box it: the model process's encoder count
     does not move at box time. A box on a slice nobody viewed costs exactly one encoding."""
-    from medsamkit.mrml.engine import ModelSession
+    from medsamkit.mrml.session import ModelSession
     from medsamkit.mrml.interactive import NormalizationCache, prepare_view_request, run_request, run_view_request
 
     session, cache = ModelSession(proc_backend), NormalizationCache()
@@ -197,7 +197,7 @@ def _wait_prefetch_idle(backend, requested: int, seconds: float = 120.0) -> dict
 
 def test_newer_views_supersede_queued_ones(ct, proc_backend):
     """While one slice is being encoded, three more views arrive: only the newest is encoded."""
-    from medsamkit.mrml.engine import ModelSession
+    from medsamkit.mrml.session import ModelSession
     from medsamkit.mrml.interactive import prepare_view_request, run_view_request
 
     session = ModelSession(proc_backend)
@@ -218,7 +218,7 @@ def test_newer_views_supersede_queued_ones(ct, proc_backend):
 
 def test_killing_the_model_process_mid_job_gives_a_clear_status_and_the_next_box_restarts_it(ct, lite_model):
     from medsamkit.backend.process import ModelProcessError, ProcessBackend
-    from medsamkit.mrml.engine import ModelSession
+    from medsamkit.mrml.session import ModelSession
     from medsamkit.mrml.interactive import PromptState, prepare_volume_request, run_request
     from medsamkit.mrml.jobs import Worker
     from medsamkit.predictor import Predictor
@@ -264,7 +264,7 @@ def test_a_refinement_survives_a_restart(ct, lite_model):
     their prompts on the new process and gives the in-process result."""
     from medsamkit.backend.local import LocalBackend
     from medsamkit.backend.process import ProcessBackend
-    from medsamkit.mrml.engine import ModelSession
+    from medsamkit.mrml.session import ModelSession
     from medsamkit.mrml.interactive import prepare_slice_request, run_request
     from medsamkit.predictor import Predictor
 
@@ -293,7 +293,7 @@ def test_an_adapter_and_the_default_engine_reach_the_model_process(ct, lite_mode
 
     from medsamkit.fast.engine import onnxruntime_available
     from medsamkit.models import load_model
-    from medsamkit.mrml.engine import SessionHolder
+    from medsamkit.mrml.session import SessionHolder
     from medsamkit.mrml.interactive import run_request
     from medsamkit.predictor import Predictor
     from medsamkit.models.adapter_file import build_manifest, save_adapter
@@ -366,7 +366,7 @@ def test_a_model_process_that_cannot_start_says_why(tmp_path):
 
 def test_model_options_reach_the_serve_command():
     from medsamkit.backend.process import model_arguments
-    from medsamkit.cli import build_parser
+    from medsamkit.cli.commands import build_parser
 
     args = model_arguments("medsam", "w.pth", "adapter.safetensors", "onnx", "cuda")
     parsed = build_parser().parse_args(["serve", *args])
@@ -378,7 +378,7 @@ def test_model_options_reach_the_serve_command():
 
 def test_session_holder_refuses_a_local_model_choice_for_a_server():
     from medsamkit.errors import InputError
-    from medsamkit.mrml.engine import SessionHolder
+    from medsamkit.mrml.session import SessionHolder
 
     with pytest.raises(InputError, match="choose a local model"):
         SessionHolder().get(Backend="http://127.0.0.1:9", CheckpointPath="w.pth")

@@ -1,9 +1,9 @@
 """Dev-set 3D marker runs for the review-queue measurement (shared by test_review.py and bench_records.py).
 
-A simulated reader (medsamkit.reader) draws long/short axis lines every ``every`` slices on each
+A simulated reader (medsamkit.simulated_reader) draws long/short axis lines every ``every`` slices on each
 label of each 3D dev case (pyradiomics lung1 / brain1, BraTS); the markers plan is segmented with the
 real model and every segmented slice gets its Dice against the reference, the truth the review queue
-is scored on (medsamkit.review.precision_at).
+is scored on (medsamkit.records.review.precision_at).
 """
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ def marker_runs(predictor, dev_dir: Path, every: int = 5, case_ids=None, labels=
     """Yield dicts {case, label, queue, dice (slice -> Dice), seconds} for each (case, label) run."""
     import time
 
-    from medsamkit.bench import case_normalization
+    from medsamkit.cli.bench import case_normalization
     from medsamkit.geometry import VolumeGeometry
     from medsamkit.io import read_image
     from medsamkit.markers import boxes_from_markers
-    from medsamkit.reader import simulate_markers
-    from medsamkit.review import review_queue
+    from medsamkit.simulated_reader import simulate_markers
+    from medsamkit.records.review import review_queue
     from medsamkit.volume import extract_slice, numpy_axis
     from medsamkit.volume_segmentation import segment_volume
 

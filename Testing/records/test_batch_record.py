@@ -11,15 +11,15 @@ DATA = Path(__file__).resolve().parents[2] / "medsamkit" / "data"
 
 
 def test_batch_case_record_replays_identical(tmp_path, ctx, engine, lite_model):
-    from medsamkit.cli_records import _segments_of
+    from medsamkit.cli.records import _segments_of
     from medsamkit.geometry import VolumeGeometry
     from medsamkit.io import read_image
     from medsamkit.markers import write_markers
-    from medsamkit.mrml.batch import Case, run_case
-    from medsamkit.reader import simulate_markers
-    from medsamkit.records import read_record, seg_nrrd_records, sidecar_path
-    from medsamkit.backend.replay_backend import open_replay_backend
-    from medsamkit.replay import replay
+    from medsamkit.cli.batch import Case, run_case
+    from medsamkit.simulated_reader import simulate_markers
+    from medsamkit.records.record import read_record, seg_nrrd_records, sidecar_path
+    from medsamkit.records.replay_backend import open_replay_backend
+    from medsamkit.records.replay import replay
 
     label = read_image(DATA / "sample_lung_ct.label.nii.gz")
     markers = simulate_markers(label.array > 0, VolumeGeometry.from_image(label), axis=0, every=2)

@@ -78,9 +78,9 @@ def test_record_survives_seg_nrrd_and_scene_save_load_and_replays_identical(ct, 
     from medsamkit.mrml.context import make_context
     from medsamkit.mrml.records import get_record, prompt_markups_from_record
     from medsamkit.mrml.segments import segment_array
-    from medsamkit.records import seg_nrrd_records
-    from medsamkit.backend.replay_backend import open_replay_backend
-    from medsamkit.replay import replay
+    from medsamkit.records.record import seg_nrrd_records
+    from medsamkit.records.replay_backend import open_replay_backend
+    from medsamkit.records.replay import replay
 
     _box_then_refine(ct, engine)
     rec = get_record(ct.seg, ct.sid)
@@ -138,8 +138,8 @@ def test_propagate_in_the_effect_is_recorded_and_replays_identical(ct, engine):
     from medsamkit.mrml.interactive import PromptState, apply_result, prepare_volume_request, run_request
     from medsamkit.mrml.records import get_record
     from medsamkit.mrml.segments import segment_array
-    from medsamkit.backend.replay_backend import open_replay_backend
-    from medsamkit.replay import replay
+    from medsamkit.records.replay_backend import open_replay_backend
+    from medsamkit.records.replay import replay
 
     prompt = PromptState().set_box(ct.node, ct.view, _ras(ct, (92, 93)), _ras(ct, (123, 122)))
     res = run_request(engine, prepare_volume_request(ct.node, ct.seg, "propagate", window="lung", prompt=prompt))
@@ -156,7 +156,7 @@ def test_propagate_in_the_effect_is_recorded_and_replays_identical(ct, engine):
 def test_corrupt_or_foreign_tag_is_refused_and_not_lost(ct, engine):
     from medsamkit.mrml.interactive import PromptState, apply_result, prepare_slice_request, run_request
     from medsamkit.mrml.records import get_record
-    from medsamkit.records import TAG, RecordError
+    from medsamkit.records.record import TAG, RecordError
 
     segment = ct.seg.GetSegmentation().GetSegment(ct.sid)
     segment.SetTag(TAG, '{"schema"%3A"other-tool"}')

@@ -32,9 +32,9 @@ def server(tmp_path_factory):
 
 
 def test_remote_record_replays_identical_remotely_and_locally(server, tmp_path, monkeypatch, capsys):
-    from medsamkit.cli import main
-    from medsamkit.cli_records import _segments_of
-    from medsamkit.records import read_record
+    from medsamkit.cli.commands import main
+    from medsamkit.cli.records import _segments_of
+    from medsamkit.records.record import read_record
 
     monkeypatch.setenv("MEDSAMKIT_TOKEN", TOKEN)
     seg = tmp_path / "prop.seg.nrrd"

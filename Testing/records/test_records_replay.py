@@ -1,7 +1,7 @@
 """Prompt records from the CLI faces, replayed: voxel-identical on the same model, different on an adapter.
 
 Real LiteMedSAM (torch engine, CPU) on the bundled lung CT (tumour on slices 10-12) and a 2D dev image
-from Testing/Data; every command runs through ``medsamkit.cli.main`` as a user would call it.
+from Testing/Data; every command runs through ``medsamkit.cli.commands.main`` as a user would call it.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ MODEL = ["--engine", "torch", "--device", "cpu"]
 
 
 def run(*argv) -> None:
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
 
     assert main([str(a) for a in argv]) == 0
 
@@ -34,7 +34,7 @@ def marker_file(tmp_path_factory):
     from medsamkit.geometry import VolumeGeometry
     from medsamkit.io import read_image
     from medsamkit.markers import write_markers
-    from medsamkit.reader import simulate_markers
+    from medsamkit.simulated_reader import simulate_markers
 
     label = read_image(CT_LABEL)
     markers = simulate_markers(label.array > 0, VolumeGeometry.from_image(label), axis=0, every=2)
@@ -50,7 +50,7 @@ def markers_seg(tmp_path_factory, marker_file):
 
 
 def test_segment_2d_box_and_3d_points_replay_voxel_identical(tmp_path, capsys):
-    from medsamkit.records import read_record, sidecar_path
+    from medsamkit.records.record import read_record, sidecar_path
 
     out2d = tmp_path / "polyp.png"
     run("segment", PNG, "--box", 213, 239, 370, 396, "--out", out2d, *MODEL)
@@ -83,8 +83,8 @@ def test_segment_2d_box_and_3d_points_replay_voxel_identical(tmp_path, capsys):
 
 
 def test_markers_and_propagate_records_in_seg_nrrd_replay_identical(tmp_path, markers_seg, capsys):
-    from medsamkit.cli_records import _segments_of
-    from medsamkit.records import read_record, seg_nrrd_records, sidecar_path
+    from medsamkit.cli.records import _segments_of
+    from medsamkit.records.record import read_record, seg_nrrd_records, sidecar_path
 
     seg = markers_seg
     tags = seg_nrrd_records(seg)  # the record inside the file's segment tags ...
@@ -127,8 +127,8 @@ def _perturbed_adapter(path: Path) -> Path:
 
 
 def test_replay_with_another_adapter_changes_masks_and_reports_dice(tmp_path, markers_seg, capsys):
-    from medsamkit.cli_records import _segments_of
-    from medsamkit.records import read_record
+    from medsamkit.cli.records import _segments_of
+    from medsamkit.records.record import read_record
 
     seg = markers_seg
     adapter = _perturbed_adapter(tmp_path / "noisy.safetensors")
@@ -148,7 +148,7 @@ def test_replay_with_another_adapter_changes_masks_and_reports_dice(tmp_path, ma
 
 def test_corrupt_foreign_and_newer_records_are_refused(tmp_path, markers_seg):
     from medsamkit.errors import InputError
-    from medsamkit.records import RecordError, decode_tag, encode_tag, loads, read_record
+    from medsamkit.records.record import RecordError, decode_tag, encode_tag, loads, read_record
 
     good = read_record(markers_seg)
     text = json.dumps(good)
@@ -174,7 +174,7 @@ def test_corrupt_foreign_and_newer_records_are_refused(tmp_path, markers_seg):
     # the CLI says so and writes nothing
     bad = tmp_path / "bad.prompts.json"
     bad.write_text('{"schema": "something-else"}')
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
 
     assert main(["replay", str(bad), "--volume", str(CT), "--out", str(tmp_path / "x.seg.nrrd")]) == 2
     assert not (tmp_path / "x.seg.nrrd").exists()
@@ -184,7 +184,7 @@ def test_corrupt_foreign_and_newer_records_are_refused(tmp_path, markers_seg):
     small = read_image(CT)
     write_mask(np.zeros((5, 8, 8), np.uint8), other)
     with pytest.raises(InputError, match="shape"):
-        from medsamkit.replay import replay
+        from medsamkit.records.replay import replay
 
         replay(None, good, read_image(other))
     del small

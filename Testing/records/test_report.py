@@ -1,6 +1,6 @@
 """Annotation report from records: the figures it computes, the CSVs, and the HTML in headless Chromium.
 
-The records here are built with medsamkit.records on the bundled lung CT, with the reference label as
+The records here are built with medsamkit.records.record on the bundled lung CT, with the reference label as
 the model's result (the report reads records and masks; no model is needed to test it), at fixed
 times so that model and reader seconds are known exactly.
 """
@@ -28,10 +28,10 @@ def case():
     from medsamkit.io import read_image
     from medsamkit.markers import boxes_from_markers
     from medsamkit.preprocess import Normalization
-    from medsamkit.reader import simulate_markers
-    from medsamkit.records import (append_entry, geometry_of, make_entry, markers_block, plan_block, prompt_block,
+    from medsamkit.simulated_reader import simulate_markers
+    from medsamkit.records.record import (append_entry, geometry_of, make_entry, markers_block, plan_block, prompt_block,
                                    result_block, window_block)
-    from medsamkit.report import CaseInput
+    from medsamkit.records.report import CaseInput
 
     image = read_image(CT)
     label = (read_image(CT_LABEL).array > 0).astype(np.uint8)
@@ -59,7 +59,7 @@ def case():
 
 
 def test_rows_count_interactions_time_and_manual_edits(case):
-    from medsamkit.report import segment_rows
+    from medsamkit.records.report import segment_rows
 
     (row,) = segment_rows(case)
     assert row["interactions"] == 2 and row["by_type"] == "markers 1; refine 1"
@@ -71,7 +71,7 @@ def test_rows_count_interactions_time_and_manual_edits(case):
 
 
 def test_report_files_and_html_in_headless_chromium(case, tmp_path):
-    from medsamkit.report import write_report
+    from medsamkit.records.report import write_report
 
     paths = write_report([case], tmp_path / "report")
     report_csv, review_csv, page = paths

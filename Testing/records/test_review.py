@@ -19,7 +19,7 @@ from dev_runs import marker_runs  # noqa: E402
 def test_review_queue_finds_the_worst_slices(dev_data, lite_model):
     from medsamkit.fast.engine import with_engine
     from medsamkit.predictor import Predictor
-    from medsamkit.review import next_to_review, precision_at
+    from medsamkit.records.review import next_to_review, precision_at
 
     # the engine every face uses by default (--engine auto: ONNX Runtime when installed, as in CI): the
     # ~60 slices encode about twice as fast as with PyTorch; the export is shared with the session's other users
@@ -47,7 +47,7 @@ def test_review_queue_finds_the_worst_slices(dev_data, lite_model):
 def test_review_queue_uses_each_sign():
     """A synthetic run: a slice whose mask fills its box, a low-IoU slice and a far-interpolated slice
     are each ranked above clean slices when only their sign counts."""
-    from medsamkit.review import review_queue
+    from medsamkit.records.review import review_queue
 
     mask = np.zeros((9, 40, 40), np.uint8)
     for k in range(9):

@@ -22,7 +22,7 @@ def test_next_slice_to_review_walks_the_report_queue_and_moves_the_views(ctx, en
     from medsamkit.mrml.review import SegmentReview, jump_slice_views
     from medsamkit.mrml.segments import EditorLogicTarget, new_segmentation, segment_array
     from medsamkit.mrml.volumes import load_volume, volume_geometry, volume_plane_slice_to_ras
-    from medsamkit.review import queue_from_entry
+    from medsamkit.records.review import queue_from_entry
 
     node = load_volume(ctx, DATA / "sample_lung_ct.nii.gz")
     seg, sid = new_segmentation(ctx, node, segment_name="tumour")

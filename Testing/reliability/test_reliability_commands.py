@@ -31,7 +31,7 @@ OUTPUT_OPTIONS = ("--out", "--out-dir", "--json")
 
 
 def _main(argv, capsys) -> tuple[int, str]:
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
 
     try:
         rc = main([str(a) for a in argv])
@@ -55,11 +55,11 @@ def inputs(tmp_path_factory):
     .seg.nrrd, a DICOM study with its SR, a bench dataset folder and a training data folder."""
     from dicom_fixtures import sample_case, write_study
 
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
     from medsamkit.geometry import VolumeGeometry
     from medsamkit.io import read_image
     from medsamkit.markers import write_markers
-    from medsamkit.reader import simulate_markers
+    from medsamkit.simulated_reader import simulate_markers
 
     d = tmp_path_factory.mktemp("inputs")
     ct = d / "ct.nii.gz"
@@ -104,7 +104,7 @@ def _cases(f) -> dict:
 
 
 def _commands_with_outputs() -> set:
-    from medsamkit.cli import build_parser
+    from medsamkit.cli.commands import build_parser
 
     found = set()
 
@@ -246,7 +246,7 @@ def test_report_of_box_only_and_empty_records_is_a_valid_report(inputs, tmp_path
     import csv
 
     from medsamkit.io import read_image
-    from medsamkit.records import TAG, encode_tag, new_record
+    from medsamkit.records.record import TAG, encode_tag, new_record
     from medsamkit.segmentation_file import write_segmentation
 
     box = tmp_path / "box.seg.nrrd"  # a box-only result as a .seg.nrrd with its record

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medsamkit.cli import main
+from medsamkit.cli.commands import main
 from medsamkit.errors import CheckpointError, InputError, MedSAMError
 from medsamkit.io import ImageData, read_image, write_mask, write_overlay_png
 from medsamkit.segmentation_file import write_segmentation
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture()
 def no_model(monkeypatch):
     """Fail the test if a command gets as far as building its backend (loading a model / a server)."""
-    import medsamkit.backend.cli_options as options
+    import medsamkit.cli.options as options
 
     def refuse(_args):
         raise AssertionError("the command went on to load a model; the error had to come first")
@@ -176,7 +176,7 @@ def test_truncated_nifti_is_refused(tmp_path, volume_file, capsys, no_model):
 
 def test_truncated_nifti_and_out_equal_to_input_are_refused_by_batch(tmp_path, volume_file):
     pytest.importorskip("slicer", reason="the headless batch runs on slicer-core")
-    from medsamkit.mrml.batch import Case, build_parser, run_case
+    from medsamkit.cli.batch import Case, build_parser, run_case
     from medsamkit.mrml.context import make_context
 
     short, _cut, _plain = _truncations(tmp_path, volume_file)
@@ -308,8 +308,8 @@ def test_bench_with_a_malformed_manifest(tmp_path, manifest, capsys, no_model):
     (["serve", "--port", "http"], "not an integer"),
 ])
 def test_numeric_options_are_checked_at_parse_time(argv, match, capsys, monkeypatch):
-    import medsamkit.cli_serve as cli_serve
-    import medsamkit.cli_volume as cli_volume
+    import medsamkit.cli.serve as cli_serve
+    import medsamkit.cli.volume as cli_volume
 
     def ran(_args):
         raise AssertionError("the option was accepted and the command ran")
@@ -322,8 +322,7 @@ def test_numeric_options_are_checked_at_parse_time(argv, match, capsys, monkeypa
 
 
 def test_cli_types_accept_the_valid_range():
-    from medsamkit import cli_types
-
+    from medsamkit.cli import arg_types as cli_types
     assert cli_types.probability("0") == 0 and cli_types.probability("1") == 1
     assert cli_types.port("0") == 0 and cli_types.port("65535") == 65535
     assert cli_types.positive_int("1") == 1 and cli_types.non_negative_float("0") == 0

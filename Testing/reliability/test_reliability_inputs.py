@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE.parent / "dicom"))
 
 
 def _main(argv, capsys) -> tuple[int, str]:
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
 
     try:
         rc = main([str(a) for a in argv])
@@ -143,7 +143,7 @@ def test_recist_reports_a_dropped_line_on_the_row_and_in_the_summary(tmp_path, c
     import pydicom
     from dicom_fixtures import sample_case, write_study
 
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
     from medsamkit.dicom.sr_write import write_linear_report
     from medsamkit.markers import Marker
 

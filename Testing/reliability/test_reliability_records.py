@@ -23,8 +23,8 @@ MODEL = ["--engine", "torch", "--device", "cpu"]
 @pytest.fixture(scope="module")
 def good_record(tmp_path_factory):
     """(sidecar path, parsed record) of one CLI propagation with its options (margin_px, score_threshold)."""
-    from medsamkit.cli import main
-    from medsamkit.records import read_record, sidecar_path
+    from medsamkit.cli.commands import main
+    from medsamkit.records.record import read_record, sidecar_path
 
     out = tmp_path_factory.mktemp("prop") / "prop.seg.nrrd"
     argv = ["propagate", CT, "--slice", 11, "--box", 92, 93, 123, 122, "--window", "lung", "--margin-px", 3,
@@ -87,7 +87,7 @@ def _damaged(good, mutate, folder: Path) -> Path:
 @pytest.mark.parametrize("case,mutate,field,words", CASES, ids=[c[0] for c in CASES])
 def test_a_damaged_record_is_refused_in_one_line_by_replay_and_report(good_record, tmp_path, capsys, case, mutate,
                                                                       field, words):
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
 
     bad = _damaged(good_record[1], mutate, tmp_path)
     out = tmp_path / "replayed.seg.nrrd"
@@ -106,7 +106,7 @@ def test_a_damaged_record_is_refused_in_one_line_by_replay_and_report(good_recor
 
 def test_the_effect_resume_reads_tags_through_the_same_check(good_record):
     """A segment tag (what the effect's get_record decodes) with a damaged field: the same refusal."""
-    from medsamkit.records import RecordError, decode_tag, encode_tag
+    from medsamkit.records.record import RecordError, decode_tag, encode_tag
 
     record = json.loads(json.dumps(good_record[1]))
     assert decode_tag(encode_tag(record)) == record  # the intact record passes
@@ -117,7 +117,7 @@ def test_the_effect_resume_reads_tags_through_the_same_check(good_record):
 
 
 def test_a_deeply_nested_record_is_refused_not_a_recursion_error(tmp_path):
-    from medsamkit.records import RecordError, read_record
+    from medsamkit.records.record import RecordError, read_record
 
     path = tmp_path / "deep.prompts.json"
     path.write_text('{"schema": "medsamkit.prompt-record", "entries": ' + "[" * 100_000 + "]" * 100_000 + "}")
@@ -130,7 +130,7 @@ def test_a_snapshot_that_inflates_past_its_shape_is_refused_without_inflating_it
     import base64
     import zlib
 
-    from medsamkit.records import RecordError, unpack_mask
+    from medsamkit.records.record import RecordError, unpack_mask
 
     bomb = base64.b64encode(zlib.compress(b"\0" * (64 << 20), 9)).decode("ascii")
     with pytest.raises(RecordError, match="needs 32"):
@@ -142,7 +142,7 @@ def test_records_and_the_server_hold_option_values_to_the_cli_rules():
     import argparse
 
     pydantic = pytest.importorskip("pydantic")
-    from medsamkit import cli_types
+    from medsamkit.cli import arg_types as cli_types
     from medsamkit.record_schema import OPTION_RULES
     from medsamkit.server.models import PropagateRequest
 

@@ -24,7 +24,7 @@ httpx = pytest.importorskip("httpx")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 from remote_server import ServerProcess  # noqa: E402
 
-from medsamkit.cli import main  # noqa: E402
+from medsamkit.cli.commands import main  # noqa: E402
 from medsamkit.io import read_image  # noqa: E402
 from medsamkit import protocol  # noqa: E402
 from medsamkit.protocol import wire  # noqa: E402

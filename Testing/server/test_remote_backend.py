@@ -125,7 +125,7 @@ def test_volume_slices_propagation_and_markers_equal_local(server, lite_model, t
     markers give exactly the local results (the same engine functions run on the server)."""
     from medsamkit.geometry import VolumeGeometry
     from medsamkit.io import read_image
-    from medsamkit.reader import simulate_markers
+    from medsamkit.simulated_reader import simulate_markers
 
     data = test_data.parent.parent / "medsamkit" / "data"
     ct = read_image(data / "sample_lung_ct.nii.gz")
@@ -329,7 +329,7 @@ def test_cli_commands_run_on_the_server_with_one_option(server, lite_model, test
     from medsamkit.io import read_image
     from medsamkit.markers import write_markers
     from medsamkit import backend
-    from medsamkit.reader import simulate_markers
+    from medsamkit.simulated_reader import simulate_markers
 
     # the local runs: the same (already loaded) torch model as the server's
     monkeypatch.setattr(backend, "load_local_model", lambda *args, **kwargs: lite_model)
@@ -392,7 +392,7 @@ def test_headless_batch_runs_on_the_server(server, lite_model, test_data, tmp_pa
     from medsamkit.geometry import VolumeGeometry
     from medsamkit.io import read_image
     from medsamkit.markers import write_markers
-    from medsamkit.reader import simulate_markers
+    from medsamkit.simulated_reader import simulate_markers
 
     repo = test_data.parent.parent
     ct_path = repo / "medsamkit" / "data" / "sample_lung_ct.nii.gz"
@@ -406,7 +406,7 @@ def test_headless_batch_runs_on_the_server(server, lite_model, test_data, tmp_pa
         want = local.segment_plan(boxes_from_markers(markers, geometry))
     out = tmp_path / "ct.seg.nrrd"
     env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, str(repo / "medsamkit" / "mrml" / "batch.py"), "--", "--volume", ct_path,
+    proc = subprocess.run([sys.executable, str(repo / "medsamkit" / "cli" / "batch.py"), "--", "--volume", ct_path,
                            "--markers", tmp_path / "ct.mrk.json", "--out", out, "--window", "lung", "--quiet",
                            "--backend", server.url, "--server-token-file", server.log_dir / "token.txt"],
                           capture_output=True, text=True, timeout=600, env=env, cwd=str(tmp_path))

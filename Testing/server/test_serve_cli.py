@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from medsamkit.cli import main
-from medsamkit.cli_serve import is_loopback
+from medsamkit.cli.commands import main
+from medsamkit.cli.serve import is_loopback
 from remote_server import REPO
 
 
@@ -77,7 +77,7 @@ def test_open_backend_dispatch(spec):
 def test_backend_cli_options():
     import argparse
 
-    from medsamkit.backend.cli_options import add_backend_options, backend_from_options
+    from medsamkit.cli.options import add_backend_options, backend_from_options
     from medsamkit.backend.errors import ServerUnreachableError
 
     p = argparse.ArgumentParser()

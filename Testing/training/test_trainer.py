@@ -95,7 +95,7 @@ def test_frozen_parameters_stay_bit_identical(overfit, lite_model):
 def test_adapter_file_loads_into_the_predictor(overfit, lite_model, shared_predictor, test_data, tmp_path):
     from PIL import Image
 
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
     from medsamkit.predictor import Predictor
 
     model, cfg, result = overfit

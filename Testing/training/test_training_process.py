@@ -38,7 +38,7 @@ def _env():
 
 
 def test_killed_while_writing_a_checkpoint_keeps_the_last_good_one(tmp_path, test_data):
-    from medsamkit.cli import main
+    from medsamkit.cli.commands import main
 
     run = tmp_path / "run"
     cfg = _config(test_data, run, epochs=2, labels=[4])  # JPCLN091's label 4 only: 1 sample, 1 step per epoch
@@ -64,7 +64,7 @@ def test_killed_while_writing_a_checkpoint_keeps_the_last_good_one(tmp_path, tes
             real_write(payload, tmp)
 
         ck._write = dying_write
-        from medsamkit.cli import main
+        from medsamkit.cli.commands import main
         sys.exit(main(["train", sys.argv[1], "--no-progress"]))
     """))
     proc = subprocess.run([sys.executable, str(child), str(tmp_path / "c.yaml")], env=_env(), capture_output=True,

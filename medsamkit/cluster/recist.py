@@ -1,6 +1,6 @@
 """``medsamkit recist --studies ... --cluster ADDR``: one Ray task per study.
 
-Each task runs :func:`medsamkit.cli_recist.process_study` - what the plain run does per study - on a
+Each task runs :func:`medsamkit.cli.recist.process_study` - what the plain run does per study - on a
 worker whose backend is opened once (:func:`medsamkit.cluster.worker.backend_for`), and writes the
 study's folder atomically into ``--out`` (which every worker must see at the same path). The driver
 prints each study's lines as it ends, and writes ``cluster-summary.csv``/``.json`` into ``--out``.
@@ -27,7 +27,7 @@ def _visible(path, what: str) -> None:
 
 def recist_task(payload) -> dict:
     """One study on a worker -> {"rows", "warnings"}; raises MedSAMError for a study that fails."""
-    from ..cli_recist import model_record, process_study
+    from ..cli.recist import model_record, process_study
 
     spec, item, options, out_root, extra = payload
     _visible(item[0], "the study")
@@ -47,7 +47,7 @@ def _absolute(p):
 
 
 def run_recist_cluster(args, todo: list, options, out_root: Path) -> int:
-    from ..cli_recist import print_study
+    from ..cli.recist import print_study
     from ..recist import study_done
     from .runner import Interrupted, connected, gpus_per_task, run_items
     from .summary import SUMMARY_NAME, remove_partials, result_row, write_summary

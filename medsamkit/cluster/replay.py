@@ -1,9 +1,9 @@
 """``medsamkit replay --cases CSV [--cluster ADDR]``: many records, one per case.
 
 The CSV (header row) has ``record``, ``volume``, ``out`` and optionally ``against`` and ``name``; paths
-are relative to the CSV. Each case runs :func:`medsamkit.cli_records.replay_case` - what ``replay``
+are relative to the CSV. Each case runs :func:`medsamkit.cli.records.replay_case` - what ``replay``
 does for one record - on a worker that opens the backend for each recorded model once
-(:func:`medsamkit.backend.replay_backend.open_replay_backend`, cached per worker), and writes the
+(:func:`medsamkit.records.replay_backend.open_replay_backend`, cached per worker), and writes the
 case's output and its record atomically. Without ``--cluster`` the cases run one after the other in
 this process, through the same function. A case whose output and record are both there is skipped
 (``--force`` redoes it); a failing case is reported and the others run. The summary goes beside the
@@ -44,15 +44,15 @@ def read_replay_cases(path) -> list[dict]:
 
 
 def case_done(case: dict) -> bool:
-    from ..records import sidecar_path
+    from ..records.record import sidecar_path
 
     return Path(case["out"]).is_file() and sidecar_path(case["out"]).is_file()
 
 
 def replay_task(payload) -> dict:
     """One case on a worker (or in this process) -> replay_case's summary without its model object."""
-    from ..backend.replay_backend import open_replay_backend
-    from ..cli_records import replay_case
+    from ..records.replay_backend import open_replay_backend
+    from ..cli.records import replay_case
 
     case, options = payload
     spec, model_kind, checkpoint, adapter, device, engine, remote = options
@@ -73,8 +73,8 @@ def replay_task(payload) -> dict:
 
 
 def run_replay_cases(args) -> int:
-    from ..cli_records import print_replay, replay_model_options
-    from ..records import sidecar_path
+    from ..cli.records import print_replay, replay_model_options
+    from ..records.record import sidecar_path
     from .runner import ItemResult, call_item
     from .summary import SUMMARY_NAME, remove_partials, result_row, write_summary
 

@@ -31,7 +31,7 @@ def spec_key(spec: dict) -> tuple:
 
 def backend_for(spec: dict):
     """This worker's backend for the model options ``spec`` (:func:`medsamkit.cluster.options.model_spec`)."""
-    from ..backend.cli_options import backend_from_options
+    from ..cli.options import backend_from_options
 
     return cached(("backend",) + spec_key(spec), lambda: backend_from_options(Namespace(**spec)))
 

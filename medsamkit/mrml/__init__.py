@@ -12,11 +12,11 @@ Modules, one job each:
 - :mod:`~medsamkit.mrml.prompts`   a box / points drawn in RAS on a slice view -> engine pixel prompts
 - :mod:`~medsamkit.mrml.segments`  an engine mask -> the selected segment through the editor rules (undo,
   masking, overwrite), one function for the effect and the tests
-- :mod:`~medsamkit.mrml.engine`    the model as a medsamkit.backend Backend (a model process, a server)
+- :mod:`~medsamkit.mrml.session`    the model as a medsamkit.backend Backend (a model process, a server)
   plus the volume it holds
 - :mod:`~medsamkit.mrml.interactive` prepare (main thread) / run (worker) / apply (main thread) one prompt
 - :mod:`~medsamkit.mrml.markups`   markups line nodes <-> the engine's markers, lines from reader clicks
-- :mod:`~medsamkit.mrml.batch`     the headless runner (``Slicer --no-main-window --python-script`` or python)
+- :mod:`~medsamkit.cli.batch`     the headless runner (``Slicer --no-main-window --python-script`` or python)
 
 Importing this package does not import ``slicer``; each module imports it where it is needed.
 """

@@ -1,6 +1,6 @@
 """The batch's ``--cases LIST --cluster ADDR``: one Ray task per case (scheduled by :mod:`medsamkit.cluster`).
 
-Each task runs :func:`medsamkit.mrml.batch.run_case` - what the plain batch does per case - on a worker
+Each task runs :func:`medsamkit.cli.batch.run_case` - what the plain batch does per case - on a worker
 that keeps one backend and one MRML context (slicer-core) for all its cases, and writes the case's
 ``.seg.nrrd`` (and its ``.prompts.json``) atomically where the case list says. A case whose output
 and record are both there is skipped (``--force`` redoes it). The summary goes beside the case list
@@ -18,14 +18,14 @@ from medsamkit.errors import InputError
 
 
 def case_done(case) -> bool:
-    from medsamkit.records import sidecar_path
+    from medsamkit.records.record import sidecar_path
 
     return Path(case.out).is_file() and sidecar_path(case.out).is_file()
 
 
 def case_task(payload) -> dict:
     """One case on a worker -> {"message", "dice"}; raises InputError with the case's message when it failed."""
-    from medsamkit.mrml.batch import run_case
+    from medsamkit.cli.batch import run_case
     from medsamkit.mrml.context import make_context, quiet_vtk
 
     spec, case, args = payload
@@ -75,7 +75,7 @@ def run_batch_cluster(args, cases: list) -> int:
                                 retries=args.cluster_retries, quiet=args.quiet, on_result=on_result)
         except Interrupted as exc:
             results, interrupted = exc.results, True
-    from medsamkit.records import sidecar_path
+    from medsamkit.records.record import sidecar_path
 
     by_folder: dict = {}
     for case in todo:

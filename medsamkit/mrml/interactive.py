@@ -30,6 +30,7 @@ from ..predictor import Prediction
 from ..preprocess import Normalization, resolve_normalization
 from ..progress import CancelFn, ProgressFn, check_cancel
 from .prompts import SlicePrompt, box_from_ras, ras_to_slice_pixels
+from .requests import SliceRequest, ViewRequest, VolumeRequest
 from .segments import MaskPlacement, SegmentTarget, WriteReport, ijk_to_segmentation, place_slice_mask, \
     place_volume_mask, write_mask
 from .volumes import ViewSlice, array_from_volume, display_window_normalization, slice_image, slice_in_view, \
@@ -59,44 +60,6 @@ class NormalizationCache:
 
 
 @dataclass
-class SliceRequest:
-    """Everything a worker needs to segment one slice (plain data, no MRML)."""
-
-    image: np.ndarray                # (H, W) raw intensities of the slice (storage order)
-    normalization: Normalization
-    prompt: SlicePrompt              # XY pixels of ``image``
-    mask_input: object               # previous Prediction on this slice (or its (L, L) logits), or None
-    ijk_to_target: np.ndarray        # (4, 4) volume IJK -> segmentation node RAS
-    volume_key: tuple | None = None  # (volume node ID, image data MTime): which voxels the slice was cut from
-    volume: np.ndarray | None = None  # a copy of the whole volume, when the session does not hold it yet
-
-
-@dataclass
-class VolumeRequest:
-    """A 3D run: ``kind`` "markers" (``plan`` = BoxPlan) or "propagate" (``prompt`` on one slice)."""
-
-    kind: str
-    volume: np.ndarray               # (K, J, I) raw intensities
-    normalization: Normalization
-    ijk_to_target: np.ndarray
-    plan: object = None
-    prompt: SlicePrompt | None = None
-    refine: bool = False
-    volume_key: tuple | None = None  # (volume node ID, image data MTime): the backend keeps the volume by it
-    markers: list | None = None      # markers runs: the marker lines (medsamkit.markers.Marker), for the record
-
-
-@dataclass
-class ViewRequest:
-    """Encode the slice a view shows, ahead of a prompt (plain data, no MRML)."""
-
-    view: ViewSlice
-    normalization: Normalization
-    volume_key: tuple
-    volume: np.ndarray | None = None  # a copy of the volume, when the session does not hold it yet
-
-
-@dataclass
 class Result:
     request: "SliceRequest | VolumeRequest"
     placement: MaskPlacement
@@ -104,7 +67,7 @@ class Result:
     prediction: Prediction | None = None   # slice runs: for the next refinement
     warnings: list = field(default_factory=list)
     summary: str = ""
-    model: dict | None = None              # issue 16: what made it (medsamkit.records model block)
+    model: dict | None = None              # issue 16: what made it (medsamkit.records.record model block)
     scores: dict = field(default_factory=dict)   # 3D runs: slice -> predicted IoU
     slices: list = field(default_factory=list)   # 3D runs: the slices segmented
 

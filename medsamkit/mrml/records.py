@@ -1,6 +1,6 @@
 """Prompt records on a segmentation node: one segment tag per segment, saved with the scene.
 
-Each segment keeps its record (:mod:`medsamkit.records`) in the segment tag ``MedSAM.PromptRecord``
+Each segment keeps its record (:mod:`medsamkit.records.record`) in the segment tag ``MedSAM.PromptRecord``
 (``vtkSegment::SetTag``). Slicer writes segment tags into the ``.seg.nrrd`` (``Segment<N>_Tags``) when
 the scene or the segmentation is saved, and reads them back on load.
 
@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from ..errors import InputError
-from ..records import (TAG, append_entry, decode_tag, encode_tag, image_geometry, make_entry, markers_block,
+from ..records.record import (TAG, append_entry, decode_tag, encode_tag, image_geometry, make_entry, markers_block,
                        markers_from_block, model_block, plan_block, prompt_block, prompt_kind, result_block,
                        window_block)
 
@@ -106,8 +106,8 @@ def record_result(target, result, mode: str = "replace", model: dict | None = No
     run_request, unless ``model`` is given). Returns the entry. Never raises for a damaged existing
     record: that one is replaced by a new record (the damaged text is kept in tag ``MedSAM.PromptRecord.damaged``).
     """
-    from ..records import RecordError
-    from .interactive import SliceRequest
+    from ..records.record import RecordError
+    from .requests import SliceRequest
 
     t0 = time.perf_counter()
     req = result.request
@@ -207,7 +207,7 @@ def prompt_markups_from_record(scene, record: dict, segment_id: str | None = Non
 
 def record_batch_result(segmentation_node, segment_id: str, volume_node, plan, result, normalization, engine,
                         seconds: float, markers=None, refine: bool = False, backend_spec: str = "local") -> dict:
-    """Headless batch (medsamkit.mrml.batch): record one case's markers/boxes run on its segment (tag), before
+    """Headless batch (medsamkit.cli.batch): record one case's markers/boxes run on its segment (tag), before
     the .seg.nrrd is saved. Returns the record (the caller writes the sidecar once the file is saved)."""
     from .volumes import ijk_to_world
 

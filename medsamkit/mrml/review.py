@@ -1,7 +1,7 @@
 """The review queue in a scene (issue 16): walk a segment's newest 3D result, most suspicious slice first.
 
 :class:`SegmentReview` ranks the slices of the segment's newest markers / propagation / batch / RECIST
-run (:func:`medsamkit.review.queue_from_entry`, the ranking the report uses) on the segment as it is now,
+run (:func:`medsamkit.records.review.queue_from_entry`, the ranking the report uses) on the segment as it is now,
 and :meth:`SegmentReview.next` gives the next slice not reviewed yet with a point on it (the mask's
 centre on that slice) that :func:`jump_slice_views` brings into every slice view. The slices reviewed
 are kept in a segment tag (:data:`REVIEW_TAG`), saved with the scene and the .seg.nrrd, and picked up
@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 
-#: record kinds whose entries are 3D runs with per-slice scores (medsamkit.records.KINDS)
+#: record kinds whose entries are 3D runs with per-slice scores (medsamkit.records.record.KINDS)
 THREE_D_KINDS = ("markers", "propagate", "batch", "recist")
 #: Segment tag holding the review marks: {"entry": ID of the reviewed run, "slices": [reviewed slice indices]}.
 #: Segment tags are saved with the scene and in the .seg.nrrd, so the marks outlive the session.
@@ -69,7 +69,7 @@ class SegmentReview:
     """
 
     def __init__(self, volume_node, segmentation_node, segment_id: str):
-        from ..review import queue_from_entry
+        from ..records.review import queue_from_entry
         from .records import get_record, segment_snapshot
         from .segments import ijk_to_segmentation
         from .volumes import array_from_volume, ijk_to_world
@@ -105,7 +105,7 @@ class SegmentReview:
 
     def next(self):
         """-> (SliceReview, RAS point on that slice), marking the slice reviewed; None when all are reviewed."""
-        from ..review import next_to_review
+        from ..records.review import next_to_review
         from ..volume import extract_slice
 
         item = next_to_review(self.queue)

@@ -19,7 +19,7 @@ import math
 import time
 
 from .. import __version__
-from ..records import weights_block
+from ..records.record import weights_block
 from ..errors import InputError, MedSAMError, require
 from ..preprocess import Normalization
 from ..progress import Cancelled

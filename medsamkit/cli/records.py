@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import cli_types
-from .errors import InputError
-from .records import (append_entry, geometry_of, make_entry, markers_block, model_block, plan_block, prompt_block,
+from . import arg_types
+from ..errors import InputError
+from ..records.record import (append_entry, geometry_of, make_entry, markers_block, model_block, plan_block, prompt_block,
                       prompt_kind, result_block, window_block, write_sidecar)
 
 
@@ -72,8 +72,8 @@ def write_record_outputs(out, record: dict, group=None) -> Path:
     group: an :class:`medsamkit.io.OutputGroup` it joins, so the result and its record are one unit."""
     if group is None:
         return write_sidecar(out, record)
-    from .io import atomic_output
-    from .records import dumps, sidecar_path
+    from ..io import atomic_output
+    from ..records.record import dumps, sidecar_path
 
     path = sidecar_path(out)
     text = dumps(record)
@@ -86,8 +86,8 @@ def write_record_outputs(out, record: dict, group=None) -> Path:
 # replay / report commands
 # ---------------------------------------------------------------------------------------------------------
 def add_parser(subparsers) -> None:
-    from .backend.cli_options import add_backend_options
-    from .cli import _add_model_options
+    from .options import add_backend_options
+    from .options import add_model_options
 
     p = subparsers.add_parser("replay", help="re-run the prompts recorded with a result (same or another model)")
     p.add_argument("record", nargs="?", help=".seg.nrrd written by medsamkit (record in its segment tags) or a "
@@ -101,9 +101,9 @@ def add_parser(subparsers) -> None:
                         "relative to the file; a case whose output and record are there is skipped (--force)")
     p.add_argument("--force", action="store_true", help="with --cases: redo cases whose output is already there")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_model_options(p)
+    add_model_options(p)
     add_backend_options(p)
-    from .cluster.options import add_cluster_options
+    from ..cluster.options import add_cluster_options
 
     add_cluster_options(p)
     p.set_defaults(func=cmd_replay, engine=None)
@@ -113,7 +113,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--case", nargs=2, action="append", required=True, metavar=("SEG", "VOLUME"),
                    help="a .seg.nrrd (with its record) and the volume it was made on (repeatable)")
     p.add_argument("--out-dir", required=True, help="folder for report.csv, review.csv and report.html")
-    p.add_argument("--top", type=cli_types.probability, default=0.2,
+    p.add_argument("--top", type=arg_types.probability, default=0.2,
                    help="share of slices flagged for review, 0..1 (default 0.2)")
     p.set_defaults(func=cmd_report)
 
@@ -124,10 +124,10 @@ def replay_case(record_path, volume, out, against, open_model, progress=None) ->
     sidecar -> {"rows" (the Dice table), "entries", "seconds", "identical", "model"}."""
     import numpy as np
 
-    from .io import check_outputs, output_group, read_image, suffix_of, write_mask
-    from .records import SIDECAR_SUFFIX, read_record, record_tags
-    from .replay import check_image, dice_table, recorded_segments, replay
-    from .segmentation_file import write_segmentation
+    from ..io import check_outputs, output_group, read_image, suffix_of, write_mask
+    from ..records.record import SIDECAR_SUFFIX, read_record, record_tags
+    from ..records.replay import check_image, dice_table, recorded_segments, replay
+    from ..segmentation_file import write_segmentation
 
     out = Path(out)
     if suffix_of(out) not in (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".png"):
@@ -161,7 +161,7 @@ def replay_case(record_path, volume, out, against, open_model, progress=None) ->
 
 
 def print_replay(info: dict, out) -> None:
-    from .replay import format_table
+    from ..records.replay import format_table
 
     model = info["model"]
     print(format_table(info["rows"]))
@@ -172,7 +172,7 @@ def print_replay(info: dict, out) -> None:
 
 def replay_model_options(args) -> tuple:
     """(backend spec, model, checkpoint, adapter, device, engine, remote options) of open_replay_backend."""
-    from .backend import is_remote_spec
+    from ..backend import is_remote_spec
 
     remote = {}
     if is_remote_spec(args.backend):
@@ -185,13 +185,13 @@ def replay_model_options(args) -> tuple:
 
 
 def cmd_replay(args) -> int:
-    from .backend.replay_backend import open_replay_backend
-    from .progress import tqdm_progress
+    from ..records.replay_backend import open_replay_backend
+    from ..progress import tqdm_progress
 
     if args.cases:
         if args.record or args.volume or args.out:
             raise InputError("Give one RECORD with --volume and --out, or --cases CSV for many (not both).")
-        from .cluster.replay import run_replay_cases
+        from ..cluster.replay import run_replay_cases
 
         return run_replay_cases(args)
     if not (args.record and args.volume and args.out):
@@ -217,7 +217,7 @@ def cmd_replay(args) -> int:
 
 def replay_inputs(record, volume, against) -> list:
     """The files ``replay`` reads: none of them may be one of its outputs (or an output's sidecar)."""
-    from .records import sidecar_path
+    from ..records.record import sidecar_path
 
     inputs = [("the record", record), ("--volume", volume), ("--against", against)]
     if str(record).lower().endswith(".seg.nrrd"):
@@ -231,7 +231,7 @@ def _segments_of(path, image=None) -> dict:
     import SimpleITK as sitk  # noqa: F401  (read_label_file needs it)
     import numpy as np
 
-    from .file_checks import read_label_file
+    from ..file_checks import read_label_file
 
     img = read_label_file(path)
     arr = sitk.GetArrayFromImage(img)
@@ -253,9 +253,9 @@ def _segments_of(path, image=None) -> dict:
 
 
 def cmd_report(args) -> int:
-    from .io import check_output_folder, check_outputs
-    from .records import read_record
-    from .report import REPORT_FILES, CaseInput, write_report
+    from ..io import check_output_folder, check_outputs
+    from ..records.record import read_record
+    from ..records.report import REPORT_FILES, CaseInput, write_report
 
     out_dir = Path(args.out_dir)
     inputs = [("--case", p) for case in args.case for p in case]

@@ -17,7 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 HELP = {
     "data": "training data folder or manifest.json (repeatable): shared-format folder, <case>.img.*/<case>.mask.* "
@@ -51,7 +51,7 @@ HELP = {
 
 
 def add_parser(subparsers) -> None:
-    from .training.config import TrainConfig
+    from ..training.config import TrainConfig
 
     p = subparsers.add_parser("train", help="fine-tune adapters / mask decoder / the whole model on your labelled data",
                               description="Fine-tune a model on your own images and labels. Every option is also a "
@@ -82,7 +82,7 @@ def add_parser(subparsers) -> None:
 
 def build_config(args):
     """YAML (if any) + flags -> TrainConfig. With --resume and no config, the run folder's config.yaml."""
-    from .training.config import TrainConfig, load_config
+    from ..training.config import TrainConfig, load_config
 
     config_path = args.config
     if config_path is None and args.resume:
@@ -99,10 +99,10 @@ def build_config(args):
 
 
 def cmd_train(args) -> int:
-    from .progress import tqdm_progress
-    from .training.trainer import run_training
+    from ..progress import tqdm_progress
+    from ..training.trainer import run_training
 
-    from .io import check_output_folder
+    from ..io import check_output_folder
 
     cfg = build_config(args)
     out = Path(cfg.out)

@@ -1,6 +1,6 @@
 """Replay a prompt record: the same prompts, run again, on the recorded model or on another one.
 
-:func:`replay` re-runs every entry of a record (:mod:`medsamkit.records`) in order through a
+:func:`replay` re-runs every entry of a record (:mod:`medsamkit.records.record`) in order through a
 :class:`medsamkit.backend.Backend` (local or a server: built by :func:`open_replay_backend` through
 ``medsamkit.backend.open_backend``, so both share this code) and composes the segments the way the
 results were written (replace / add / remove inside the entry's slice, slab or whole volume).
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InputError
-from .records import (RecordError, append_entry, mask_digest, markers_from_block, model_block,
+from ..errors import InputError
+from .record import (RecordError, append_entry, mask_digest, markers_from_block, model_block,
                       normalization_from_block, plan_from_block, result_block, unpack_mask)
 
 
@@ -67,7 +67,7 @@ GEOMETRY_TOLERANCE = 1e-3
 
 def check_image(record: dict, image) -> None:
     """Refuse an image of another shape or geometry (spacing, origin, direction) than the record's entries."""
-    from .records import geometry_of
+    from .record import geometry_of
 
     have = geometry_of(image)
     for e in record["entries"]:
@@ -94,8 +94,8 @@ def replay(backend, record: dict, image, model: dict | None = None, progress=Non
     model: the backend's model block for the replay's own record (default: asked from the backend).
     Raises RecordError when the image does not match the record; the engine's errors as they are.
     """
-    from .refinement import progressive_merge
-    from .volume import put_slice
+    from ..refinement import progressive_merge
+    from ..volume import put_slice
 
     check_image(record, image)
     model = model or model_block(backend)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .volume import extract_slice
+from ..volume import extract_slice
 
 #: Weights of the signs in the score, chosen on the six dev 3D marker runs (benchmarks/RESULTS.md, issue 16):
 #: alone, box_edge ranked best (precision at 20 % 0.50), then low_iou (0.48), small (0.40), far_from_marks
@@ -115,7 +115,7 @@ def review_queue(mask: np.ndarray, axis: int, slices=None, scores: "dict | None"
 
 
 def queue_from_entry(mask: np.ndarray, entry: dict) -> list[SliceReview]:
-    """The queue of one recorded 3D run (markers / propagate entry of medsamkit.records) on its mask."""
+    """The queue of one recorded 3D run (markers / propagate entry of medsamkit.records.record) on its mask."""
     p, r = entry["prompt"], entry["result"]
     plan = p.get("plan")
     axis = plan["axis"] if plan else entry["plane"]["axis"]

@@ -11,19 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-from . import cli_types
-from .errors import InputError, MedSAMError
+from . import arg_types
+from .options import add_model_options
+from ..errors import InputError, MedSAMError
 
 # Modules that add sub-commands: each has add_parser(subparsers) setting func=run(args) -> int.
-COMMAND_MODULES: tuple[str, ...] = ("medsamkit.cli_volume", "medsamkit.cli_serve", "medsamkit.cli_train",
-                                  "medsamkit.cli_models", "medsamkit.cli_records", "medsamkit.cli_recist")
-
-
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    """--model/--checkpoint/--device/--engine/--adapter (one definition: backend/cli_options.py)."""
-    from .backend.cli_options import add_model_options
-
-    add_model_options(p)
+COMMAND_MODULES: tuple[str, ...] = ("medsamkit.cli.volume", "medsamkit.cli.serve", "medsamkit.cli.train",
+                                  "medsamkit.cli.models", "medsamkit.cli.records", "medsamkit.cli.recist")
 
 
 def _add_prompt_options(p: argparse.ArgumentParser) -> None:
@@ -31,7 +25,7 @@ def _add_prompt_options(p: argparse.ArgumentParser) -> None:
                    help="box prompt in pixels of the (slice) image: x = column, y = row")
     p.add_argument("--point", nargs=3, type=float, action="append", metavar=("X", "Y", "LABEL"),
                    help="point prompt (repeatable); LABEL 1 = foreground, 0 = background")
-    p.add_argument("--slice", type=cli_types.non_negative_int, default=None, metavar="K", help="slice index for 3D volumes")
+    p.add_argument("--slice", type=arg_types.non_negative_int, default=None, metavar="K", help="slice index for 3D volumes")
     p.add_argument("--axis", default="axial", help="slice plane for 3D volumes: axial, coronal or sagittal")
     p.add_argument("--window", default="auto", metavar="PRESET",
                    help="intensity: soft-tissue, lung, brain, bone, W,L (CT), percentile, none, or auto (default)")
@@ -50,11 +44,11 @@ def _points(args):
 
 
 def cmd_segment(args) -> int:
-    from .backend import describe
-    from .backend.cli_options import backend_from_options
-    from .io import check_outputs, output_group, read_image, write_mask, write_overlay_png, suffix_of
-    from .records import SIDECAR_SUFFIX
-    from .segment import segment_image
+    from ..backend import describe
+    from .options import backend_from_options
+    from ..io import check_outputs, output_group, read_image, write_mask, write_overlay_png, suffix_of
+    from ..records.record import SIDECAR_SUFFIX
+    from ..segment import segment_image
 
     if args.box is None and not args.point:
         raise InputError("Give a prompt: --box X0 Y0 X1 Y1 and/or --point X Y LABEL.")
@@ -67,7 +61,7 @@ def cmd_segment(args) -> int:
     steps = _Steps(4)
     image = read_image(args.image)
     points, labels = _points(args)
-    cli_types.check_prompt_early(image, args.box, points, labels, args.slice, args.axis)
+    arg_types.check_prompt_early(image, args.box, points, labels, args.slice, args.axis)
     steps("image read")
     with backend_from_options(args) as backend:
         model = describe(backend)
@@ -76,7 +70,7 @@ def cmd_segment(args) -> int:
         res = segment_image(backend, image, box=args.box, points=points, point_labels=labels,
                             slice_index=args.slice, axis=args.axis, normalization=args.window)
     steps("segmented")
-    from .cli_records import record_slice_result
+    from .records import record_slice_result
 
     with output_group() as outputs:  # mask, overlay and <out>.prompts.json: all written or none
         if suffix_of(out) == ".png":
@@ -98,15 +92,15 @@ def cmd_demo(args) -> int:
     """Segment the bundled lung-tumour CT from a box and report the Dice against its label."""
     import numpy as np
 
-    from .backend import describe
-    from .backend.cli_options import backend_from_options
-    from .io import output_group, read_image, write_mask, write_overlay_png
-    from .metrics import dice
-    from .segment import segment_image
+    from ..backend import describe
+    from .options import backend_from_options
+    from ..io import output_group, read_image, write_mask, write_overlay_png
+    from ..metrics import dice
+    from ..segment import segment_image
 
-    from .io import check_output_folder
+    from ..io import check_output_folder
 
-    data = Path(__file__).parent / "data"
+    data = Path(__file__).resolve().parents[1] / "data"
     out_dir = Path(args.out_dir)
     check_output_folder("--out-dir", out_dir, [("the bundled sample CT", data / "sample_lung_ct.nii.gz")])
     image = read_image(data / "sample_lung_ct.nii.gz")
@@ -136,7 +130,7 @@ class _Steps:
     """A short progress bar for the few seconds of model loading/encoding."""
 
     def __init__(self, total: int):
-        from .progress import tqdm_progress
+        from ..progress import tqdm_progress
 
         self.total, self.done, self.bar = total, 0, tqdm_progress("medsamkit")
 
@@ -146,8 +140,8 @@ class _Steps:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .backend.cli_options import add_backend_options
+    from .. import __version__
+    from .options import add_backend_options
 
     parser = argparse.ArgumentParser(prog="medsamkit", description="Promptable medical image segmentation "
                                      "(LiteMedSAM, MedSAM, SAM, SAM-Med2D, MedicoSAM).")
@@ -157,14 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="segment one 2D image or one slice of a volume from a box/points")
     p.add_argument("image", help="NIfTI/NRRD/MHA file, DICOM folder, or PNG/JPEG/TIFF")
     _add_prompt_options(p)
-    _add_model_options(p)
+    add_model_options(p)
     add_backend_options(p)
     p.add_argument("--out", required=True, help="mask file: .nii.gz/.nrrd/.mha (input geometry) or .png (2D)")
     p.add_argument("--overlay", default=None, help="also write a PNG of the slice with the mask overlaid")
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("demo", help="segment the bundled sample CT and write the mask and an overlay PNG")
-    _add_model_options(p)
+    add_model_options(p)
     p.add_argument("--out-dir", default="medsamkit-demo", help="folder for demo_mask.nii.gz and demo_overlay.png")
     p.set_defaults(func=cmd_demo)
 

@@ -58,8 +58,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import record_schema
-from .errors import InputError
+from .. import record_schema
+from ..errors import InputError
 
 SCHEMA = "medsamkit.prompt-record"
 SCHEMA_VERSION = 1
@@ -102,7 +102,7 @@ def _ijk_to_lps(block: dict) -> np.ndarray:
 
 def plane_name(axis: int, direction) -> str | None:
     """'axial' / 'coronal' / 'sagittal' for the numpy axis whose slices are closest to that plane."""
-    from .volume import PLANES, numpy_axis
+    from ..volume import PLANES, numpy_axis
 
     for name in PLANES:
         if numpy_axis(name, direction) == int(axis):
@@ -111,7 +111,7 @@ def plane_name(axis: int, direction) -> str | None:
 
 
 def _slice_ijk(block: dict, xy, axis, index) -> np.ndarray:
-    from .geometry import SLICE_INDEX_IJK, SLICE_XY_IJK
+    from ..geometry import SLICE_INDEX_IJK, SLICE_XY_IJK
 
     xy = np.asarray(xy, dtype=float).reshape(-1, 2)
     out = np.zeros((len(xy), 3))
@@ -159,7 +159,7 @@ def plan_block(plan) -> dict:
 
 
 def plan_from_block(block: dict):
-    from .markers import BoxPlan
+    from ..markers import BoxPlan
 
     return BoxPlan(axis=int(block["axis"]), boxes={int(k): np.asarray(v, dtype=float) for k, v in
                                                    sorted(block["boxes"].items(), key=lambda kv: int(kv[0]))},
@@ -174,7 +174,7 @@ def markers_block(markers) -> list:
 
 
 def markers_from_block(block) -> list:
-    from .markers import Marker
+    from ..markers import Marker
 
     flip = np.array([-1.0, -1.0, 1.0])
     return [Marker(np.asarray(m["start_lps"], dtype=float) * flip, np.asarray(m["end_lps"], dtype=float) * flip,
@@ -189,7 +189,7 @@ def window_block(norm, requested=None) -> dict:
 
 
 def normalization_from_block(block: dict):
-    from .preprocess import Normalization
+    from ..preprocess import Normalization
 
     return Normalization(block["mode"], block.get("low"), block.get("high"), bool(block.get("keep_zero")),
                          block.get("label") or "")
@@ -275,7 +275,7 @@ def make_entry(kind: str, image: dict, prompt: dict, window: dict, model: dict, 
                model_seconds: float = 0.0, mode: str = "replace", region: str = "volume",
                when: "datetime | None" = None) -> dict:
     """One entry (module docstring). Raises InputError for an unknown kind, mode or region."""
-    from . import __version__
+    from .. import __version__
 
     if kind not in KINDS:
         raise InputError(f"Unknown prompt kind '{kind}'; one of {', '.join(KINDS)}.")
@@ -394,7 +394,7 @@ def sidecar_path(output: "str | os.PathLike") -> Path:
 
 def write_sidecar(output: "str | os.PathLike", record: dict) -> Path:
     """Write the record next to ``output`` atomically; returns the sidecar path."""
-    from .io import atomic_output
+    from ..io import atomic_output
 
     path = sidecar_path(output)
     text = dumps(record)

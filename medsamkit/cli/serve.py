@@ -22,32 +22,32 @@ import sys
 import threading
 import time
 
-from . import cli_types
-from .errors import InputError
-from . import protocol
+from . import arg_types
+from ..errors import InputError
+from .. import protocol
 
 
 def add_parser(subparsers) -> None:
-    from .cli import _add_model_options
+    from .options import add_model_options
 
     p = subparsers.add_parser("serve", help="serve a model over HTTP to remote clients (Slicer, --backend URL)",
                               description="Run the segmentation server. Clients: RemoteBackend / "
                                           "open_backend('http://HOST:PORT') in Python (docs/remote.md).")
     p.add_argument("--host", default=protocol.DEFAULT_HOST,
                    help="address to listen on (default 127.0.0.1: this machine only; others need --token-file)")
-    p.add_argument("--port", type=cli_types.port, default=protocol.DEFAULT_PORT, help="TCP port (0 = any free port)")
-    _add_model_options(p)
+    p.add_argument("--port", type=arg_types.port, default=protocol.DEFAULT_PORT, help="TCP port (0 = any free port)")
+    add_model_options(p)
     p.add_argument("--token-file", default=None, metavar="FILE",
                    help="file holding the bearer token clients must send (required unless --host is loopback)")
-    p.add_argument("--max-sessions", type=cli_types.positive_int, default=protocol.DEFAULT_MAX_SESSIONS,
+    p.add_argument("--max-sessions", type=arg_types.positive_int, default=protocol.DEFAULT_MAX_SESSIONS,
                    help="sessions (uploaded images/volumes) held at once")
-    p.add_argument("--session-ttl", type=cli_types.positive_float, default=protocol.DEFAULT_SESSION_TTL_S, metavar="SECONDS",
+    p.add_argument("--session-ttl", type=arg_types.positive_float, default=protocol.DEFAULT_SESSION_TTL_S, metavar="SECONDS",
                    help="close a session after this many seconds without requests or heartbeats")
-    p.add_argument("--max-upload-mb", type=cli_types.positive_float, default=protocol.DEFAULT_MAX_UPLOAD_BYTES / 2**20,
+    p.add_argument("--max-upload-mb", type=arg_types.positive_float, default=protocol.DEFAULT_MAX_UPLOAD_BYTES / 2**20,
                    help="largest compressed upload accepted (HTTP 413 above)")
-    p.add_argument("--max-session-mb", type=cli_types.positive_float, default=protocol.DEFAULT_MAX_SESSION_BYTES / 2**20,
+    p.add_argument("--max-session-mb", type=arg_types.positive_float, default=protocol.DEFAULT_MAX_SESSION_BYTES / 2**20,
                    help="largest decoded image/volume of one session")
-    p.add_argument("--max-memory-mb", type=cli_types.positive_float, default=protocol.DEFAULT_MAX_TOTAL_BYTES / 2**20,
+    p.add_argument("--max-memory-mb", type=arg_types.positive_float, default=protocol.DEFAULT_MAX_TOTAL_BYTES / 2**20,
                    help="memory all sessions may hold together (HTTP 503 above)")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     p.add_argument("--ready-file", default=None, metavar="FILE",
@@ -82,8 +82,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def run(args) -> int:
-    from .backend.transport import read_token_file
-    from .errors import require
+    from ..backend.transport import read_token_file
+    from ..errors import require
 
     token = read_token_file(args.token_file) if args.token_file else None
     if token is None and not is_loopback(args.host):
@@ -100,8 +100,8 @@ def run(args) -> int:
         watch_parent(args.parent_pid)  # before the model load: a parent gone during it leaves no orphan
     sock = bind_socket(args.host, args.port)  # before loading the model: a busy port fails in a second
     try:
-        from .backend import load_local_model
-        from .server.app import make_app
+        from ..backend import load_local_model
+        from ..server.app import make_app
 
         model = load_local_model(args.model, args.checkpoint, args.adapter, args.engine, args.device)
         app = make_app(model, token=token, max_sessions=args.max_sessions, session_ttl_s=args.session_ttl,
@@ -117,7 +117,7 @@ def run(args) -> int:
             write_ready_file(args.ready_file, {"url": url, "pid": os.getpid(), "model": model.kind,
                                                "device": str(model.device),
                                                "engine": getattr(model, "engine", "torch")})
-        from .server.guard import uvicorn_options
+        from ..server.guard import uvicorn_options
 
         config = uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level in ("debug", "info"),
                                 **uvicorn_options())

@@ -17,14 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import InputError, MedSAMError
+from ..errors import InputError, MedSAMError
 
 
 def add_parser(subparsers) -> None:
-    from .backend.cli_options import add_backend_options, add_unit_option
-    from .cli import _add_model_options
-    from .markers import DEFAULT_MARGIN_MM
-    from .recist import SINGLE_SLICE_MODES
+    from .options import add_backend_options, add_unit_option
+    from .options import add_model_options
+    from ..markers import DEFAULT_MARGIN_MM
+    from ..recist import SINGLE_SLICE_MODES
 
     p = subparsers.add_parser("recist", help="RECIST lines in a DICOM SR -> 3D lesion masks as DICOM SEG (+ table)")
     p.add_argument("study", nargs="?", help="study folder: the measured DICOM series and the SR (any layout)")
@@ -55,9 +55,9 @@ def add_parser(subparsers) -> None:
                    "linked to the SEG")
     p.add_argument("--force", action="store_true", help="redo studies whose output is already complete")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_model_options(p)
+    add_model_options(p)
     add_backend_options(p)
-    from .cluster.options import add_cluster_options
+    from ..cluster.options import add_cluster_options
 
     add_cluster_options(p)
     p.set_defaults(func=cmd_recist)
@@ -74,7 +74,7 @@ def study_list(args) -> list[tuple[Path, "Path | None", str]]:
         if args.study or args.studies or args.sr:
             raise InputError("Give either a study with its SR (STUDY [--sr FILE], --studies) or --volume with "
                              "--lines, not both.")
-        from .recist import volume_name
+        from ..recist import volume_name
 
         return [(Path(args.volume), Path(args.lines), volume_name(args.volume))]
     if getattr(args, "space", None):
@@ -131,7 +131,7 @@ def studies_in_folder(src: Path) -> list:
     """The studies of a --studies folder: each sub-folder is a DICOM study (series + SR), and each
     ``NAME.lines.csv`` / ``NAME.lines.mrk.json`` with its volume ``NAME.nii.gz`` (any image suffix) or DICOM
     series folder ``NAME/`` beside it is a volume + lines study -> [(folder or volume, SR or lines file)]."""
-    from .io import suffix_of
+    from ..io import suffix_of
 
     entries = sorted(p for p in src.iterdir() if not p.name.startswith("."))
     lines = {lines_stem(p): p for p in entries if p.is_file() and p.name.lower().endswith(LINES_SUFFIXES)}
@@ -153,7 +153,7 @@ def studies_in_folder(src: Path) -> list:
 
 
 def model_record(backend, args) -> dict:
-    from . import __version__
+    from .. import __version__
 
     info = backend.info()
     return {"model": info.kind, "device": info.device, "engine": str(info.extra.get("engine", "")),
@@ -166,7 +166,7 @@ def process_study(item, options, out_root: Path, args, open_model, progress=None
     """One study, as every run does it (here and on a cluster worker): read and check it (before any model
     work), segment its lesions, write its folder atomically -> (study, rows). ``open_model()`` -> (backend,
     model record), called once the study is read. Raises MedSAMError for a study that fails."""
-    from .recist import load_lines_study, load_study, segment_study, write_study
+    from ..recist import load_lines_study, load_study, segment_study, write_study
 
     folder, src, name = item
     if getattr(args, "lines", None) or is_lines_file(src):
@@ -191,18 +191,18 @@ def print_study(name: str, rows: list, warnings: list, seconds: float, out_dir: 
 
 
 def recist_options(args):
-    from .recist import RecistOptions
+    from ..recist import RecistOptions
 
     return RecistOptions(margin_mm=args.margin_mm, refine=args.refine, window=args.window,
                          single_slice=args.single_slice, series_uid=args.series, write_sr=args.volume_sr)
 
 
 def cmd_recist(args) -> int:
-    from .backend.cli_options import backend_from_options
-    from .progress import tqdm_progress
-    from .recist import study_done
+    from .options import backend_from_options
+    from ..progress import tqdm_progress
+    from ..recist import study_done
 
-    from .io import check_output_folder, partial_dir
+    from ..io import check_output_folder, partial_dir
 
     studies = study_list(args)
     lines_route = bool(args.lines)
@@ -219,7 +219,7 @@ def cmd_recist(args) -> int:
         if item not in todo:
             print(f"{item[2]}: already done ({out_root / item[2]}); skipped (use --force to redo)")
     if getattr(args, "cluster", None):
-        from .cluster.recist import run_recist_cluster
+        from ..cluster.recist import run_recist_cluster
 
         return run_recist_cluster(args, todo, options, out_root)
     if not todo:
@@ -243,7 +243,7 @@ def cmd_recist(args) -> int:
                 progress = None if bar is None else (lambda d, t, text, n=n: bar(n, len(todo), text))
                 study, rows = process_study(item, options, out_root, args, open_model, progress)
             except MedSAMError as exc:
-                from .progress import Cancelled
+                from ..progress import Cancelled
 
                 if single or isinstance(exc, Cancelled):
                     raise

@@ -6,7 +6,7 @@ Protocols (prompts are derived from the reference mask, no person needed):
   pixels (MedSAM's training perturbation; jitter 0 = tight). 3D: every reference slice along the
   axial axis gets its own 2D box (the upper bound of the marker workflow).
 - ``points``: one positive click at the interior point farthest from the boundary (per slice in 3D).
-- ``markers`` (3D only): the simulated reader (:mod:`medsamkit.reader`) draws long/short axes every
+- ``markers`` (3D only): the simulated reader (:mod:`medsamkit.simulated_reader`) draws long/short axes every
   ``every`` slices -> :func:`~medsamkit.markers.boxes_from_markers` -> :func:`segment_volume`.
 - ``propagate`` (3D only): the tight box of the slice with the largest reference area, then
   :func:`~medsamkit.volume_segmentation.propagate` both ways.
@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .metrics import DEFAULT_TOLERANCE_MM, evaluate
-from .backend.base import Backend
-from .preprocess import Normalization, normalize_to_uint8, resolve_normalization
-from .progress import CancelFn, ProgressFn, check_cancel, report
+from ..errors import InputError
+from ..metrics import DEFAULT_TOLERANCE_MM, evaluate
+from ..backend.base import Backend
+from ..preprocess import Normalization, normalize_to_uint8, resolve_normalization
+from ..progress import CancelFn, ProgressFn, check_cancel, report
 
 PROTOCOLS = ("box", "points", "markers", "propagate")
 PROTOCOLS_3D_ONLY = ("markers", "propagate")
@@ -149,7 +149,7 @@ def run_case(backend: Backend, root: Path, case: dict, settings: BenchSettings,
 
     ``backend``: where the model runs (medsamkit.backend.open_backend: local or a server).
     """
-    from .io import read_image
+    from ..io import read_image
 
     image = read_image(root / case["image"])
     labels = read_image(root / case["mask"]).array
@@ -196,10 +196,10 @@ def _run_2d(backend, array, ref, norm, settings, rng):
 
 
 def _run_3d(backend, image, ref, norm, settings, rng):
-    from .geometry import VolumeGeometry
-    from .markers import DEFAULT_MARGIN_MM, BoxPlan, boxes_from_markers
-    from .reader import simulate_markers
-    from .volume import extract_slice, numpy_axis, put_slice
+    from ..geometry import VolumeGeometry
+    from ..markers import DEFAULT_MARGIN_MM, BoxPlan, boxes_from_markers
+    from ..simulated_reader import simulate_markers
+    from ..volume import extract_slice, numpy_axis, put_slice
 
     axis = numpy_axis("axial", image.direction)
     other = tuple(a for a in range(3) if a != axis)
@@ -234,7 +234,7 @@ def _run_3d(backend, image, ref, norm, settings, rng):
 
 
 def _overlay(array, pred, ref, norm, path: Path) -> None:
-    from .io import write_overlay_png
+    from ..io import write_overlay_png
 
     if pred.ndim == 3:
         k = int(np.argmax(ref.sum(axis=(1, 2))))

@@ -11,7 +11,7 @@ import json
 import signal
 import sys
 
-from . import cli_types
+from . import arg_types
 
 
 def add_parser(subparsers) -> None:
@@ -28,7 +28,7 @@ def add_parser(subparsers) -> None:
                    help="auto: a bar on a terminal, lines otherwise; json: one JSON event per line on stdout")
     q.add_argument("--accept-licence", action="store_true",
                    help="accept the model's licence when it restricts use (it is printed first)")
-    q.add_argument("--timeout", type=cli_types.positive_float, default=None, metavar="SECONDS",
+    q.add_argument("--timeout", type=arg_types.positive_float, default=None, metavar="SECONDS",
                    help="give up after this long without data (default 30, or $MEDSAMKIT_DOWNLOAD_TIMEOUT)")
     q.set_defaults(func=cmd_fetch)
     q = sub.add_parser("add", help="verify a hand-copied weights file and register it (offline sites)")
@@ -38,9 +38,9 @@ def add_parser(subparsers) -> None:
 
 
 def _rows():
-    from .models import download
-    from .models.catalog import load_catalog
-    from .models.registry import MODEL_KINDS, get_spec
+    from ..models import download
+    from ..models.catalog import load_catalog
+    from ..models.registry import MODEL_KINDS, get_spec
 
     rows = []
     for kind in MODEL_KINDS:
@@ -65,7 +65,7 @@ def _rows():
 
 
 def cmd_list(args) -> int:
-    from .models import download
+    from ..models import download
 
     rows = _rows()
     if args.json:
@@ -80,7 +80,7 @@ def cmd_list(args) -> int:
 
 
 def _events(mode: str):
-    from .models import download
+    from ..models import download
 
     if mode == "json":
         return download.JsonLines(sys.stdout)
@@ -92,9 +92,9 @@ def _events(mode: str):
 
 
 def cmd_fetch(args) -> int:
-    from .errors import MedSAMError
-    from .models import download
-    from .models.catalog import get_entry
+    from ..errors import MedSAMError
+    from ..models import download
+    from ..models.catalog import get_entry
 
     events = _events(args.progress)
     accept = args.accept_licence
@@ -143,7 +143,7 @@ def _raise_interrupt(signum, frame):
 
 
 def cmd_add(args) -> int:
-    from .models import download
+    from ..models import download
 
     path = download.add_file(args.file, kind=args.model)
     print(f"registered {path}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import Backend, open_backend
+from ..backend import Backend, open_backend
 
 ENGINE_CHOICES = ("auto", "torch", "onnx")
 DEFAULT_ENGINE = "auto"

@@ -10,16 +10,16 @@ import math
 import time
 from pathlib import Path
 
-from . import cli_types
-from .errors import InputError
+from . import arg_types
+from ..errors import InputError
 
 SEG_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
 
 
 def add_parser(subparsers) -> None:
-    from .backend.cli_options import add_backend_options, add_model_options, add_unit_option
-    from .markers import DEFAULT_MARGIN_MM
-    from .volume_segmentation import DEFAULT_SCORE_THRESHOLD
+    from .options import add_backend_options, add_model_options, add_unit_option
+    from ..markers import DEFAULT_MARGIN_MM
+    from ..volume_segmentation import DEFAULT_SCORE_THRESHOLD
 
     p = subparsers.add_parser("markers", help="segment a lesion in 3D from long/short axis lines drawn every few slices")
     p.add_argument("volume", help="NIfTI/NRRD/MHA volume or DICOM folder the lines were drawn on")
@@ -27,7 +27,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="output: .seg.nrrd (Slicer segmentation) or .nii.gz/.nrrd/.mha labelmap")
     p.add_argument("--refine", action="store_true", help="re-prompt slices that disagree with their neighbours")
     p.add_argument("--axis", default="auto", help="slice axis: auto (most perpendicular to the lines), axial, coronal, sagittal")
-    add_unit_option(p, "--margin-mm", "--margin", type=cli_types.non_negative_float, default=DEFAULT_MARGIN_MM,
+    add_unit_option(p, "--margin-mm", "--margin", type=arg_types.non_negative_float, default=DEFAULT_MARGIN_MM,
                     metavar="MM", help=f"box margin around each slice's lines in mm (default {DEFAULT_MARGIN_MM:g}, as "
                                        "in the batch and the Slicer effect; --margin is the deprecated spelling)")
     p.add_argument("--window", default="auto", metavar="PRESET", help="intensity: soft-tissue, lung, brain, bone, W,L, percentile, auto")
@@ -38,14 +38,14 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("propagate", help="segment one slice from a box/points and propagate through the volume")
     p.add_argument("volume", help="NIfTI/NRRD/MHA volume or DICOM folder")
-    p.add_argument("--slice", type=cli_types.non_negative_int, required=True, metavar="K", help="slice index to start from")
+    p.add_argument("--slice", type=arg_types.non_negative_int, required=True, metavar="K", help="slice index to start from")
     p.add_argument("--axis", default="axial", help="slice plane: axial, coronal or sagittal")
     p.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"), help="box on the start slice (pixels)")
     p.add_argument("--point", nargs=3, type=float, action="append", metavar=("X", "Y", "LABEL"),
                    help="point on the start slice (repeatable); LABEL 1 = foreground, 0 = background")
     p.add_argument("--out", required=True, help="output: .seg.nrrd or .nii.gz/.nrrd/.mha labelmap")
-    p.add_argument("--threshold", type=cli_types.probability, default=DEFAULT_SCORE_THRESHOLD, help="stop below this predicted IoU")
-    add_unit_option(p, "--margin-px", "--margin", type=cli_types.non_negative_float, default=None, metavar="PX",
+    p.add_argument("--threshold", type=arg_types.probability, default=DEFAULT_SCORE_THRESHOLD, help="stop below this predicted IoU")
+    add_unit_option(p, "--margin-px", "--margin", type=arg_types.non_negative_float, default=None, metavar="PX",
                     help="pixels around the previous mask's box (default: 3 at the model's 256 scale; --margin is the "
                          "deprecated spelling)")
     p.add_argument("--window", default="auto", metavar="PRESET", help="intensity preset (as for segment)")
@@ -59,13 +59,13 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="DSC/NSD of a model on a dataset folder (shared dev-set format)")
     p.add_argument("dataset_dir", help="folder holding manifest.json")
     p.add_argument("--protocol", choices=PROTOCOLS, default="box")
-    p.add_argument("--every", type=cli_types.positive_int, default=5, metavar="N", help="markers: reader marks every N slices")
-    p.add_argument("--jitter", type=cli_types.non_negative_int, default=0, metavar="PX", help="box: enlarge sides by random 0..PX pixels")
+    p.add_argument("--every", type=arg_types.positive_int, default=5, metavar="N", help="markers: reader marks every N slices")
+    p.add_argument("--jitter", type=arg_types.non_negative_int, default=0, metavar="PX", help="box: enlarge sides by random 0..PX pixels")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tolerance", type=cli_types.non_negative_float, default=2.0, metavar="MM", help="NSD tolerance (mm; pixels without spacing)")
+    p.add_argument("--tolerance", type=arg_types.non_negative_float, default=2.0, metavar="MM", help="NSD tolerance (mm; pixels without spacing)")
     p.add_argument("--refine", action="store_true", help="markers: refinement pass")
     p.add_argument("--datasets", default=None, help="comma-separated dataset names (default: all)")
-    p.add_argument("--limit", type=cli_types.positive_int, default=None, metavar="N", help="at most N cases per dataset")
+    p.add_argument("--limit", type=arg_types.positive_int, default=None, metavar="N", help="at most N cases per dataset")
     p.add_argument("--json", required=True, metavar="OUT", help="write settings, per-case records and summary here")
     p.add_argument("--overlays", default=None, metavar="DIR", help="write one overlay PNG per case/label here")
     add_model_options(p)
@@ -74,8 +74,8 @@ def add_parser(subparsers) -> None:
 
 
 def _check_out(path: str, inputs=()) -> Path:
-    from .io import check_outputs, suffix_of
-    from .records import SIDECAR_SUFFIX
+    from ..io import check_outputs, suffix_of
+    from ..records.record import SIDECAR_SUFFIX
 
     out = Path(path)
     if suffix_of(out) not in SEG_SUFFIXES:
@@ -86,10 +86,10 @@ def _check_out(path: str, inputs=()) -> Path:
 
 def _write(mask, out: Path, image, name: str, record: "dict | None" = None) -> None:
     """The result and its record (segment tags and <out>.prompts.json) as one unit: both written or neither."""
-    from .cli_records import write_record_outputs
-    from .io import output_group, suffix_of, write_mask
-    from .records import TAG, record_tags
-    from .segmentation_file import write_segmentation
+    from .records import write_record_outputs
+    from ..io import output_group, suffix_of, write_mask
+    from ..records.record import TAG, record_tags
+    from ..segmentation_file import write_segmentation
 
     with output_group() as outputs:
         if suffix_of(out) == ".seg.nrrd":
@@ -102,7 +102,7 @@ def _write(mask, out: Path, image, name: str, record: "dict | None" = None) -> N
 
 
 def _volume(path: str):
-    from .io import read_image
+    from ..io import read_image
 
     image = read_image(path)
     if not image.is_3d:
@@ -111,16 +111,16 @@ def _volume(path: str):
 
 
 def cmd_markers(args) -> int:
-    from .backend import describe
-    from .backend.cli_options import backend_from_options
-    from .geometry import VolumeGeometry
-    from .markers import boxes_from_markers, read_markers
-    from .progress import tqdm_progress
-    from .volume import numpy_axis
+    from ..backend import describe
+    from .options import backend_from_options
+    from ..geometry import VolumeGeometry
+    from ..markers import boxes_from_markers, read_markers
+    from ..progress import tqdm_progress
+    from ..volume import numpy_axis
 
     out = _check_out(args.out, [("the input volume", args.volume)] + [("a markers file", m) for m in args.markers])
     image = _volume(args.volume)
-    cli_types.check_volume_early(image)
+    arg_types.check_volume_early(image)
     markers = [m for path in args.markers for m in read_markers(path)]
     geometry = VolumeGeometry.from_image(image)
     axis = None if args.axis == "auto" else numpy_axis(args.axis, image.direction)
@@ -130,7 +130,7 @@ def cmd_markers(args) -> int:
         t0 = time.perf_counter()
         backend.set_volume(image.array, normalization=args.window, modality=image.modality, direction=image.direction)
         res = backend.segment_plan(plan, refine=args.refine, progress=tqdm_progress("markers"))
-    from .cli_records import volume_record  # issue 16: the prompt record
+    from .records import volume_record  # issue 16: the prompt record
 
     record = volume_record("markers", args, image, backend, res, time.perf_counter() - t0, args.name, plan=plan,
                            markers=markers, options={"refine": bool(args.refine), "margin_mm": args.margin_mm})
@@ -145,10 +145,10 @@ def cmd_markers(args) -> int:
 
 
 def cmd_propagate(args) -> int:
-    from .backend.cli_options import backend_from_options
-    from .cli import _points
-    from .progress import tqdm_progress
-    from .volume import numpy_axis
+    from .options import backend_from_options
+    from .commands import _points
+    from ..progress import tqdm_progress
+    from ..volume import numpy_axis
 
     if args.box is None and not args.point:
         raise InputError("Give a prompt on the start slice: --box X0 Y0 X1 Y1 and/or --point X Y LABEL.")
@@ -156,14 +156,14 @@ def cmd_propagate(args) -> int:
     image = _volume(args.volume)
     axis = numpy_axis(args.axis, image.direction)
     points, labels = _points(args)
-    cli_types.check_prompt_early(image, args.box, points, labels, args.slice, axis)
+    arg_types.check_prompt_early(image, args.box, points, labels, args.slice, axis)
     with backend_from_options(args) as backend:
         t0 = time.perf_counter()
         backend.set_volume(image.array, normalization=args.window, modality=image.modality, direction=image.direction)
         res = backend.propagate(args.slice, axis, box=args.box, points=points, point_labels=labels,
                                 progress=tqdm_progress("propagate"), margin_px=args.margin_px,
                                 score_threshold=args.threshold)
-    from .cli_records import volume_record  # issue 16: the prompt record
+    from .records import volume_record  # issue 16: the prompt record
 
     record = volume_record("propagate", args, image, backend, res, time.perf_counter() - t0, args.name,
                            options={"margin_px": args.margin_px, "score_threshold": args.threshold})
@@ -187,10 +187,10 @@ def _finite(obj):
 
 
 def cmd_bench(args) -> int:
-    from .backend.cli_options import backend_from_options
+    from .options import backend_from_options
     from .bench import BenchSettings, format_table, load_cases, run_bench
-    from .io import atomic_output, check_outputs
-    from .progress import tqdm_progress
+    from ..io import atomic_output, check_outputs
+    from ..progress import tqdm_progress
 
     settings = BenchSettings(protocol=args.protocol, every=args.every, jitter=args.jitter, seed=args.seed,
                              tolerance_mm=args.tolerance, refine=args.refine,

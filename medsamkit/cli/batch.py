@@ -2,10 +2,10 @@
 
 Runs the same way inside Slicer and in plain Python with slicer-core installed::
 
-    Slicer --no-main-window --python-script medsamkit/mrml/batch.py -- --volume CT.nrrd --markers L.mrk.json --out L.seg.nrrd
-    python medsamkit/mrml/batch.py --volume CT.nrrd --markers L.mrk.json --out L.seg.nrrd
-    python -m medsamkit.mrml.batch --cases cases.csv   # columns: volume, markers, boxes, out, reference, window
-    Slicer --no-main-window --python-script medsamkit/mrml/batch.py -- recist STUDY_DIR --out OUT_DIR  # DICOM SR -> SEG
+    Slicer --no-main-window --python-script medsamkit/cli/batch.py -- --volume CT.nrrd --markers L.mrk.json --out L.seg.nrrd
+    python medsamkit/cli/batch.py --volume CT.nrrd --markers L.mrk.json --out L.seg.nrrd
+    python -m medsamkit.cli.batch --cases cases.csv   # columns: volume, markers, boxes, out, reference, window
+    Slicer --no-main-window --python-script medsamkit/cli/batch.py -- recist STUDY_DIR --out OUT_DIR  # DICOM SR -> SEG
 
 Files are read and written with Slicer's own logic: volumes by ``vtkSlicerVolumesLogic``, markers by
 ``vtkSlicerMarkupsLogic`` (a plain JSON list of lines is read by :mod:`medsamkit.markers`), the result
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", default="auto", help="soft-tissue, lung, brain, bone, W,L, percentile, none, auto")
     p.add_argument("--segment-name", default="MedSAM", help="name of the segment written")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    from medsamkit.backend.cli_options import add_backend_options, add_model_options
+    from medsamkit.cli.options import add_backend_options, add_model_options
 
     add_model_options(p)
     add_backend_options(p)
@@ -210,7 +210,7 @@ def run_case(backend, ctx, case: Case, args, progress=None) -> CaseReport:
         record = record_batch_result(seg_node, segment_id, volume_node, plan, result, norm, backend, t_model,
                                      refine=args.refine, backend_spec=args.backend)
         save_segmentation(ctx, seg_node, case.out, atomic_output)
-        from medsamkit.records import write_sidecar
+        from medsamkit.records.record import write_sidecar
 
         write_sidecar(case.out, record)  # issue 16: <out>.prompts.json
         dice = None
@@ -263,12 +263,12 @@ def main(argv=None) -> int:
     if "--" in argv:  # Slicer --python-script passes "--" through; what follows is ours
         argv = argv[argv.index("--") + 1:]
     if argv[:1] == ["recist"]:  # RECIST studies (DICOM SR -> DICOM SEG): the CLI command, run headless here
-        from medsamkit.cli import main as cli_main
+        from medsamkit.cli.commands import main as cli_main
 
         return cli_main(argv)
     args = build_parser().parse_args(argv)
     from medsamkit.backend import describe
-    from medsamkit.backend.cli_options import backend_from_options
+    from medsamkit.cli.options import backend_from_options
     from medsamkit.progress import tqdm_progress
 
     from medsamkit.mrml.context import make_context, quiet_vtk

@@ -11,7 +11,7 @@ Per case and segment (:func:`segment_rows`):
   ``snapshot``) and the final segment (paint, erase, scissors after the model);
 - final volume in voxels and mL.
 
-Per 3D result, the review queue (:mod:`medsamkit.review`) ranks the slices; the top share is flagged.
+Per 3D result, the review queue (:mod:`medsamkit.records.review`) ranks the slices; the top share is flagged.
 :func:`write_report` writes ``report.csv`` (one row per case/segment), ``review.csv`` (ranked slices)
 and ``report.html``: a self-contained page (images embedded as data URIs) with the tables, one
 timeline plot per case (matplotlib) and an overlay thumbnail of each flagged slice.
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import require
-from .records import normalization_from_block, unpack_mask
+from ..errors import require
+from .record import normalization_from_block, unpack_mask
 
 THUMB_PX = 160
 MAX_FLAGGED = 8   # thumbnails per segment
@@ -124,8 +124,8 @@ def thumbnail(volume: np.ndarray, mask: np.ndarray, k: int, axis: int, window: d
     """(h, w, 3) uint8: slice ``k`` in the record's window, the final mask red, the model's outline green."""
     from PIL import Image
 
-    from .preprocess import normalize_to_uint8
-    from .volume import extract_slice
+    from ..preprocess import normalize_to_uint8
+    from ..volume import extract_slice
 
     gray = normalize_to_uint8(extract_slice(volume, k, axis), normalization_from_block(window))[..., 0]
     rgb = np.stack([gray] * 3, -1).astype(np.float32)
@@ -180,8 +180,8 @@ def write_report(cases: list[CaseInput], out_dir, top: float = 0.2) -> list[Path
     """Write report.csv, review.csv and report.html into ``out_dir``; returns their paths."""
     import matplotlib.pyplot as plt  # noqa: F401  (timeline_figure checks the dependency with a clear message)
 
-    from .errors import OutputError
-    from .io import atomic_output, read_image
+    from ..errors import OutputError
+    from ..io import atomic_output, read_image
 
     out = Path(out_dir)
     seg_rows, rev_rows, sections = [], [], []
@@ -212,7 +212,7 @@ def write_report(cases: list[CaseInput], out_dir, top: float = 0.2) -> list[Path
                 thumbs.append((f"{e['segment']['name']} slice {r['slice']} (rank {r['rank']}, score {r['score']:.2f})",
                                _png(img)))
         sections.append(_case_html(case, rows, plot, thumbs))
-    from .io import output_group
+    from ..io import output_group
 
     try:  # created only once every case has been read and checked
         out.mkdir(parents=True, exist_ok=True)
@@ -231,7 +231,7 @@ def write_report(cases: list[CaseInput], out_dir, top: float = 0.2) -> list[Path
 
 def _check_volume(case: CaseInput, volume) -> None:
     """The volume must be the grid the record's entries and the final segments were made on (InputError)."""
-    from .errors import InputError
+    from ..errors import InputError
 
     have = tuple(volume.array.shape if volume.is_3d else volume.array.shape[:2])
     shapes = {tuple(e["image"]["shape"]) for e in case.record["entries"]}
@@ -245,7 +245,7 @@ def _check_volume(case: CaseInput, volume) -> None:
 
 def _write_csv(path: Path, rows: list[dict], columns, group) -> None:
     """A CSV with a header row (the fixed ``columns`` first, then any others the rows carry), one unit of ``group``."""
-    from .io import atomic_output
+    from ..io import atomic_output
 
     fields = list(columns) + [k for r in rows for k in r if k not in columns]
     with atomic_output(path, group=group) as tmp:
@@ -271,7 +271,7 @@ def _case_html(case, rows, plot, thumbs) -> str:
 
 
 def _page(sections) -> str:
-    from . import __version__
+    from .. import __version__
 
     style = ("body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
              "td,th{border:1px solid #bbb;padding:3px 8px;font-size:13px}th{background:#eee}"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from . import limits
-from .limits import RuleError
+from .. import limits
+from ..limits import RuleError
 
 
 def _number(text: str, kind=float):
@@ -56,11 +56,11 @@ def check_prompt_early(image, box=None, points=None, point_labels=None, slice_in
 
     The same checks (and messages) the backend makes later, plus the NaN/Inf rule on the whole input.
     """
-    from .backend.base import ImageInfo, slice_hw
-    from .errors import InputError
-    from .preprocess import check_finite
-    from .prompts import make_prompt
-    from .volume import numpy_axis
+    from ..backend.base import ImageInfo, slice_hw
+    from ..errors import InputError
+    from ..preprocess import check_finite
+    from ..prompts import make_prompt
+    from ..volume import numpy_axis
 
     if image.is_3d:
         if slice_index is None:
@@ -78,6 +78,6 @@ def check_prompt_early(image, box=None, points=None, point_labels=None, slice_in
 
 def check_volume_early(image) -> None:
     """The NaN/Inf rule on a whole volume, before a 3D job loads its model."""
-    from .preprocess import check_finite
+    from ..preprocess import check_finite
 
     check_finite(image.array, is_volume=True)

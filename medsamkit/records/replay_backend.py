@@ -1,14 +1,14 @@
 """The backend a prompt record replays on (``medsamkit replay``): the recorded model, or the one asked for.
 
-Above the engine core (it opens a Backend), so it lives here and not in :mod:`medsamkit.replay`, which
+Above the engine core (it opens a Backend), so it lives here and not in :mod:`medsamkit.records.replay`, which
 re-runs the record's prompts on whatever Backend it is given.
 """
 from __future__ import annotations
 
 from ..errors import InputError
-from ..records import model_block
-from ..replay import _recorded_model
-from . import is_remote_spec, open_backend
+from .record import model_block
+from .replay import _recorded_model
+from ..backend import is_remote_spec, open_backend
 
 
 def open_replay_backend(record: dict, backend: str = "local", model: str | None = None, checkpoint=None,

@@ -31,7 +31,7 @@ problem of such a file (a missing column, a non-number, a one-point line, a line
 across slices) is refused before any model work, naming the file, the row and the lesion. The
 DICOM SEG is written only when the volume is a DICOM series.
 
-Prompt records (:mod:`medsamkit.records.record`, issue 16): every segmented lesion is one entry of kind
+Prompt records (:mod:`medsamkit.records.record`): every segmented lesion is one entry of kind
 ``"recist"`` (its box plan, its lines in LPS, the window, the model, seconds, its segment), stored
 in the ``.seg.nrrd`` segment tags and in ``lesions.seg.nrrd.prompts.json``, so ``medsamkit replay
 OUT/lesions.seg.nrrd --volume V`` re-runs them (voxel-identical with the same model).
@@ -57,7 +57,7 @@ SINGLE_SLICE_MODES = ("propagate", "slice")
 #: Files of one finished study (``lesions.json`` is written last by the rename, see write_study).
 SEG_FILE, NRRD_FILE, NIFTI_FILE, CSV_FILE, JSON_FILE, SR_FILE = (
     "lesions.seg.dcm", "lesions.seg.nrrd", "lesions.nii.gz", "lesions.csv", "lesions.json", "volumes.sr.dcm")
-#: The prompt record of the lesions (issue 16), beside the .seg.nrrd (records.sidecar_path of NRRD_FILE).
+#: The prompt record of the lesions, beside the .seg.nrrd (records.sidecar_path of NRRD_FILE).
 PROMPTS_FILE = NRRD_FILE + ".prompts.json"
 #: Every file a finished study may hold (which ones depends on the inputs and options; see write_study).
 OUTPUTS = (SEG_FILE, NRRD_FILE, PROMPTS_FILE, NIFTI_FILE, SR_FILE, CSV_FILE, JSON_FILE)
@@ -502,7 +502,7 @@ def segment_study(backend, study: Study, options: RecistOptions | None = None, p
 
     image = study.image
     backend.set_volume(image.array, normalization=options.window, modality=image.modality, direction=image.direction)
-    model = model_block(backend)  # for the prompt records (issue 16)
+    model = model_block(backend)  # for the prompt records
     results = []
     for n, item in enumerate(study.lesions):
         check_cancel(cancel)

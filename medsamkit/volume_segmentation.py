@@ -11,7 +11,7 @@ Refinement (``segment_volume(..., refine=True)``): after the first pass, slices 
 range whose mask is empty or whose area jumps against both neighbours (outside [1/2, 2] times
 their mean) are prompted again with the bounding box of the neighbouring masks (plus a margin) and
 the neighbours' mean low-res logits as a mask prompt. Neighbouring slices of one volume share the
-model frame, so their logits are aligned. It is off by default; benchmarks/RESULTS.md (issue 5)
+model frame, so their logits are aligned. It is off by default; benchmarks/RESULTS.md
 has its measured effect.
 
 Propagation (:func:`propagate`), LiteMedSAM style: segment the prompted slice, then walk both

@@ -3,7 +3,6 @@ Dice, option names. The GUI files are read as text/AST here (no Qt), the way the
 from __future__ import annotations
 
 import ast
-import re
 
 import numpy as np
 import pytest
@@ -84,14 +83,40 @@ def test_one_engine_default_everywhere(monkeypatch):
     assert batch_parser().parse_args(["--volume", "v.nrrd"]).engine == "auto"
 
 
+def _overlap_ratios(tree):
+    """Lines of ``2 * |A and B| / ...``: a division whose numerator doubles an intersection (``&`` or
+    ``logical_and``), however it is spelled or wrapped (int(), float(), .sum(), np.sum)."""
+    def intersects(node):
+        return any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitAnd)
+                   or isinstance(n, ast.Call) and getattr(n.func, "attr", getattr(n.func, "id", "")) == "logical_and"
+                   for n in ast.walk(node))
+
+    def doubled(node):
+        return (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult)
+                and any(isinstance(s, ast.Constant) and s.value == 2 for s in (node.left, node.right)))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            if any(doubled(n) and intersects(n) for n in ast.walk(node.left)):
+                yield node.lineno
+
+
+def test_the_dice_finder_sees_the_usual_spellings():
+    for code in ("d = 2.0 * int((a & b).sum()) / s", "d = float(2 * np.logical_and(a, b).sum() / t)",
+                 "d = (2 * (x & y).sum()) / (x.sum() + y.sum())"):
+        assert list(_overlap_ratios(ast.parse(code))) == [1], code
+    assert list(_overlap_ratios(ast.parse("loss = 1 - (2.0 * inter + 1) / (p.sum() + t.sum() + 1)"))) == []
+
+
 def test_dice_of_two_empty_masks_is_one_and_only_metrics_computes_dice():
     from medsamkit.metrics import dice
 
     empty = np.zeros((4, 4), bool)
     assert dice(empty, empty) == 1.0
     assert dice(empty, ~empty) == 0.0
-    # every face (CLI demo, batch --reference, bench, training validation) calls metrics.dice
-    formula = re.compile(r"2(\.0)?\s*\*\s*\(?[\w\[\]. ]+&")
-    own = [f"{p.relative_to(REPO)}:{n}" for p in (REPO / "medsamkit").rglob("*.py") if p.name != "metrics.py"
-           for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if formula.search(line)]
+    # every face (CLI demo, batch --reference, bench, replay, review, training validation) calls metrics.dice
+    own = [f"{p.relative_to(REPO)}:{n}" for p in sorted((REPO / "medsamkit").rglob("*.py")) if p.name != "metrics.py"
+           for n in _overlap_ratios(ast.parse(p.read_text(encoding="utf-8")))]
+    own += [f"{p.relative_to(REPO)}:{n}" for folder in ("MedSAMSegment", "MedSAMTraining")
+            for p in sorted((REPO / folder).rglob("*.py")) for n in _overlap_ratios(ast.parse(p.read_text(encoding="utf-8")))]
     assert own == [], f"Dice computed outside medsamkit.metrics: {own}"

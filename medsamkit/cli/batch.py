@@ -205,14 +205,14 @@ def run_case(backend, ctx, case: Case, args, progress=None) -> CaseReport:
         t_model = time.perf_counter() - t_model
         seg_node, segment_id = new_segmentation(ctx, volume_node, Path(case.out).name.split(".")[0], args.segment_name)
         set_segment_from_array(seg_node, segment_id, result.mask, volume_node)
-        from medsamkit.mrml.records import record_batch_result  # issue 16: the prompt record (segment tag)
+        from medsamkit.mrml.records import record_batch_result  # the prompt record (segment tag)
 
         record = record_batch_result(seg_node, segment_id, volume_node, plan, result, norm, backend, t_model,
                                      refine=args.refine, backend_spec=args.backend)
         save_segmentation(ctx, seg_node, case.out, atomic_output)
         from medsamkit.records.record import write_sidecar
 
-        write_sidecar(case.out, record)  # issue 16: <out>.prompts.json
+        write_sidecar(case.out, record)  # <out>.prompts.json
         dice = None
         if case.reference:
             ref = array_from_volume(load_volume(ctx, case.reference, "reference", labelmap=True)) > 0

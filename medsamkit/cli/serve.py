@@ -129,11 +129,11 @@ def run(args) -> int:
 
 
 def write_ready_file(path, info: dict) -> None:
-    """Write ``info`` as JSON to ``path`` atomically (a temporary file beside it, then os.replace)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write ``info`` as JSON to ``path`` atomically (medsamkit.io.atomic_output)."""
+    from ..io import atomic_output
+
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(info, f)
-    os.replace(tmp, path)
 
 
 def parent_alive(pid: int) -> bool:

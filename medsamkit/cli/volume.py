@@ -130,7 +130,7 @@ def cmd_markers(args) -> int:
         t0 = time.perf_counter()
         backend.set_volume(image.array, normalization=args.window, modality=image.modality, direction=image.direction)
         res = backend.segment_plan(plan, refine=args.refine, progress=tqdm_progress("markers"))
-    from .records import volume_record  # issue 16: the prompt record
+    from .records import volume_record  # the prompt record
 
     record = volume_record("markers", args, image, backend, res, time.perf_counter() - t0, args.name, plan=plan,
                            markers=markers, options={"refine": bool(args.refine), "margin_mm": args.margin_mm})
@@ -163,7 +163,7 @@ def cmd_propagate(args) -> int:
         res = backend.propagate(args.slice, axis, box=args.box, points=points, point_labels=labels,
                                 progress=tqdm_progress("propagate"), margin_px=args.margin_px,
                                 score_threshold=args.threshold)
-    from .records import volume_record  # issue 16: the prompt record
+    from .records import volume_record  # the prompt record
 
     record = volume_record("propagate", args, image, backend, res, time.perf_counter() - t0, args.name,
                            options={"margin_px": args.margin_px, "score_threshold": args.threshold})

@@ -67,7 +67,7 @@ class Result:
     prediction: Prediction | None = None   # slice runs: for the next refinement
     warnings: list = field(default_factory=list)
     summary: str = ""
-    model: dict | None = None              # issue 16: what made it (medsamkit.records.record model block)
+    model: dict | None = None              # what made it (medsamkit.records.record model block)
     scores: dict = field(default_factory=dict)   # 3D runs: slice -> predicted IoU
     slices: list = field(default_factory=list)   # 3D runs: the slices segmented
 
@@ -171,7 +171,7 @@ def run_request(session, request, progress: ProgressFn = None, cancel: CancelFn 
 
 
 def _model_of(session) -> "dict | None":
-    """Issue 16: the model block for the result's prompt record (never fails a result)."""
+    """The model block for the result's prompt record (never fails a result)."""
     try:
         from .records import model_of
 
@@ -209,7 +209,7 @@ def apply_result(target: SegmentTarget, result: Result, mode: str = "replace") -
     report = write_mask(target, result.placement, mode)
     from .records import record_result
 
-    record_result(target, result, mode)  # issue 16
+    record_result(target, result, mode)
     return report
 
 

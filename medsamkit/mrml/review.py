@@ -1,4 +1,4 @@
-"""The review queue in a scene (issue 16): walk a segment's newest 3D result, most suspicious slice first.
+"""The review queue in a scene: walk a segment's newest 3D result, most suspicious slice first.
 
 :class:`SegmentReview` ranks the slices of the segment's newest markers / propagation / batch / RECIST
 run (:func:`medsamkit.records.review.queue_from_entry`, the ranking the report uses) on the segment as it is now,

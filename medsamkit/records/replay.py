@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
+from ..metrics import dice
 from .record import (RecordError, append_entry, mask_digest, markers_from_block, model_block,
                       normalization_from_block, plan_from_block, result_block, unpack_mask)
 
@@ -203,12 +204,6 @@ def recorded_segments(record: dict) -> dict:
         if snap is not None:
             out[e["segment"]["id"]] = unpack_mask(snap, e["image"]["shape"])
     return out
-
-
-def dice(a, b) -> float:
-    a, b = np.asarray(a) != 0, np.asarray(b) != 0
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
 
 
 def dice_table(result: ReplayResult, original: dict) -> list[dict]:

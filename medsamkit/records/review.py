@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..metrics import dice
 from ..volume import extract_slice
 
-#: Weights of the signs in the score, chosen on the six dev 3D marker runs (benchmarks/RESULTS.md, issue 16):
+#: Weights of the signs in the score, chosen on the six dev 3D marker runs (benchmarks/RESULTS.md):
 #: alone, box_edge ranked best (precision at 20 % 0.50), then low_iou (0.48), small (0.40), far_from_marks
 #: (0.38) and disagreement (0.31; pooled chance 0.29). No held-out runs: the combined figure is optimistic.
 WEIGHTS = {"low_iou": 1.0, "disagreement": 0.25, "box_edge": 2.0, "far_from_marks": 0.5, "small": 0.5}
@@ -38,11 +39,6 @@ class SliceReview:
     score: float                # 0..1, higher = look first
     signs: dict = field(default_factory=dict)   # raw value of each sign (module docstring)
     reviewed: bool = False
-
-
-def _dice(a, b) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
 
 
 def _box_edge_share(mask2d: np.ndarray, box) -> float:
@@ -92,7 +88,7 @@ def review_queue(mask: np.ndarray, axis: int, slices=None, scores: "dict | None"
         signs["low_iou"].append(1.0 - float(scores.get(k, scores.get(str(k), 1.0))) if scores else 0.0)
         neigh = [j for j in (k - 1, k + 1) if 0 <= j < mask.shape[axis]]
         nplanes = [planes[j] if j in planes else extract_slice(mask, j, axis) for j in neigh]
-        agree = np.mean([_dice(planes[k], p) for p in nplanes]) if nplanes else 1.0
+        agree = np.mean([dice(planes[k], p) for p in nplanes]) if nplanes else 1.0
         mean_area = np.mean([p.sum() for p in nplanes]) if nplanes else areas[k]
         jump = abs(np.log((areas[k] + 1.0) / (mean_area + 1.0)))
         signs["disagreement"].append(float(1.0 - agree + jump))

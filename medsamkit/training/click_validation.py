@@ -95,15 +95,13 @@ class DiskEmbeddingCache:
         return value
 
     def put(self, key, value) -> None:
-        import os
-
         import torch
 
+        from ..io import atomic_output
+
         self.memory.put(key, value)
-        path = self._path(key)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        torch.save(value.detach().to("cpu", torch.float16).clone(), tmp)
-        os.replace(tmp, path)
+        with atomic_output(self._path(key)) as tmp:
+            torch.save(value.detach().to("cpu", torch.float16).clone(), tmp)
 
 
 def box_of(gt: np.ndarray) -> list:

@@ -19,6 +19,8 @@ from ..errors import DependencyError, InputError
 
 PARTS = ("adapters", "decoder", "prompt_encoder", "encoder", "click_decoder")
 PART_PRESETS = {"full": ("encoder", "prompt_encoder", "decoder"), "clicks": ("prompt_encoder", "click_decoder")}
+#: what MedSAM Training offers in its Parts box (each parses as ``parts``), the common choices first
+PART_CHOICES = ("decoder", "adapters", "adapters+decoder", "full")
 PROMPTS = ("box", "points", "mixed", "clicks")
 LOSSES = ("auto", "dice-bce", "focal-dice-iou")
 AMP = ("auto", "bf16", "off")

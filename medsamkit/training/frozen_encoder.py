@@ -54,10 +54,10 @@ class FrozenEmbeddings:
     def _to_disk(self, key: str, emb: torch.Tensor) -> None:
         if self.disk_dir is None:
             return
-        path = self._disk_path(key)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        torch.save(emb.detach().to("cpu", torch.float16).clone(), tmp)
-        os.replace(tmp, path)
+        from ..io import atomic_output
+
+        with atomic_output(self._disk_path(key)) as tmp:
+            torch.save(emb.detach().to("cpu", torch.float16).clone(), tmp)
 
     def __call__(self, images: torch.Tensor, keys: list) -> torch.Tensor:
         found = [None if self.cache is None else self.cache.get((self.base_id, k)) for k in keys]

@@ -1,7 +1,7 @@
 """Validation Dice, measured the way a user sees it: through the backend every face uses.
 
 Each fixed validation sample (its seeded prompt, no augmentation: the prompt :class:`SampleDataset`
-draws for it) is segmented by a :class:`medsamkit.backend.local.LocalBackend` on the model being
+draws for it) is segmented by ``open_backend("local", model=...)`` on the model being
 trained: ``set_image`` of the display image inference makes (``TrainingData.display_and_masks``),
 ``predict`` with the prompt in that image's pixels, the model authors' multimask policy, the mask at
 the original resolution. So the figure is what ``medsamkit segment`` (or the Slicer effect) would give
@@ -22,10 +22,10 @@ VALIDATION_STREAM = 3
 
 
 def validation_backend(model, cache_bytes: int = 1 << 30):
-    """A LocalBackend on ``model`` (the PromptableModel being trained; its net is shared, not copied)."""
-    from ..backend.local import LocalBackend
+    """The in-process backend on ``model`` (the PromptableModel being trained; its net is shared, not copied)."""
+    from ..backend import open_backend
 
-    return LocalBackend(model, cache_bytes=cache_bytes)
+    return open_backend("local", model=model, cache_bytes=cache_bytes)
 
 
 def evaluate(backend, data, refs: list, prompt) -> dict:

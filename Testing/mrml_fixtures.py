@@ -10,6 +10,7 @@ skips the importing test module, visibly, when slicer-core is not installed.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytest.importorskip("slicer", reason="slicer-core is not installed (pip install 'medsamkit[slicer]')")
@@ -43,3 +44,17 @@ def engine(shared_predictor):
     from medsamkit.mrml.session import ModelSession
 
     return ModelSession(LocalBackend(predictor=shared_predictor))
+
+
+def add_volume_from_array(scene, array: np.ndarray, ijk_to_ras, name: str = "volume", labelmap: bool = False):
+    """New scalar (or labelmap) volume node in ``scene`` holding ``array`` (K, J, I) with ``ijk_to_ras``."""
+    import slicer.util
+
+    from medsamkit.mrml.volumes import numpy_to_matrix
+
+    cls = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    node = scene.AddNewNodeByClass(cls, name)
+    node.SetIJKToRASMatrix(numpy_to_matrix(ijk_to_ras))
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array))
+    node.CreateDefaultDisplayNodes()
+    return node

@@ -157,14 +157,6 @@ class LesionResult:
     slices: list = field(default_factory=list)
 
 
-def find_sr(folder: Path) -> Path:
-    """The one TID 1500 measurement report in ``folder``; InputError when there is none or several."""
-    from .dicom.series import index_folder
-
-    index = index_folder(folder)
-    return _one_sr(index)
-
-
 def _one_sr(index) -> Path:
     from .dicom.sr import read_report
 

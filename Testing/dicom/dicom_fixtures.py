@@ -55,7 +55,7 @@ def write_study(folder: Path, image: ImageData, label: np.ndarray, modality: str
 
     lesions: [(name, markers)] to store instead of the one simulated lesion 'T1'.
     """
-    from medsamkit.dicom.export import write_image_series
+    from series_writer import write_image_series
     from medsamkit.dicom.series import index_folder
     from medsamkit.dicom.sr_write import write_linear_report
     from medsamkit.simulated_reader import simulate_markers

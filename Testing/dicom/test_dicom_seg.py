@@ -13,7 +13,7 @@ from dicom_fixtures import run_tool, sample_case, tool, write_study
 pytest.importorskip("highdicom")
 import SimpleITK as sitk  # noqa: E402
 
-from medsamkit.dicom.seg import read_seg_masks  # noqa: E402
+from seg_reader import read_seg_masks  # noqa: E402
 from medsamkit.io import read_image  # noqa: E402
 from medsamkit.recist import (CSV_FILE, JSON_FILE, NRRD_FILE, SEG_FILE, SR_FILE, LesionResult,  # noqa: E402
                               RecistOptions, load_study, write_study as write_outputs)

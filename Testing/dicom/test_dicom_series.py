@@ -10,7 +10,7 @@ from medsamkit.geometry import VolumeGeometry
 from medsamkit.io import read_image
 
 pytest.importorskip("highdicom")
-from medsamkit.dicom.export import write_image_series  # noqa: E402
+from series_writer import write_image_series  # noqa: E402
 from medsamkit.dicom.series import index_folder  # noqa: E402
 
 

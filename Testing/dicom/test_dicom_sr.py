@@ -241,7 +241,7 @@ def test_dcmjs_ohif_bidirectional_report_reads_back_to_the_voxel(tmp_path):
     from medsamkit.geometry import VolumeGeometry
     from medsamkit.simulated_reader import simulate_markers
 
-    from medsamkit.dicom.export import write_image_series
+    from series_writer import write_image_series
 
     image, label = sample_case()
     write_image_series(image, tmp_path / "ct", "CT", uid_seed="medsamkit-dcmjs-fixture", patient_id="P1")

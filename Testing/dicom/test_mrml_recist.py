@@ -26,7 +26,7 @@ def _points(node):
 def dicom_volume(ctx, tmp_path):
     """The study, and its series as a volume node in the series' own slice order (what Slicer's DICOM
     plugin loads: it sorts by position too; the plain archetype reader is not used, it sorts by name)."""
-    from medsamkit.mrml.volumes import add_volume_from_array
+    from mrml_fixtures import add_volume_from_array
 
     image, label = sample_case()
     series, markers = write_study(tmp_path / "study", image, label, every=2)

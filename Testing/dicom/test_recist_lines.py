@@ -253,8 +253,8 @@ def test_cli_csv_on_dicom_series_writes_seg(shared_predictor, tmp_path, capsys):
     """--volume SERIES_DIR --lines CSV (--space RAS): a DICOM SEG beside the labelmaps, the mask of the NIfTI
     route, and the series folder reads back as the very array the record was made on (replay --volume DIR)."""
     from medsamkit.cli.commands import main
-    from medsamkit.dicom.export import write_image_series
-    from medsamkit.dicom.seg import read_seg_masks
+    from series_writer import write_image_series
+    from seg_reader import read_seg_masks
     from medsamkit.records.record import read_record
 
     image, label = sample_case()

@@ -61,7 +61,8 @@ def test_node_geometry_agrees_with_engine_geometry(ctx, tmp_path):
 
 
 def test_parent_linear_transform_is_in_world_geometry(ctx, slicer_core):
-    from medsamkit.mrml.volumes import add_volume_from_array, ijk_to_world, numpy_to_matrix, volume_geometry
+    from mrml_fixtures import add_volume_from_array
+    from medsamkit.mrml.volumes import ijk_to_world, numpy_to_matrix, volume_geometry
 
     m = ijk_to_ras(rotation(10, 0), (1.0, 1.0, 2.0), (5, 6, 7))
     node = add_volume_from_array(ctx.scene, np.zeros((4, 5, 6), np.int16), m, "v")
@@ -78,7 +79,8 @@ def test_parent_linear_transform_is_in_world_geometry(ctx, slicer_core):
 def test_nonlinear_parent_transform_is_refused(ctx, slicer_core):
     from vtkmodules.vtkFiltersHybrid import vtkGridTransform  # noqa: F401  (a warping transform)
 
-    from medsamkit.mrml.volumes import add_volume_from_array, volume_geometry
+    from mrml_fixtures import add_volume_from_array
+    from medsamkit.mrml.volumes import volume_geometry
 
     node = add_volume_from_array(ctx.scene, np.zeros((4, 5, 6), np.int16), np.eye(4), "warped")
     grid = ctx.scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "warp")
@@ -122,7 +124,8 @@ def test_standard_views_of_an_oblique_volume(ctx, tmp_path):
 
 def test_standard_views_of_a_flipped_volume_map_to_numpy_axes(ctx, slicer_core):
     """brain1-like storage (LPS direction diag(1, -1, 1)): axial/coronal/sagittal = numpy axis 0/1/2."""
-    from medsamkit.mrml.volumes import add_volume_from_array, slice_in_view, volume_geometry
+    from mrml_fixtures import add_volume_from_array
+    from medsamkit.mrml.volumes import slice_in_view, volume_geometry
 
     lps = np.diag([1.0, -1.0, 1.0])
     m = ijk_to_ras(np.diag([-1.0, -1.0, 1.0]) @ lps, (0.8, 0.8, 6.5), (10.0, -20.0, -30.0))
@@ -134,7 +137,8 @@ def test_standard_views_of_a_flipped_volume_map_to_numpy_axes(ctx, slicer_core):
 
 
 def test_plane_outside_the_volume_is_refused(ctx, slicer_core):
-    from medsamkit.mrml.volumes import add_volume_from_array, slice_in_view, volume_geometry, \
+    from mrml_fixtures import add_volume_from_array
+    from medsamkit.mrml.volumes import slice_in_view, volume_geometry, \
         volume_plane_slice_to_ras
 
     node = add_volume_from_array(ctx.scene, np.zeros((5, 6, 7), np.int16), np.eye(4), "small")
@@ -145,7 +149,8 @@ def test_plane_outside_the_volume_is_refused(ctx, slicer_core):
 
 
 def test_display_window_becomes_the_engine_mapping(ctx, slicer_core):
-    from medsamkit.mrml.volumes import add_volume_from_array, display_window_normalization
+    from mrml_fixtures import add_volume_from_array
+    from medsamkit.mrml.volumes import display_window_normalization
 
     node = add_volume_from_array(ctx.scene, np.zeros((3, 4, 5), np.int16), np.eye(4), "ct")
     display = node.GetDisplayNode()

@@ -100,11 +100,6 @@ def has_adapters(image_encoder: nn.Module) -> bool:
     return any(isinstance(getattr(b, ADAPTER_ATTR, None), Adapter) for b in getattr(image_encoder, "blocks", ()))
 
 
-def adapter_parameter_names(model: nn.Module) -> list[str]:
-    """Names of the adapter parameters in ``model`` (SAM-Med2D trains these plus prompt encoder/decoder)."""
-    return [name for name, _ in model.named_parameters() if f".{ADAPTER_ATTR}." in f".{name}"]
-
-
 def ensure_adapter_layout(net, layout: dict) -> None:
     """Rebuild the adapter layers described by ``layout`` on ``net`` (before loading trained weights)."""
     if not layout:

@@ -110,18 +110,6 @@ def array_from_volume(node, copy: bool = True) -> np.ndarray:
     return arr.copy() if copy else arr
 
 
-def add_volume_from_array(scene, array: np.ndarray, ijk_to_ras, name: str = "volume", labelmap: bool = False):
-    """New scalar (or labelmap) volume node in ``scene`` holding ``array`` (K, J, I) with ``ijk_to_ras``."""
-    import slicer.util
-
-    cls = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
-    node = scene.AddNewNodeByClass(cls, name)
-    node.SetIJKToRASMatrix(numpy_to_matrix(ijk_to_ras))
-    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array))
-    node.CreateDefaultDisplayNodes()
-    return node
-
-
 def load_volume(ctx, path: "str | Path", name: str | None = None, labelmap: bool = False):
     """Load a volume file with Slicer's own reader (vtkSlicerVolumesLogic.AddArchetypeVolume).
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..metrics import dice
-from .record import (RecordError, append_entry, mask_digest, markers_from_block, model_block,
+from .record import (RecordError, append_entry, mask_digest, model_block,
                       normalization_from_block, plan_from_block, result_block, unpack_mask)
 
 
@@ -228,8 +228,3 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"{r['name'][:20]:<20} {r['entries']:>7} {rec:>9} {r['voxels_replayed']:>9} {d:>6}  "
                      f"{'yes' if r['identical'] else 'no'}")
     return "\n".join(lines)
-
-
-def markers_of(record: dict) -> list:
-    """All marker lines (RAS, :class:`medsamkit.markers.Marker`) of a record's markers runs, for resuming."""
-    return [m for e in record["entries"] for m in markers_from_block(e["prompt"].get("markers"))]

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..io import ImageData
-from . import require_dicom
+from medsamkit.errors import InputError
+from medsamkit.io import ImageData
+from medsamkit.dicom import require_dicom
 
 _STORAGE = {"CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4"}
 

@@ -9,7 +9,7 @@ import torch
 
 from medsamkit.training.losses import DiceBCELoss, FocalDiceIoULoss, make_loss
 from medsamkit.training.prompt_simulation import BoxPrompt, CorrectionClick, MixedPrompt, PointPrompt
-from medsamkit.training.trainer import WarmupCosine
+from medsamkit.training.schedule import WarmupCosine
 
 
 def _disk(h, w, cy, cx, r):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,24 +40,12 @@ from .config import TrainConfig, dump_yaml
 from .dataset import SampleDataset, TrainingData, collate
 from .frozen_encoder import FrozenEmbeddings
 from .losses import make_loss
+from .schedule import WarmupCosine
 from .metrics_log import MetricsWriter
 from .parts import configure_trainable, set_train_modes, trained_state
 from .prompt_simulation import CorrectionClick, make_prompt_generator
 from .train_step import TrainStep, batch_to_device
 from .validation import evaluate, validation_backend
-
-
-class WarmupCosine:
-    """LR multiplier per optimizer step: linear warm-up over ``warmup`` steps, then cosine to ``min_ratio``."""
-
-    def __init__(self, warmup: int, total: int, min_ratio: float):
-        self.warmup, self.total, self.min_ratio = int(warmup), int(total), float(min_ratio)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass

@@ -190,3 +190,23 @@ def test_importing_medsamkit_is_light():
     res = subprocess.run([sys.executable, "-c", "import medsamkit, sys; print('torch' in sys.modules)"],
                          capture_output=True, text=True, cwd=REPO)
     assert res.stdout.strip() == "False"
+
+
+BACKEND_CLASSES = {"LocalBackend", "ProcessBackend", "RemoteBackend"}
+
+
+def test_only_open_backend_constructs_a_backend():
+    """Every face, the effect, the server and training validation reach a model through open_backend:
+    no file outside medsamkit/backend/ calls a backend class (Testing/ may, to test the classes)."""
+    bad = []
+    files = [p for folder in ("medsamkit", "MedSAMSegment", "MedSAMTraining") for p in sorted((REPO / folder).rglob("*.py"))]
+    for path in files:
+        rel = path.relative_to(REPO)
+        if rel.parts[:2] == ("medsamkit", "backend") or "Testing" in rel.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+                if name in BACKEND_CLASSES:
+                    bad.append(f"{rel}:{node.lineno} calls {name}")
+    assert bad == [], "\n".join(bad)

@@ -14,6 +14,9 @@ Rules:
 - ``"local"`` (or None/""): the model is loaded here with :func:`medsamkit.models.load_model` and the
   same defaults as everywhere (kind LiteMedSAM, bundled weights, ``engine="auto"``, ``device="auto"``).
   An already loaded model (``model=`` a PromptableModel) is used as is.
+- ``"process"``: the same model in a model process this backend starts (``medsamkit serve`` on a
+  loopback port, :class:`~medsamkit.backend.process.ProcessBackend`): what "local" means in the Slicer
+  effect, whose process never imports torch and survives a crash of the model.
 - ``"http://host:port"``: a :class:`~medsamkit.backend.remote.RemoteBackend`. The server's model is
   used, so a model, checkpoint or adapter other than the defaults is refused with one message
   (start the server with them instead) rather than silently ignored.
@@ -38,13 +41,14 @@ def open_backend(spec: "str | None" = "local", model=None, checkpoint: "str | os
                  adapter: "str | os.PathLike | None" = None, engine: str | None = None, device: str | None = None,
                  token_file: "str | os.PathLike | None" = None, timeout: float | None = None,
                  **options) -> Backend:
-    """The backend for ``spec``: ``"local"``/None (in this process) or a server URL.
+    """The backend for ``spec``: ``"local"``/None (in this process), ``"process"`` (a model process) or a server URL.
 
     model: a model kind ("litemedsam", "medsam", ...; None = recognised from ``checkpoint``, else
     LiteMedSAM) or a loaded PromptableModel. checkpoint/adapter/engine/device: as
     :func:`medsamkit.models.load_model` (engine None = "auto"). token_file/timeout: for a server
-    (token also from $MEDSAMKIT_TOKEN). ``options`` go to the backend's constructor (LocalBackend:
-    cache_bytes, model_thread; RemoteBackend: token, connect_timeout, retries, ...).
+    (token also from $MEDSAMKIT_TOKEN); timeout also for a model process. ``options`` go to the backend's
+    constructor (LocalBackend: cache_bytes, model_thread; ProcessBackend: python, start_timeout, extra_args;
+    RemoteBackend: token, connect_timeout, retries, ...).
 
     Raises InputError for an unknown spec or model options given with a server; the loader's and the
     remote client's own errors (CheckpointError, ServerUnreachableError, ...) as they are.
@@ -59,6 +63,15 @@ def open_backend(spec: "str | None" = "local", model=None, checkpoint: "str | os
         elif checkpoint is not None or adapter is not None:
             raise InputError("Pass checkpoint/adapter with a model kind, not with an already loaded model.")
         return LocalBackend(model, **options)
+    if spec == "process":
+        if model is not None and not isinstance(model, str):
+            raise InputError("A model process loads its model itself: pass a model kind, not a loaded model.")
+        from .process import ProcessBackend
+
+        if timeout is not None:
+            options["timeout"] = float(timeout)
+        return ProcessBackend(model or None, checkpoint or None, adapter or None, engine or "auto", device or "auto",
+                              **options)
     if is_remote_spec(spec):
         given = [name for name, value in (("model", model), ("checkpoint", checkpoint), ("adapter", adapter))
                  if value and not (name == "model" and value == DEFAULT_KIND)]
@@ -71,7 +84,8 @@ def open_backend(spec: "str | None" = "local", model=None, checkpoint: "str | os
         if timeout is not None:
             options["timeout"] = float(timeout)
         return RemoteBackend(str(spec), token_file=token_file or None, **options)
-    raise InputError(f"Unknown backend '{spec}': use 'local' or a server address like http://127.0.0.1:8765.")
+    raise InputError(f"Unknown backend '{spec}': use 'local', 'process' or a server address like "
+                     "http://127.0.0.1:8765.")
 
 
 def load_local_model(model: str | None = None, checkpoint=None, adapter=None, engine: str | None = None,

@@ -105,31 +105,15 @@ class ModelSession:
 def open_model_backend(backend: str = "local", model: str | None = None, checkpoint: str | None = None,
                        adapter: str | None = None, engine: str | None = "auto", device: str | None = "auto",
                        token_file=None, timeout: float | None = None):
-    """The Backend for the effect's options: "local" -> a model process; a URL -> that server.
+    """The Backend for the effect's options through :func:`medsamkit.backend.open_backend`: the effect's
+    "local" is a model process (spec "process"); a URL is that server, whose model is its own (a model,
+    checkpoint or adapter other than the default is refused rather than silently ignored)."""
+    from ..backend import open_backend
 
-    With a server the model is the server's: a model, checkpoint or adapter other than the default
-    is refused rather than silently ignored. Raises InputError for anything else.
-    """
-    from ..backend import is_remote_spec
-
-    if backend in (None, "", "local"):
-        from ..backend.process import ProcessBackend
-
-        options = {} if timeout is None else {"timeout": float(timeout)}
-        return ProcessBackend(model or None, checkpoint or None, adapter or None, engine or "auto",
-                              device or "auto", **options)
-    if is_remote_spec(backend):
-        given = [name for name, value in (("model", model), ("checkpoint", checkpoint), ("adapter", adapter))
-                 if value and not (name == "model" and value == "litemedsam")]
-        if given:
-            raise InputError(f"{' and '.join(given)} choose a local model; a server ({backend}) uses its own "
-                             "(medsamkit serve --model ... --checkpoint ... --adapter ...). Clear them or choose "
-                             "the local backend.")
-        from ..backend.remote import RemoteBackend
-
-        options = {} if timeout is None else {"timeout": float(timeout)}
-        return RemoteBackend(backend, token_file=token_file or None, **options)
-    raise InputError(f"Unknown backend '{backend}'. Use 'local' or a server URL such as http://host:8765.")
+    spec = "process" if backend in (None, "", "local") else backend
+    return open_backend(spec, model=model or None, checkpoint=checkpoint or None, adapter=adapter or None,
+                        engine=engine or "auto", device=device or "auto", token_file=token_file or None,
+                        timeout=timeout)
 
 
 class SessionHolder:

@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .export import export_dataset
+from medsamkit.mrml.training_export import export_dataset
 
 
 def default_python() -> str:

@@ -11,8 +11,8 @@ volume through Slicer's own storage node: LPS on disk, voxels unchanged) and ``<
 Label values are assigned by segment *name* across all items (first seen -> 1, next -> 2, ...),
 so "liver" is the same label in every case. Where segments overlap, the later one in that order
 wins the voxel (as in the JSRT masks); train overlapping structures from separate exports if
-that matters. Files are written under temporary names and renamed into place, and manifest.json
-is written last, so a failed export never looks like a usable dataset.
+that matters. Every file is written through :func:`medsamkit.io.atomic_output` (a temporary file renamed
+into place) and manifest.json last, so a failed export never looks like a usable dataset.
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ import re
 from pathlib import Path
 
 import numpy as np
+
+from ..io import atomic_output
 
 FORMAT_NOTE = "exported from a 3D Slicer scene by the MedSAMTraining module"
 
@@ -91,9 +93,8 @@ def export_dataset(items, out_dir, segmentations_logic, modality: str | None = N
                       "labels_present": sorted(set(int(v) for v in np.unique(label) if v))})
     manifest = {"name": name, "format_version": 1, "source": FORMAT_NOTE,
                 "labels": {str(v): n for v, n in sorted(display.items())}, "cases": cases}
-    tmp = out / ".manifest.json.partial"
-    tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    tmp.replace(out / "manifest.json")
+    with atomic_output(out / "manifest.json") as tmp:
+        Path(tmp).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return out / "manifest.json"
 
 
@@ -103,13 +104,11 @@ def _write_volume(scene, volume, path: Path) -> None:
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     scene.AddNode(storage)
     try:
-        tmp = path.with_name(f".{path.name}.partial.nii.gz")
-        storage.SetFileName(str(tmp))
-        storage.SetUseCompression(True)
-        if not storage.WriteData(volume):
-            tmp.unlink(missing_ok=True)
-            raise ValueError(f"Could not write volume '{volume.GetName()}' to {path}.")
-        tmp.replace(path)
+        with atomic_output(path) as tmp:
+            storage.SetFileName(str(tmp))
+            storage.SetUseCompression(True)
+            if not storage.WriteData(volume):
+                raise ValueError(f"Could not write volume '{volume.GetName()}' to {path}.")
     finally:
         scene.RemoveNode(storage)
 
@@ -138,6 +137,5 @@ def _write_label(label: np.ndarray, image_path: Path, mask_path: Path) -> None:
     img.SetSpacing(reader.GetSpacing())
     img.SetOrigin(reader.GetOrigin())
     img.SetDirection(reader.GetDirection())
-    tmp = mask_path.with_name(f".{mask_path.name}.partial.nii.gz")
-    sitk.WriteImage(img, str(tmp), True)
-    tmp.replace(mask_path)
+    with atomic_output(mask_path) as tmp:
+        sitk.WriteImage(img, str(tmp), True)

@@ -282,9 +282,10 @@ def main(argv=None) -> int:
                 raise InputError("--out S.seg.nrrd is required with --volume.")
             cases = [Case(args.volume, args.out, args.markers, args.boxes, args.reference, name=Path(args.volume).name)]
         if args.cluster:
-            from medsamkit.mrml.batch_cluster import run_batch_cluster
+            from medsamkit.cli import batch as by_name  # this module by its name, also when run as a script:
+            from medsamkit.cluster.batch import run_batch_cluster  # Ray then sends run_case by reference
 
-            return run_batch_cluster(args, cases)
+            return run_batch_cluster(args, cases, by_name.run_case)
         backend = backend_from_options(args)
     except MedSAMError as exc:
         print(f"medsam-batch: error: {exc}", file=sys.stderr)

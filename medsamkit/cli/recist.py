@@ -221,7 +221,7 @@ def cmd_recist(args) -> int:
     if getattr(args, "cluster", None):
         from ..cluster.recist import run_recist_cluster
 
-        return run_recist_cluster(args, todo, options, out_root)
+        return run_recist_cluster(args, todo, options, out_root, process_study, model_record, print_study)
     if not todo:
         return 0
     bar = None if args.quiet else tqdm_progress("recist")

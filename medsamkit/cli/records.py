@@ -193,7 +193,7 @@ def cmd_replay(args) -> int:
             raise InputError("Give one RECORD with --volume and --out, or --cases CSV for many (not both).")
         from ..cluster.replay import run_replay_cases
 
-        return run_replay_cases(args)
+        return run_replay_cases(args, replay_model_options(args), replay_case, print_replay)
     if not (args.record and args.volume and args.out):
         raise InputError("replay needs RECORD, --volume (the volume it was made on) and --out; or --cases CSV.")
     if getattr(args, "cluster", None):

@@ -11,7 +11,8 @@ whose worker died (bounded), reports each item as it ends, draws done / failed /
 cancels what is left on Ctrl-C, removes the temporary files of killed tasks, and writes a summary
 (CSV + JSON).
 
-The batch's cases are scheduled from :mod:`medsamkit.mrml.batch_cluster` (the MRML side), with this runner.
+The batch's cases are scheduled by :mod:`medsamkit.cluster.batch`. The faces hand their own per-item
+functions (process_study, replay_case, run_case) to these runners, so the cluster never imports the CLI.
 Ray is imported here only when a ``--cluster`` run starts: a plain run never imports it.
 """
 from __future__ import annotations

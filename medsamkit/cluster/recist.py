@@ -1,7 +1,7 @@
 """``medsamkit recist --studies ... --cluster ADDR``: one Ray task per study.
 
-Each task runs :func:`medsamkit.cli.recist.process_study` - what the plain run does per study - on a
-worker whose backend is opened once (:func:`medsamkit.cluster.worker.backend_for`), and writes the
+Each task runs the command's per-study function (``process_study`` of :mod:`medsamkit.cli.recist`, handed
+over by the command: what the plain run does per study) on a worker whose backend is opened once (:func:`medsamkit.cluster.worker.backend_for`), and writes the
 study's folder atomically into ``--out`` (which every worker must see at the same path). The driver
 prints each study's lines as it ends, and writes ``cluster-summary.csv``/``.json`` into ``--out``.
 """
@@ -26,10 +26,11 @@ def _visible(path, what: str) -> None:
 
 
 def recist_task(payload) -> dict:
-    """One study on a worker -> {"rows", "warnings"}; raises MedSAMError for a study that fails."""
-    from ..cli.recist import model_record, process_study
+    """One study on a worker -> {"rows", "warnings"}; raises MedSAMError for a study that fails.
 
-    spec, item, options, out_root, extra = payload
+    payload: (model spec, study item, RecistOptions, out root, extra args, the face's (process_study,
+    model_record) functions; Ray sends them by reference)."""
+    spec, item, options, out_root, extra, (process_study, model_record) = payload
     _visible(item[0], "the study")
     _visible(item[1], "the file")
     args = Namespace(**spec, **extra)
@@ -46,8 +47,10 @@ def _absolute(p):
     return None if p is None else Path(p).resolve()
 
 
-def run_recist_cluster(args, todo: list, options, out_root: Path) -> int:
-    from ..cli.recist import print_study
+def run_recist_cluster(args, todo: list, options, out_root: Path, process_study, model_record, print_study) -> int:
+    """The studies ``todo`` as Ray tasks. process_study(item, options, out_root, args, open_model) -> (study,
+    rows), model_record(backend, args) and print_study(name, rows, warnings, seconds, out_dir): the command's
+    own functions, so every study runs and prints as in the plain run."""
     from ..recist import study_done
     from .runner import Interrupted, connected, gpus_per_task, run_items
     from .summary import SUMMARY_NAME, remove_partials, result_row, write_summary
@@ -57,7 +60,8 @@ def run_recist_cluster(args, todo: list, options, out_root: Path) -> int:
     spec = model_spec(args)
     extra = {"lines": getattr(args, "lines", None), "space": getattr(args, "space", None)}
     out_abs = out_root.resolve()
-    items = [(name, (spec, (_absolute(folder), _absolute(src), name), options, str(out_abs), extra))
+    functions = (process_study, model_record)
+    items = [(name, (spec, (_absolute(folder), _absolute(src), name), options, str(out_abs), extra, functions))
              for folder, src, name in todo]
 
     def on_result(res, bar):

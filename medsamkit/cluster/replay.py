@@ -1,8 +1,8 @@
 """``medsamkit replay --cases CSV [--cluster ADDR]``: many records, one per case.
 
 The CSV (header row) has ``record``, ``volume``, ``out`` and optionally ``against`` and ``name``; paths
-are relative to the CSV. Each case runs :func:`medsamkit.cli.records.replay_case` - what ``replay``
-does for one record - on a worker that opens the backend for each recorded model once
+are relative to the CSV. Each case runs the command's ``replay_case`` (:mod:`medsamkit.cli.records`, handed
+over by the command: what ``replay`` does for one record) on a worker that opens the backend for each recorded model once
 (:func:`medsamkit.records.replay_backend.open_replay_backend`, cached per worker), and writes the
 case's output and its record atomically. Without ``--cluster`` the cases run one after the other in
 this process, through the same function. A case whose output and record are both there is skipped
@@ -52,9 +52,8 @@ def case_done(case: dict) -> bool:
 def replay_task(payload) -> dict:
     """One case on a worker (or in this process) -> replay_case's summary without its model object."""
     from ..records.replay_backend import open_replay_backend
-    from ..cli.records import replay_case
 
-    case, options = payload
+    case, options, replay_case = payload
     spec, model_kind, checkpoint, adapter, device, engine, remote = options
 
     def open_model(record):
@@ -72,8 +71,9 @@ def replay_task(payload) -> dict:
     return replay_case(case["record"], case["volume"], case["out"], case.get("against"), open_model)
 
 
-def run_replay_cases(args) -> int:
-    from ..cli.records import print_replay, replay_model_options
+def run_replay_cases(args, options: tuple, replay_case, print_replay) -> int:
+    """The cases of ``args.cases``, on Ray (``args.cluster``) or here. options: the command's
+    replay_model_options(args); replay_case / print_replay: the command's own functions."""
     from ..records.record import sidecar_path
     from .runner import ItemResult, call_item
     from .summary import SUMMARY_NAME, remove_partials, result_row, write_summary
@@ -88,8 +88,7 @@ def run_replay_cases(args) -> int:
     summary = Path(args.summary) if args.summary else Path(args.cases).resolve().parent / SUMMARY_NAME
     if not todo:
         return 0
-    options = replay_model_options(args)
-    items = [(case["name"], (case, options)) for case in todo]
+    items = [(case["name"], (case, options, replay_case)) for case in todo]
 
     def on_result(res, bar):
         if res.status != "ok":

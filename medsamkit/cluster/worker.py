@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-from argparse import Namespace
 
 _CACHE: dict = {}
 
@@ -30,10 +29,16 @@ def spec_key(spec: dict) -> tuple:
 
 
 def backend_for(spec: dict):
-    """This worker's backend for the model options ``spec`` (:func:`medsamkit.cluster.options.model_spec`)."""
-    from ..cli.options import backend_from_options
+    """This worker's backend for the model options ``spec`` (:func:`medsamkit.cluster.options.model_spec`),
+    opened once through :func:`medsamkit.backend.open_backend` with the plain run's options."""
+    from ..backend import open_backend
 
-    return cached(("backend",) + spec_key(spec), lambda: backend_from_options(Namespace(**spec)))
+    def open_it():
+        return open_backend(spec["backend"], model=spec["model"], checkpoint=spec["checkpoint"],
+                            adapter=spec["adapter"], engine=spec["engine"], device=spec["device"],
+                            token_file=spec["server_token_file"], timeout=spec["server_timeout"])
+
+    return cached(("backend",) + spec_key(spec), open_it)
 
 
 def where() -> str:

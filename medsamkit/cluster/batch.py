@@ -1,6 +1,7 @@
 """The batch's ``--cases LIST --cluster ADDR``: one Ray task per case (scheduled by :mod:`medsamkit.cluster`).
 
-Each task runs :func:`medsamkit.cli.batch.run_case` - what the plain batch does per case - on a worker
+Each task runs the batch's ``run_case`` (:mod:`medsamkit.cli.batch`, handed over by the batch: what the plain
+batch does per case) on a worker
 that keeps one backend and one MRML context (slicer-core) for all its cases, and writes the case's
 ``.seg.nrrd`` (and its ``.prompts.json``) atomically where the case list says. A case whose output
 and record are both there is skipped (``--force`` redoes it). The summary goes beside the case list
@@ -12,25 +13,24 @@ import sys
 import time
 from pathlib import Path
 
-from medsamkit.cluster.options import model_spec
-from medsamkit.cluster.worker import backend_for, cached
-from medsamkit.errors import InputError
+from .options import model_spec
+from .worker import backend_for, cached
+from ..errors import InputError
 
 
 def case_done(case) -> bool:
-    from medsamkit.records.record import sidecar_path
+    from ..records.record import sidecar_path
 
     return Path(case.out).is_file() and sidecar_path(case.out).is_file()
 
 
 def case_task(payload) -> dict:
     """One case on a worker -> {"message", "dice"}; raises InputError with the case's message when it failed."""
-    from medsamkit.cli.batch import run_case
-    from medsamkit.mrml.context import make_context, quiet_vtk
+    from ..mrml.context import make_context, quiet_vtk
 
-    spec, case, args = payload
+    spec, case, args, run_case = payload
     if not Path(case.volume).exists():
-        from medsamkit.cluster.worker import where
+        from .worker import where
 
         raise InputError(f"{case.volume} is not visible on worker {where()}: put the cases and their outputs on a "
                          "filesystem every worker mounts at the same path (docs/cluster.md).")
@@ -42,11 +42,12 @@ def case_task(payload) -> dict:
     return {"message": report.message, "dice": report.dice}
 
 
-def run_batch_cluster(args, cases: list) -> int:
+def run_batch_cluster(args, cases: list, run_case) -> int:
+    """The batch's ``cases`` as Ray tasks; run_case(backend, ctx, case, args) -> CaseReport: the batch's own."""
     from dataclasses import replace
 
-    from medsamkit.cluster.runner import Interrupted, connected, gpus_per_task, run_items
-    from medsamkit.cluster.summary import SUMMARY_NAME, remove_partials, result_row, write_summary
+    from .runner import Interrupted, connected, gpus_per_task, run_items
+    from .summary import SUMMARY_NAME, remove_partials, result_row, write_summary
 
     todo = []
     for case in cases:
@@ -61,7 +62,7 @@ def run_batch_cluster(args, cases: list) -> int:
     spec = model_spec(args)
     items = [(case.name, (spec, replace(case, **{k: str(Path(v).resolve()) for k, v in vars(case).items()
                                                  if k in ("volume", "out", "markers", "boxes", "reference") and v}),
-                          args)) for case in todo]
+                          args, run_case)) for case in todo]
 
     def on_result(res, bar):
         text = f"{res.name} {'ok' if res.status == 'ok' else 'FAILED'} ({res.seconds:.1f} s): "
@@ -75,7 +76,7 @@ def run_batch_cluster(args, cases: list) -> int:
                                 retries=args.cluster_retries, quiet=args.quiet, on_result=on_result)
         except Interrupted as exc:
             results, interrupted = exc.results, True
-    from medsamkit.records.record import sidecar_path
+    from ..records.record import sidecar_path
 
     by_folder: dict = {}
     for case in todo:

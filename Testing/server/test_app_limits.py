@@ -6,7 +6,6 @@ tests cost no encoding; the model is the shared session fixture.
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -64,15 +63,26 @@ def test_memory_limits(lite_model):
         assert create(c).status_code == 200
 
 
+class Clock:
+    """The seconds the server's sessions see; a test moves them on instead of sleeping."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_idle_sessions_expire(lite_model):
-    with TestClient(make_app(lite_model, session_ttl_s=0.5)) as c:
+    clock = Clock()
+    with TestClient(make_app(lite_model, session_ttl_s=0.5, clock=clock)) as c:
         sid = create(c).json()["session"]
         assert c.post(protocol.session_path(sid, "heartbeat")).json()["expires_in"] == 0.5
-        time.sleep(0.3)
+        clock.now += 0.3
         assert c.post(protocol.session_path(sid, "heartbeat")).status_code == 200  # refreshed
-        time.sleep(0.3)
-        assert c.post(protocol.session_path(sid, "heartbeat")).status_code == 200
-        time.sleep(0.7)
+        clock.now += 0.3
+        assert c.post(protocol.session_path(sid, "heartbeat")).status_code == 200  # 0.6 s old, touched 0.3 s ago
+        clock.now += 0.7
         r = c.post(protocol.session_path(sid, "heartbeat"))
         assert r.status_code == 404 and "expired" in r.json()["detail"]
         assert c.get(protocol.PATH_STATS).json()["sessions"] == 0

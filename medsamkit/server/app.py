@@ -50,17 +50,17 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
              max_session_bytes: int = protocol.DEFAULT_MAX_SESSION_BYTES,
              max_total_bytes: int = protocol.DEFAULT_MAX_TOTAL_BYTES,
              session_cache_bytes: int = protocol.DEFAULT_SESSION_CACHE_BYTES,
-             sweep_interval_s: float | None = None):
+             sweep_interval_s: float | None = None, clock=None):
     """Build the app for one loaded model (a PromptableModel from medsamkit.load_model).
 
     token: bearer token required on every path except /version (None = no auth; the CLI only
     allows that on loopback). Limits: sessions open at once, idle seconds before a session is
     closed, compressed upload bytes, decoded bytes per session, bytes held by all sessions,
-    embedding-cache bytes per session.
+    embedding-cache bytes per session. clock: seconds for session expiry (time.monotonic; tests pass their own).
     """
     model_thread = ModelThread()
     store = SessionStore(model, model_thread, max_sessions, session_ttl_s, max_session_bytes, max_total_bytes,
-                         session_cache_bytes)
+                         session_cache_bytes, **({} if clock is None else {"clock": clock}))
     sweep_every = sweep_interval_s if sweep_interval_s is not None else max(1.0, min(30.0, session_ttl_s / 4))
 
     @contextlib.asynccontextmanager

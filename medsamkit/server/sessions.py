@@ -53,12 +53,13 @@ class Reservation:
 
 
 class Session:
-    def __init__(self, sid: str, backend: LocalBackend, budget: int = 0):
+    def __init__(self, sid: str, backend: LocalBackend, budget: int = 0, clock=time.monotonic):
         self.sid = sid
+        self.clock = clock
         self.backend = backend
         self.budget = int(budget)  # bytes this session may come to hold (admission control)
         self.lock = threading.Lock()
-        self.created = self.last_seen = time.monotonic()
+        self.created = self.last_seen = clock()
         self.predictions: OrderedDict[str, tuple[np.ndarray, tuple[int, int]]] = OrderedDict()
         self.masks: OrderedDict[str, np.ndarray] = OrderedDict()
         self.cancel_event = threading.Event()
@@ -71,7 +72,7 @@ class Session:
             raise SessionUnknown(f"Session '{self.sid[:8]}…' was closed.")
 
     def touch(self) -> None:
-        self.last_seen = time.monotonic()
+        self.last_seen = self.clock()
 
     def remember_prediction(self, low_res: np.ndarray, hw: tuple[int, int]) -> str:
         pid = secrets.token_hex(8)
@@ -116,14 +117,16 @@ class Session:
 
 
 class SessionStore:
-    """Thread-safe sid -> Session map with limits and idle expiry."""
+    """Thread-safe sid -> Session map with limits and idle expiry (``clock``: seconds, time.monotonic by
+    default; tests pass their own to expire sessions without waiting)."""
 
     def __init__(self, model, model_thread: ModelThread, max_sessions: int = protocol.DEFAULT_MAX_SESSIONS,
                  ttl_s: float = protocol.DEFAULT_SESSION_TTL_S,
                  max_session_bytes: int = protocol.DEFAULT_MAX_SESSION_BYTES,
                  max_total_bytes: int = protocol.DEFAULT_MAX_TOTAL_BYTES,
-                 cache_bytes: int = protocol.DEFAULT_SESSION_CACHE_BYTES):
+                 cache_bytes: int = protocol.DEFAULT_SESSION_CACHE_BYTES, clock=time.monotonic):
         self.model = model
+        self.clock = clock
         self.model_thread = model_thread
         self.max_sessions = int(max_sessions)
         self.ttl_s = float(ttl_s)
@@ -179,7 +182,7 @@ class SessionStore:
     def add(self, backend: LocalBackend, budget: int = 0, reservation: Reservation | None = None) -> Session:
         """Register a session; with ``reservation`` the reserved place becomes the session (one step)."""
         sid = secrets.token_urlsafe(16)
-        session = Session(sid, backend, budget)
+        session = Session(sid, backend, budget, self.clock)
         with self._mu:
             if reservation is not None:
                 self._release(reservation)
@@ -188,7 +191,9 @@ class SessionStore:
         return session
 
     def new_backend(self) -> LocalBackend:
-        return LocalBackend(self.model, cache_bytes=self.cache_bytes, model_thread=self.model_thread)
+        from ..backend import open_backend
+
+        return open_backend("local", model=self.model, cache_bytes=self.cache_bytes, model_thread=self.model_thread)
 
     def get(self, sid: str) -> Session:
         with self._mu:
@@ -214,7 +219,7 @@ class SessionStore:
         return True
 
     def _expired(self, session: Session) -> bool:
-        return time.monotonic() - session.last_seen > self.ttl_s
+        return self.clock() - session.last_seen > self.ttl_s
 
     def sweep(self) -> int:
         with self._mu:

@@ -109,7 +109,7 @@ class MedSAMSegmentTest(ScriptedLoadableModuleTest):
         self.assertTrue(effect.self().waitForResult(600), "Segmentation did not finish in 10 minutes")
 
         written = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume) > 0
-        from medsamkit.metrics import dice as diceOf
+        from medsamkit.mrml.choices import dice as diceOf
 
         dice = diceOf(written[k], reference[k])  # the one Dice of every face (CLI, bench, training)
         self.delayDisplay(f"Dice against the reference on slice {k}: {dice:.3f}")

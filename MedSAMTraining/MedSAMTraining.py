@@ -17,9 +17,6 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 
 from MedSAMTrainingLib import TrainingLogic
 
-MODEL_KINDS = ("litemedsam", "medsam", "sam-vit-b", "sam-vit-l", "sam-vit-h", "sam-med2d", "medicosam")
-PARTS = ("decoder", "adapters", "adapters+decoder", "full")
-WINDOWS = ("auto", "soft-tissue", "lung", "brain", "bone", "percentile", "none")
 MODALITIES = ("", "CT", "MR", "US", "XRay", "PET", "other")
 
 
@@ -48,6 +45,8 @@ def ensureDependencies() -> bool:
 class MedSAMTrainingWidget(ScriptedLoadableModuleWidget):
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        from medsamkit.mrml import choices  # model kinds, windows and parts from the registry, preprocess, config
+
         self.logic = MedSAMTrainingLogic()
         self.items = []  # [(volume node, segmentation node)]
 
@@ -68,7 +67,7 @@ class MedSAMTrainingWidget(ScriptedLoadableModuleWidget):
         self.modalityCombo = qt.QComboBox()
         self.modalityCombo.addItems(MODALITIES)
         self.windowCombo = qt.QComboBox()
-        self.windowCombo.addItems(WINDOWS)
+        self.windowCombo.addItems(list(choices.window_choices(display=False)))
         form.addRow("Volume:", self.volumeSelector)
         form.addRow("Segmentation:", self.segmentationSelector)
         form.addRow(addButton)
@@ -83,11 +82,11 @@ class MedSAMTrainingWidget(ScriptedLoadableModuleWidget):
         self.layout.addWidget(model)
         form = qt.QFormLayout(model)
         self.modelCombo = qt.QComboBox()
-        self.modelCombo.addItems(MODEL_KINDS)
+        self.modelCombo.addItems(list(choices.model_kinds()))
         self.checkpointEdit = ctk.ctkPathLineEdit()
         self.checkpointEdit.toolTip = "Base weights (empty: the model's bundled weights, LiteMedSAM only)"
         self.partsCombo = qt.QComboBox()
-        self.partsCombo.addItems(PARTS)
+        self.partsCombo.addItems(list(choices.training_part_choices()))
         self.epochsSpin = qt.QSpinBox()
         self.epochsSpin.setRange(1, 1000)
         self.epochsSpin.value = 10

@@ -23,11 +23,9 @@ import sys
 
 def needsDownload(kind):
     """True for a catalog kind whose file is not in the cache yet (quick: no hashing)."""
-    from medsamkit.models import catalog, download
+    from medsamkit.mrml.choices import needs_download
 
-    if kind not in catalog.load_catalog():
-        return False
-    return not download.is_cached(kind)
+    return needs_download(kind)
 
 
 def pythonExecutable():

@@ -18,8 +18,6 @@ ADAPTER = "Adapter"                    # path of a registered adapter (MedSAMTra
 
 PROMPT_MODES = (("box", "Box"), ("points", "+/- points"), ("refine", "Refine"), ("propagate", "Propagate"),
                 ("markers", "Markers"))
-WINDOWS = ("display", "auto", "soft-tissue", "lung", "brain", "bone", "percentile")
-MODEL_KINDS = ("litemedsam", "litemedsam-clicks", "medsam", "sam-vit-b", "sam-vit-l", "sam-vit-h", "sam-med2d", "medicosam")
 MIN_DRAG_PIXELS = 4  # a press and release closer than this is a click, not a box
 # While a job is pending (a prompt or the view prefetch), a timer fires every POLL_INTERVAL_MS and the main
 # thread waits up to POLL_WAIT_MS on the worker with the GIL released (medsamkit.mrml.jobs.Worker.wait): inside

@@ -22,9 +22,9 @@ from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
 from MedSAMSegmentLib.EffectTarget import EngineHolder, ScriptedEffectTarget, ViewPrefetch
 from MedSAMSegmentLib.Parameters import (ADAPTER, BACKEND, CANCEL_KEY, CHECKPOINT_PATH, DEVICE, MARKER_MARGIN_MM,
-                                          MARKER_REFINE, MIN_DRAG_PIXELS, MODEL, MODEL_KINDS, POLL_INTERVAL_MS,
+                                          MARKER_REFINE, MIN_DRAG_PIXELS, MODEL, POLL_INTERVAL_MS,
                                           POLL_WAIT_MS, PROMPT_MODE, PROMPT_MODES, RUN_MARKERS_KEY, SERVER_TOKEN_FILE,
-                                          WINDOW, WINDOWS, WRITE_MODE)
+                                          WINDOW, WRITE_MODE)
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
@@ -81,8 +81,10 @@ the prompts. Leaving the effect (Esc, or another effect) does the same. <b>Enter
 The slice view must be aligned with the volume (click the orientation warning button if it is not).</html>"""
 
     def setupOptionsFrame(self):
+        from medsamkit.mrml import choices  # the lists the registry and preprocess define, not typed again
+
         self.modelSelector = qt.QComboBox()
-        self.modelSelector.addItems(MODEL_KINDS)
+        self.modelSelector.addItems(list(choices.model_kinds()))
         self.modelSelector.setToolTip("Model kind. LiteMedSAM's weights are bundled; a catalog model (medsam, sam-*, "
                                       "sam-med2d, medicosam) is downloaded on first use, with its licence shown "
                                       "first, unless you choose its checkpoint file below.")
@@ -112,7 +114,7 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.scriptedEffect.addLabeledOptionsWidget("Server token file:", self.tokenFileEdit)
 
         self.windowSelector = qt.QComboBox()
-        self.windowSelector.addItems(WINDOWS)
+        self.windowSelector.addItems(list(choices.window_choices()))
         self.windowSelector.setEditable(True)  # also accepts "W,L", e.g. 400,40
         # Typed text is written when editing finishes (Enter or focus out), not per key: each write
         # round-trips through every effect's updateGUIFromMRML (EffectParameterModified).
@@ -189,7 +191,7 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.scriptedEffect.setParameterDefault(WINDOW, "auto")
         self.scriptedEffect.setParameterDefault(PROMPT_MODE, "box")
         self.scriptedEffect.setParameterDefault(WRITE_MODE, "replace")
-        from medsamkit.markers import DEFAULT_MARGIN_MM  # one default for the effect, markers CLI and batch
+        from medsamkit.mrml.choices import DEFAULT_MARGIN_MM  # one default for the effect, markers CLI and batch
 
         self.scriptedEffect.setParameterDefault(MARKER_MARGIN_MM, DEFAULT_MARGIN_MM)
         self.scriptedEffect.setParameterDefault(MARKER_REFINE, 0)
@@ -244,7 +246,7 @@ The slice view must be aligned with the volume (click the orientation warning bu
         self.adapterSelector.clear()
         self.adapterSelector.addItem("(none)", "")
         try:
-            from medsamkit.training.adapter_registry import list_adapters
+            from medsamkit.mrml.choices import list_adapters
 
             entries = list_adapters(modelKind)
         except Exception as exc:  # an unreadable registry must not break the effect's panel
@@ -428,7 +430,7 @@ The slice view must be aligned with the volume (click the orientation warning bu
         kind = self.localModelKind()
         if kind is None:
             return ""
-        from medsamkit.models.registry import accepts_point_prompts
+        from medsamkit.mrml.choices import accepts_point_prompts
 
         try:
             if accepts_point_prompts(kind):
@@ -693,9 +695,9 @@ The slice view must be aligned with the volume (click the orientation warning bu
 def adapterRegistryStamp():
     """(path, mtime, size) of the adapter registry file: it changes whenever an adapter is (un)registered."""
     try:
-        from medsamkit.training.adapter_registry import registry_path
+        from medsamkit.mrml.choices import adapter_registry_path
 
-        path = registry_path()
+        path = adapter_registry_path()
         stat = path.stat()
     except Exception:  # no registry yet (or no medsamkit): nothing to list, fillAdapters says why if it matters
         return None

@@ -19,12 +19,55 @@ def _assigned_literal(path, name):
     raise AssertionError(f"{name} is not assigned in {path.name}")
 
 
-def test_gui_model_kinds_are_the_registry_kinds():
+def _typed_lists(path):
+    """Tuple/list literals of a GUI file that spell out model kinds, windows or training parts again."""
     from medsamkit.models.registry import MODEL_KINDS
+    from medsamkit.preprocess import WINDOW_PRESETS
+    from medsamkit.training.config import PART_CHOICES
 
-    gui = _assigned_literal(GUI / "Parameters.py", "MODEL_KINDS")
-    assert sorted(gui) == sorted(MODEL_KINDS), "the effect's model list and the registry differ"
-    assert gui[0] == MODEL_KINDS[0] == "litemedsam"  # the default comes first in both
+    facts = set(MODEL_KINDS) | set(WINDOW_PRESETS) | set(PART_CHOICES)
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.Tuple, ast.List)):
+            words = {e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+            if len(words & facts) >= 2:
+                yield node.lineno, sorted(words & facts)
+
+
+def test_the_slicer_modules_take_their_lists_from_the_engine():
+    """Model kinds, windows and training parts reach the GUI through medsamkit.mrml.choices, never typed again."""
+    from medsamkit.models.registry import MODEL_KINDS
+    from medsamkit.mrml import choices
+    from medsamkit.preprocess import WINDOW_PRESETS
+
+    typed = [f"{p.relative_to(REPO)}:{n} {words}" for folder in ("MedSAMSegment", "MedSAMTraining")
+             for p in sorted((REPO / folder).rglob("*.py")) for n, words in _typed_lists(p)]
+    assert typed == [], typed
+    assert list(_typed_lists_of("K = ('litemedsam', 'medsam')")) and not list(_typed_lists_of("K = ('x', 'lung')"))
+    assert choices.model_kinds() == tuple(MODEL_KINDS) and choices.model_kinds()[0] == "litemedsam"
+    assert set(WINDOW_PRESETS) < set(choices.window_choices()) and choices.window_choices()[0] == "display"
+    assert "none" in choices.window_choices(display=False) and "display" not in choices.window_choices(display=False)
+    effect = (GUI / "SegmentEditorEffect.py").read_text(encoding="utf-8")
+    training = (REPO / "MedSAMTraining" / "MedSAMTraining.py").read_text(encoding="utf-8")
+    assert "choices.model_kinds()" in effect and "choices.window_choices()" in effect
+    assert "choices.model_kinds()" in training and "choices.training_part_choices()" in training
+
+
+def _typed_lists_of(code):
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "x.py"
+        path.write_text(code)
+        return list(_typed_lists(path))
+
+
+def test_training_part_choices_parse_as_parts():
+    from medsamkit.mrml import choices
+    from medsamkit.training.config import TrainConfig
+
+    for parts in choices.training_part_choices():
+        assert TrainConfig(parts=parts).part_list(), parts
 
 
 def _effect_margin_default():

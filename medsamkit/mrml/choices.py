@@ -74,6 +74,13 @@ def list_adapters():
     return listed()
 
 
+def adapter_registry_path():
+    """The adapter registry file (its mtime and size say when the adapter list changed)."""
+    from ..training.adapter_registry import registry_path
+
+    return registry_path()
+
+
 def dice(a, b) -> float:
     """Dice of two masks (the engine's one definition)."""
     from ..metrics import dice as dice_of

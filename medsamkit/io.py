@@ -21,7 +21,6 @@ import contextlib
 import gzip
 import os
 import stat
-import struct
 import tempfile
 import time
 import zlib
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .file_checks import check_nifti_complete, nifti_layout  # noqa: F401  (io's readers and callers)
 from .errors import InputError, OutputError
 
 IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -506,7 +506,7 @@ def _verify_nifti_voxels(path: Path, expected: np.ndarray) -> None:
     try:
         with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
             head = f.read(540)
-            layout = _nifti_layout(head, path)
+            layout = nifti_layout(head, path)
             if layout is None or layout[1] != len(data):
                 raise OutputError("the written file does not hold the expected voxels.")
             offset = layout[0]
@@ -537,71 +537,6 @@ def _verify_png(path: str, expected: np.ndarray) -> None:
         raise OutputError("the written PNG is cut short or does not read back (is the disk full?).") from exc
     if back.shape != expected.shape or not np.array_equal(back, expected):
         raise OutputError("the written PNG reads back with other values than were written (is the disk full?).")
-
-
-def check_nifti_complete(path: "str | os.PathLike") -> None:
-    """Refuse a NIfTI file (.nii or .nii.gz) that holds fewer voxel bytes than its header declares.
-
-    SimpleITK reads a truncated file without error and fills the missing voxels with zeros. The
-    header (NIfTI-1 or -2) gives the voxel offset, dimensions and bits per voxel; the file (after
-    gzip decompression, streamed) must be at least that long, and a gzip stream must be complete.
-    """
-    path = Path(path)
-    gz = path.name.lower().endswith(".gz")
-    try:
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
-            head = f.read(540)
-            expected = _nifti_expected_bytes(head, path)
-            if expected is None:
-                return  # not a header we know; let the reader decide
-            have = len(head)
-            while have < expected:
-                chunk = f.read(1 << 20)
-                if not chunk:
-                    break
-                have += len(chunk)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise InputError(f"Cannot read {path}: it is truncated or damaged ({exc}). Copy or export it "
-                         "again.") from exc
-    except OSError as exc:
-        raise InputError(f"Cannot read {path}: {_why(exc)}.") from exc
-    if have < expected:
-        raise InputError(f"Cannot read {path}: it is truncated; its header declares {expected} bytes of header and voxels but the "
-                         f"file holds only {have}. Copy or export it again; medsamkit does not fill missing voxels "
-                         "with zeros.")
-
-
-def _nifti_expected_bytes(head: bytes, path: Path) -> "int | None":
-    layout = _nifti_layout(head, path)
-    return None if layout is None else layout[0] + layout[1]
-
-
-def _nifti_layout(head: bytes, path: Path) -> "tuple[int, int] | None":
-    """(voxel offset, voxel bytes) from a NIfTI-1/-2 header, or None when it is not one we know."""
-    if len(head) < 348:
-        raise InputError(f"Cannot read {path}: it is truncated ({len(head)} bytes, shorter than a NIfTI header).")
-    for order in ("<", ">"):
-        size = struct.unpack(order + "i", head[:4])[0]
-        if size == 348:
-            dims = struct.unpack(order + "8h", head[40:56])
-            bitpix = struct.unpack(order + "h", head[72:74])[0]
-            offset = int(struct.unpack(order + "f", head[108:112])[0])
-            break
-        if size == 540 and len(head) >= 540:
-            bitpix = struct.unpack(order + "h", head[14:16])[0]
-            dims = struct.unpack(order + "8q", head[16:80])
-            offset = struct.unpack(order + "q", head[168:176])[0]
-            break
-    else:
-        return None
-    ndim = dims[0]
-    if not 1 <= ndim <= 7 or bitpix <= 0 or any(d < 0 for d in dims[1:ndim + 1]):
-        return None
-    offset = max(offset, 352 if size == 348 else 544)
-    count = 1
-    for d in dims[1:ndim + 1]:
-        count *= max(int(d), 1)
-    return offset, count * bitpix // 8
 
 
 def check_outputs(outputs, inputs=(), companions=()) -> None:

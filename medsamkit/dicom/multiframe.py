@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import InputError
 from ..geometry import VolumeGeometry
 from ..io import ImageData
-from . import require_dicom
+from . import GAP_TOLERANCE, require_dicom
 
 _COPIED = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "Modality",
            "FrameOfReferenceUID", "Rows", "Columns", "SeriesDescription", "SeriesNumber", "PatientID")
@@ -149,8 +149,6 @@ class MultiFrameSeries:
 
 def read_multiframe(path: "str | os.PathLike", header=None) -> MultiFrameSeries:
     """A multi-frame image file -> :class:`MultiFrameSeries` (frames sorted along the normal, geometry checked)."""
-    from .series import GAP_TOLERANCE
-
     pydicom, _ = require_dicom()
     path = Path(path)
     ds = header if header is not None else pydicom.dcmread(path, stop_before_pixels=True)

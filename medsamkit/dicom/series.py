@@ -28,10 +28,7 @@ import numpy as np
 from ..errors import InputError
 from ..geometry import VolumeGeometry
 from ..io import ImageData
-from . import require_dicom
-
-#: Slice gaps may differ by this fraction of the mean gap (rounding in Image Position Patient).
-GAP_TOLERANCE = 0.02
+from . import GAP_TOLERANCE, require_dicom
 #: Storage classes of structured reports (Basic Text, Enhanced, Comprehensive, Comprehensive 3D).
 SR_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.88.11", "1.2.840.10008.5.1.4.1.1.88.22",
                   "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.34")

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cluster_fixtures import ray_cluster  # noqa: F401  (fixtures)
+
 pytest.importorskip("slicer", reason="slicer-core is not installed (the 'slicer' extra)")
 
 REPO = Path(__file__).resolve().parents[2]

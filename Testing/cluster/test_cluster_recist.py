@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cluster_fixtures import local_recist, ray_cluster, studies  # noqa: F401  (fixtures)
+
 pytest.importorskip("highdicom")
 
 TASK_TITLE = "ray::medsamkit-recist"

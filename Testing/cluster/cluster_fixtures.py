@@ -1,5 +1,9 @@
 """A local Ray cluster started by the tests (2 CPUs, a 100 MB object store, no dashboard), once per session,
-and the study folders the cluster tests share. Skips with the reason when Ray is not installed."""
+and the study folders the cluster tests share. Skips with the reason when Ray is not installed.
+
+Imported by the test modules (``from cluster_fixtures import ray_cluster, ...``), not a conftest.py: other
+test modules do ``from conftest import ...`` and expect Testing/conftest.py, which a second module named
+``conftest`` would shadow."""
 from __future__ import annotations
 
 import os

@@ -22,7 +22,7 @@ def __getattr__(name):  # lazy: importing medsamkit must not import torch
 
         return open_backend
     if name == "load_model":
-        from .models.registry import load_model
+        from .models.loader import load_model
 
         return load_model
     if name == "Predictor":

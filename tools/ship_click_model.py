@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     from safetensors.torch import load_file
 
     from medsamkit.models import litemedsam_clicks as lc
-    from medsamkit.models.registry import load_model
+    from medsamkit.models.loader import load_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path)

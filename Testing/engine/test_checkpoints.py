@@ -7,7 +7,7 @@ import torch
 
 from medsamkit.errors import CheckpointError, InputError
 from medsamkit.models import checkpoints, litemedsam
-from medsamkit.models.registry import choose_device, load_model
+from medsamkit.models.loader import choose_device, load_model
 
 
 def test_bundled_weights_are_verified_in_place():

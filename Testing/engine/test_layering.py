@@ -80,7 +80,7 @@ def _layer(part: str) -> str:
 
 def test_the_scanner_sees_imports_inside_functions():
     pairs = {(m, t) for m, t, _ in medsamkit_imports()}
-    assert ("medsamkit.models.registry", "medsamkit.models.adapter_file.apply_adapter") in pairs  # inside load_model
+    assert ("medsamkit.models.loader", "medsamkit.models.adapter_file.apply_adapter") in pairs  # inside load_model
     assert ("medsamkit.backend.remote", "medsamkit.protocol.wire") in pairs
 
 

@@ -145,7 +145,7 @@ def _run_like_slicer(patch: str, argv, timeout=600):
 
 def test_a_foreign_error_while_loading_the_model_ends_the_script_with_its_traceback(tmp_path):
     """A RuntimeError (e.g. CUDA out of memory) where the model is built: traceback, exit 1, nothing written."""
-    patch = ("import medsamkit.models.registry as r\n"
+    patch = ("import medsamkit.models.loader as r\n"
              "def broken(*a, **k):\n    raise RuntimeError('CUDA error: out of memory (simulated)')\n"
              "r.load_model = broken")
     out = tmp_path / "ct.seg.nrrd"

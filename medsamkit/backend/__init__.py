@@ -91,7 +91,7 @@ def open_backend(spec: "str | None" = "local", model=None, checkpoint: "str | os
 def load_local_model(model: str | None = None, checkpoint=None, adapter=None, engine: str | None = None,
                      device: str | None = None):
     """The model a local backend runs (and ``medsamkit serve`` serves): load_model with the one set of defaults."""
-    from ..models.registry import load_model
+    from ..models.loader import load_model
 
     return load_model(model or None, checkpoint, device, engine=engine, adapter=adapter)
 

@@ -75,7 +75,7 @@ class LocalBackend(Backend):
         self._owns_cache = predictor is None
         if predictor is None:
             if model is None:
-                from ..models.registry import load_model
+                from ..models.loader import load_model
 
                 model = load_model()
             predictor = SerialPredictor(model, EmbeddingCache(cache_bytes), model_thread)

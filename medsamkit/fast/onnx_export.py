@@ -32,7 +32,7 @@ Design notes: the legacy TorchScript exporter (``dynamo=False``) is used: the dy
 needs onnxscript, which the ``fast`` extra does not install, and the legacy one exports TinyViT
 and the SAM decoder without changes (max |diff| of the embedding 3e-6). The network must be in
 eval mode *after* its weights were loaded (TinyViT caches its attention biases in ``.eval()``),
-which :func:`medsamkit.models.registry.load_model` guarantees. Export takes ~6 s on 2 cores.
+which :func:`medsamkit.models.loader.load_model` guarantees. Export takes ~6 s on 2 cores.
 """
 from __future__ import annotations
 

@@ -125,14 +125,14 @@ def load_litemedsam(kind: str | None = None, checkpoint: "str | os.PathLike | No
                     precision: str = "fp32", threads: int | None = None, sha256: str | None = None):
     """The torch-free ONNX Runtime model of LiteMedSAM (kind None = litemedsam)."""
     from ..models import litemedsam, litemedsam_clicks
-    from ..models.registry import _file_sha256
+    from ..models.checkpoints import file_sha256
     from . import graphs
     from .onnx_model import OnnxPromptableModel
 
     kind = (kind or "litemedsam").strip().lower()
     spec = litemedsam_clicks.SPEC if kind == litemedsam_clicks.KIND else litemedsam.SPEC
     path = os.fspath(checkpoint) if checkpoint is not None else litemedsam.bundled_weights()
-    sha = sha256 or _file_sha256(path)
+    sha = sha256 or file_sha256(path)
     state = read_state(path)
     graphs.check_state(state, source=str(path))
     base_sha = None

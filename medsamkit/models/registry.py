@@ -1,27 +1,24 @@
-"""Model kind -> spec (builder, checkpoint layout, preprocessing); loading with device choice.
+"""Model kind -> spec (builder, checkpoint layout, preprocessing): the table every family registers into.
 
-Kinds are registered by their family modules (one file per family). ``load_model`` is the only
-way the rest of medsamkit obtains a network: it reads the checkpoint safely, recognises the kind
-when none is given, loads strictly and puts the network in eval mode *after* loading (TinyViT
-builds its attention-bias cache in ``.eval()``; calling it before loading leaves stale biases).
+The families are registered when :mod:`medsamkit.models` is imported (its ``__init__`` imports them in the
+order the docs use); none of them imports the loader, and this table imports no family, so the catalog's
+download checks (models/verify.py) can read layouts from here without a circle. Loading lives in
+:mod:`medsamkit.models.loader`.
 """
 from __future__ import annotations
 
-import os
-import threading
-
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 from . import checkpoints
-from .base import ModelSpec, PromptableModel
+from .base import ModelSpec
 
+#: every registered kind, the default (litemedsam) first; kept up to date by :func:`register`
+MODEL_KINDS: tuple = ()
 _SPECS: dict[str, ModelSpec] = {}
 _POST_LOAD: dict = {}   # kind -> fn(model): applied after the strict load (e.g. a shipped weight delta)
-_LOCK = threading.Lock()
 # Model kinds whose weights were trained with point prompts (clicks give useful masks). The others
 # (LiteMedSAM, MedSAM) were trained with boxes only: a single click gives an (almost) empty mask,
 # so front ends should say "this model is box-only" in point modes (accepts_point_prompts).
 _POINT_CAPABLE = {"litemedsam-clicks", "sam-vit-b", "sam-vit-l", "sam-vit-h", "sam-med2d", "medicosam"}
-_HASH_CACHE: dict[tuple, str] = {}
 
 
 def register(spec: ModelSpec, post_load=None, point_prompts: bool | None = None,
@@ -29,7 +26,9 @@ def register(spec: ModelSpec, post_load=None, point_prompts: bool | None = None,
     """Add a kind. post_load(model): run on every loaded model of this kind (after the strict load);
     point_prompts: whether its weights were trained with point prompts (see accepts_point_prompts);
     checkpoint_layout: the kind whose checkpoint files this kind loads (litemedsam-clicks: litemedsam)."""
+    global MODEL_KINDS
     _SPECS[spec.kind] = spec
+    MODEL_KINDS = tuple(_SPECS)
     if checkpoint_layout is not None:
         checkpoints.SAME_LAYOUT[spec.kind] = checkpoint_layout
     if post_load is not None:
@@ -48,22 +47,6 @@ def accepts_point_prompts(kind: str) -> bool:
     return get_spec(kind).kind in _POINT_CAPABLE
 
 
-def _register_builtin() -> None:
-    from . import litemedsam, litemedsam_clicks
-
-    register(litemedsam.SPEC)
-    register(litemedsam_clicks.SPEC, post_load=litemedsam_clicks.apply_delta, point_prompts=True,
-             checkpoint_layout="litemedsam")
-    try:  # other families register themselves when their module exists (see sam.py etc.)
-        from . import sam  # noqa: F401
-    except ImportError:
-        pass
-
-
-_register_builtin()
-MODEL_KINDS = tuple(_SPECS)
-
-
 def get_spec(kind: str) -> ModelSpec:
     key = (kind or "").strip().lower()
     if key not in _SPECS:
@@ -71,7 +54,22 @@ def get_spec(kind: str) -> ModelSpec:
     return _SPECS[key]
 
 
-def reference_layout(kind: str) -> "collections.OrderedDict":
+
+
+def post_load_of(kind: str):
+    """The function run on every loaded model of ``kind`` after its strict load, or None."""
+    return _POST_LOAD.get(get_spec(kind).kind)
+
+
+def known_kind(sha: str) -> str | None:
+    """The kind whose released weights have SHA-256 ``sha`` (the specs' known_sha256), or None."""
+    for spec in _SPECS.values():
+        if sha in spec.known_sha256:
+            return spec.known_sha256[sha]
+    return None
+
+
+def reference_layout(kind: str) -> dict:
     """The kind's state_dict on PyTorch's ``meta`` device (keys, shapes, dtypes in order; no memory, no init).
 
     What a checkpoint of ``kind`` must hold: the catalog checks downloaded files against it
@@ -84,112 +82,3 @@ def reference_layout(kind: str) -> "collections.OrderedDict":
     with torch.device("meta"):
         net = get_spec(kind).build()
     return collections.OrderedDict(net.state_dict())
-
-
-def choose_device(preference: str | None = None) -> str:
-    """'auto'/None -> cuda, then mps, then cpu. An explicit choice that is unavailable is an error."""
-    import torch
-
-    pref = (preference or os.environ.get("MEDSAMKIT_DEVICE") or "auto").lower()
-    if pref == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return "mps"
-        return "cpu"
-    if pref.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("Device 'cuda' was requested but PyTorch sees no CUDA GPU; use --device cpu or auto.")
-    if pref == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InputError("Device 'mps' was requested but is not available; use --device cpu or auto.")
-    if not (pref == "cpu" or pref == "mps" or pref.startswith("cuda")):
-        raise InputError(f"Unknown device '{preference}'. Use auto, cpu, cuda, cuda:N or mps.")
-    return pref
-
-
-def _file_sha256(path: str) -> str:
-    st = os.stat(path)
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-    if key not in _HASH_CACHE:
-        _HASH_CACHE[key] = checkpoints.sha256_file(path)
-    return _HASH_CACHE[key]
-
-
-def load_model(kind: str | None = None, checkpoint: str | os.PathLike | None = None,
-               device: str | None = None, engine: str | None = None,
-               adapter: str | os.PathLike | None = None) -> PromptableModel:
-    """Build and load a model.
-
-    kind: a registered kind, or None to recognise it from the checkpoint (default LiteMedSAM with
-    its bundled weights when both are None). checkpoint: a file path, or None for the kind's
-    default weights. engine: "torch" (the reference), "onnx" (ONNX Runtime on the CPU: for LiteMedSAM the
-    shipped graphs bound to the weights without torch, see medsamkit.fast.torchfree; other kinds are
-    exported once per checkpoint into the user cache) or "auto" (fastest available, decided without
-    importing torch on a machine without a GPU); None = $MEDSAMKIT_ENGINE or
-    "auto" (fast.engine.DEFAULT_ENGINE, the same default as every command); training and code that
-    needs the network itself pass engine="torch". A non-torch engine returns an object with
-    PromptableModel's interface (see medsamkit.fast), or this torch model with a warning when the
-    fast path is unavailable.
-    adapter: an ``adapter.safetensors`` written by ``medsamkit train``, applied on top before any
-    engine export (checked against the base kind and checkpoint hash; it changes checkpoint_sha256,
-    so exported fast models and cached embeddings are keyed by the adapted weights).
-    Raises CheckpointError / InputError with a remedy, DependencyError naming ``medsamkit[torch]`` when
-    the request needs PyTorch and it is not installed; nothing half-loaded escapes.
-    """
-    from ..fast.engine import resolve_engine, with_engine  # light: onnxruntime is imported only when used
-
-    engine_name = resolve_engine(engine)  # an unknown engine name fails before the slow load
-    if kind is not None:
-        get_spec(kind)  # an unknown kind fails first too
-    from ..fast import torchfree
-
-    if torchfree.use_torchfree(kind, engine_name, device, adapter):
-        from ..fast.engine import resolve_precision
-
-        if kind is None and checkpoint is not None and not torchfree.installed("torch"):
-            kind = "litemedsam"  # the one kind readable without torch; a foreign file fails its layout check
-        if kind is not None or checkpoint is None or _known_kind(_file_sha256(os.fspath(checkpoint))):
-            return torchfree.load_litemedsam(kind, checkpoint, precision=resolve_precision(None))
-    torchfree.require_torch(f"Model kind '{kind or 'auto-detected'}' with engine '{engine_name}', device "
-                            f"'{device or 'auto'}'{' and an adapter' if adapter is not None else ''}")
-    if checkpoint is None:
-        spec = get_spec(kind or "litemedsam")
-        if spec.default_checkpoint is None:  # the authors' file from the catalog: cached, or downloaded now
-            from .download import checkpoint_for
-
-            checkpoint = checkpoint_for(spec.kind)
-        else:
-            checkpoint = spec.default_checkpoint()
-    path = os.fspath(checkpoint)
-    state = checkpoints.read_checkpoint(path)
-    sha = _file_sha256(path)
-    if kind is None:
-        kind = _known_kind(sha) or checkpoints.detect_kind(state, path)
-        if kind is None:
-            raise CheckpointError(
-                f"Cannot tell which model {path} holds: its keys match no known layout "
-                f"(first keys: {', '.join(list(state)[:4])}). Pass --model KIND, one of {', '.join(_SPECS)}.")
-    spec = get_spec(kind)
-    checkpoints.check_layout(state, spec.kind, source=str(path))  # refuse another kind's file before building
-    with _LOCK:  # builders are not re-entrant in some upstream code (global RNG use)
-        net = spec.build()
-    checkpoints.load_strict(net, state, spec.kind, source=str(path))
-    del state
-    dev = choose_device(device)
-    net.to(dev)
-    net.eval()  # after loading and moving: TinyViT builds its attention-bias cache here
-    model = PromptableModel(spec, net, dev, checkpoint=path, checkpoint_sha256=sha)
-    if spec.kind in _POST_LOAD:
-        _POST_LOAD[spec.kind](model)
-    if adapter is not None:
-        from .adapter_file import apply_adapter
-
-        apply_adapter(model, adapter)
-    return model if engine_name == "torch" else with_engine(model, engine_name)
-
-
-def _known_kind(sha: str) -> str | None:
-    for spec in _SPECS.values():
-        if sha in spec.known_sha256:
-            return spec.known_sha256[sha]
-    return None

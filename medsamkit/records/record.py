@@ -199,7 +199,7 @@ def model_block(source, backend_spec: str = "local") -> dict:
     """What model made a result: a Backend, a Predictor or a (possibly adapted / ONNX) model.
 
     A local model gives its full weights SHA-256 (of the adapted weights when an adapter is applied:
-    ``models.registry.load_model``); a server gives the 16-hex-digit prefix in its model id.
+    ``models.loader.load_model``); a server gives the 16-hex-digit prefix in its model id.
     """
     model = getattr(getattr(source, "predictor", source), "model", source)
     if hasattr(source, "info") and not hasattr(source, "predictor") and not hasattr(model, "kind"):

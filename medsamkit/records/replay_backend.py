@@ -22,7 +22,8 @@ def open_replay_backend(record: dict, backend: str = "local", model: str | None 
     if is_remote_spec(backend):
         b = open_backend(backend, **remote_options)
         return b, model_block(b, backend)
-    from ..models.registry import get_spec, load_model
+    from ..models.loader import load_model
+    from ..models.registry import get_spec
 
     rec = _recorded_model(record)
     kind = model or rec["kind"]

@@ -384,7 +384,7 @@ class Trainer:
 def run_training(cfg: TrainConfig, resume: bool = False, progress: ProgressFn = None, cancel: CancelFn = None,
                  embedding_cache: EmbeddingCache | None = None) -> TrainResult:
     """Load the base model named by ``cfg`` (per rank under torchrun) and train it; the CLI's entry point."""
-    from ..models.registry import load_model
+    from ..models.loader import load_model
 
     cfg.validate()
     info, device = distributed.init(cfg.device)

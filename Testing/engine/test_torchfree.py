@@ -85,7 +85,7 @@ def test_shipped_graphs_name_exactly_the_checkpoint_tensors(weights_file):
     assert unused and all(k.endswith(".num_batches_tracked") for k in unused)
     broken = dict(state)
     broken.pop("mask_decoder.iou_token.weight")
-    with pytest.raises(CheckpointError, match="missing mask_decoder.iou_token.weight"):
+    with pytest.raises(CheckpointError, match="Missing 1 keys, e.g. mask_decoder.iou_token.weight"):
         graphs.bind("decoder-prompt", broken)
 
 

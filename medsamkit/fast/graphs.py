@@ -40,21 +40,25 @@ def weight_names() -> set:
     return {w[0] for g in manifest()["graphs"].values() for w in g["weights"]}
 
 
-def check_state(state: dict, source: str = "the checkpoint") -> None:
-    """CheckpointError naming the first missing keys / shape mismatches of ``state`` for the graphs."""
-    missing, wrong = [], []
-    for g in manifest()["graphs"].values():
-        for name, shape, _dtype in g["weights"]:
-            if name not in state:
-                missing.append(name)
-            elif tuple(state[name].shape) != tuple(shape):
-                wrong.append(f"{name} {tuple(state[name].shape)} != {tuple(shape)}")
-    if missing or wrong:
-        raise CheckpointError(f"{source} does not fit the LiteMedSAM graphs: "
-                              + (f"missing {', '.join(sorted(set(missing))[:4])}; " if missing else "")
-                              + (f"shapes {'; '.join(wrong[:3])}; " if wrong else "")
-                              + "give LiteMedSAM weights; other model kinds need PyTorch: "
-                              + 'python -m pip install "medsamkit[torch]".')
+def check_state(state: dict, source: str = "the checkpoint", kind: str = "litemedsam") -> None:
+    """CheckpointError unless ``state`` holds exactly the graphs' weights (BatchNorm's num_batches_tracked
+    counters aside: inference never reads them), as strict as the PyTorch loader and in its words: the
+    kind, the first missing / unexpected keys and shape mismatches, and the expected layout."""
+    from ..models.checkpoints import LAYOUT_HINTS
+
+    expected = {name: tuple(shape) for g in manifest()["graphs"].values() for name, shape, _dtype in g["weights"]}
+    missing = sorted(k for k in expected if k not in state)
+    unexpected = sorted(k for k in state if k not in expected and not k.endswith(".num_batches_tracked"))
+    wrong = [f"{k} {tuple(state[k].shape)} != {shape}" for k, shape in expected.items()
+             if k in state and tuple(state[k].shape) != shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{source} does not fit model kind '{kind}'."
+            + (f" Missing {len(missing)} keys, e.g. {', '.join(missing[:4])}." if missing else "")
+            + (f" Unexpected {len(unexpected)} keys, e.g. {', '.join(unexpected[:4])}." if unexpected else "")
+            + (f" Shape mismatches: {'; '.join(wrong[:3])}." if wrong else "")
+            + f" Expected layout: {LAYOUT_HINTS.get(kind, kind)}. Other model kinds need PyTorch: "
+            + 'python -m pip install "medsamkit[torch]".')
 
 
 def _varint(n: int) -> bytes:

@@ -125,16 +125,17 @@ def load_litemedsam(kind: str | None = None, checkpoint: "str | os.PathLike | No
                     precision: str = "fp32", threads: int | None = None, sha256: str | None = None):
     """The torch-free ONNX Runtime model of LiteMedSAM (kind None = litemedsam)."""
     from ..models import litemedsam, litemedsam_clicks
-    from ..models.checkpoints import file_sha256
+    from ..models.checkpoints import check_layout, file_sha256
     from . import graphs
     from .onnx_model import OnnxPromptableModel
 
     kind = (kind or "litemedsam").strip().lower()
     spec = litemedsam_clicks.SPEC if kind == litemedsam_clicks.KIND else litemedsam.SPEC
     path = os.fspath(checkpoint) if checkpoint is not None else litemedsam.bundled_weights()
+    state = read_state(path)  # a missing, empty, truncated or foreign file fails here with its reason
     sha = sha256 or file_sha256(path)
-    state = read_state(path)
-    graphs.check_state(state, source=str(path))
+    check_layout(state, "litemedsam", source=str(path))  # another kind's file: say which, as the torch loader does
+    graphs.check_state(state, source=str(path))  # the file is LiteMedSAM's layout for both kinds
     base_sha = None
     if kind == litemedsam_clicks.KIND:
         base_sha, sha = sha, apply_clicks_delta(state, sha)

@@ -197,12 +197,25 @@ def recist_options(args):
                          single_slice=args.single_slice, series_uid=args.series, write_sr=args.volume_sr)
 
 
+def _check_writable(out_root: Path, name: str) -> None:
+    """--out must be writable before the model loads (OutputError); the folders made to check it are removed
+    again, so a run that fails later leaves no empty --out behind."""
+    from ..io import partial_dir
+
+    made = [p for p in (out_root, *out_root.parents) if not p.exists()]  # deepest first
+    partial_dir(out_root / name).rmdir()
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
 def cmd_recist(args) -> int:
     from .options import backend_from_options
     from ..progress import tqdm_progress
+    from ..io import check_output_folder
     from ..recist import study_done
-
-    from ..io import check_output_folder, partial_dir
 
     studies = study_list(args)
     lines_route = bool(args.lines)
@@ -211,7 +224,7 @@ def cmd_recist(args) -> int:
         check_output_folder(f"--out {out_root}: the results folder", out_root / name,
                             [("the volume" if lines_route else "the study folder", folder),
                              ("the lines file" if lines_route else "the SR", sr)])
-    partial_dir(out_root / studies[0][2]).rmdir()  # --out must be writable before the model loads (OutputError)
+    _check_writable(out_root, studies[0][2])
     options = recist_options(args)
     single = len(studies) == 1 and (args.study is not None or lines_route)
     todo = [s for s in studies if args.force or not study_done(out_root / s[2])]

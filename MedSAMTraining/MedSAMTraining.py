@@ -169,7 +169,8 @@ class MedSAMTrainingWidget(ScriptedLoadableModuleWidget):
             data = self.folderEdit.currentPath
             if not data:
                 items = [(v, s, None) for v, s in self.items]
-                manifest = self.logic.export_scene_dataset(items, os.path.join(runDir, "data"),
+                # beside the run folder, not in it: a run's outputs never share a folder with its inputs
+                manifest = self.logic.export_scene_dataset(items, os.path.normpath(runDir) + "-data",
                                                            self.modalityCombo.currentText,
                                                            self.windowCombo.currentText)
                 data = os.path.dirname(manifest)

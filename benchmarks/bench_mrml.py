@@ -145,7 +145,10 @@ def main():
 
     from medsamkit.models import load_model
     from medsamkit.mrml.context import make_context, quiet_vtk
-    from medsamkit.mrml.volumes import add_volume_from_array, load_volume
+    from medsamkit.mrml.volumes import load_volume
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing"))
+    from mrml_fixtures import add_volume_from_array  # the test helper: a volume node from an array
     from medsamkit.io import read_image
     from medsamkit.predictor import Predictor
 

@@ -65,7 +65,7 @@ def _run_box(ctx, engine, node, slice_to_ras, box_xyxy, index, axis, window):
 
 
 def test_oblique_anisotropic_box_lands_on_ground_truth_voxels(ctx, engine):
-    from medsamkit.mrml.volumes import add_volume_from_array
+    from mrml_fixtures import add_volume_from_array
 
     vol, label = ellipsoid_phantom()
     node = add_volume_from_array(ctx.scene, vol, ijk_to_ras(rotation(30, 15), (0.9, 0.7, 2.0), (3, -8, 12)), "obl")

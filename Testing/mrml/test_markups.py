@@ -94,7 +94,8 @@ def test_files_round_trip_between_slicer_and_the_engine(ctx, tmp_path):
 def test_plan_from_scene_lines_and_box_display(ctx):
     """Simulated reader lines on an oblique phantom, as scene nodes -> boxes covering the true section."""
     from medsamkit.mrml.markups import line_nodes_from_markers, plan_from_line_nodes, show_plan_boxes
-    from medsamkit.mrml.volumes import add_volume_from_array, volume_geometry
+    from mrml_fixtures import add_volume_from_array
+    from medsamkit.mrml.volumes import volume_geometry
     from medsamkit.simulated_reader import simulate_markers
 
     vol, label = ellipsoid_phantom()

@@ -24,7 +24,8 @@ def scene(ctx):
     import slicer
 
     from medsamkit.mrml.segments import EditorLogicTarget, ijk_to_segmentation, new_segmentation
-    from medsamkit.mrml.volumes import add_volume_from_array, slice_in_view, volume_geometry, \
+    from mrml_fixtures import add_volume_from_array
+    from medsamkit.mrml.volumes import slice_in_view, volume_geometry, \
         volume_plane_slice_to_ras
 
     vol_arr = (np.arange(np.prod(SHAPE)) % 200).astype(np.int16).reshape(SHAPE)

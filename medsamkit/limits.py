@@ -1,4 +1,4 @@
-"""Rules and limits for numbers that come from users: one source for the CLI's options (``cli_types``), the
+"""Rules and limits for numbers that come from users: one source for the CLI's options (``cli/arg_types.py``), the
 server's requests (``server/models.py``) and prompt records (``record_schema``), so that they cannot drift.
 
 A rule ``rule(value) -> value`` raises :class:`RuleError` with the allowed range; ``rule.kind`` is the

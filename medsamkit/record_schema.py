@@ -6,7 +6,7 @@ effect's resume (:mod:`medsamkit.mrml.records`) and anything else that goes thro
 half or received from someone else: a wrong type, a value out of range or a size that would make the
 reader allocate gigabytes is refused with one line naming the record, the entry, the field and what is
 wrong. Option values (``margin_px``, ``score_threshold``, ...) obey the rules of the CLI options that
-set them: the :mod:`medsamkit.limits` rules that the CLI's argparse types (cli_types) apply.
+set them: the :mod:`medsamkit.limits` rules that the CLI's argparse types (cli/arg_types.py) apply.
 
 Limits: :data:`MAX_ENTRIES` entries, :data:`MAX_VOXELS` voxels in the image an entry refers to (a
 snapshot is unpacked to that size), ``limits.MAX_POINTS`` clicks per prompt and
@@ -34,7 +34,7 @@ WINDOW_MODES = ("range", "percentile", "none")
 ENTRY_KEYS = ("id", "kind", "segment", "time", "model_seconds", "image", "plane", "prompt", "window", "model",
               "medsamkit_version", "write", "result")
 PROMPT_KEYS = ("box", "points", "options")
-# prompt options -> the CLI option rule that sets them (cli_types); "refine" a flag; text options
+# prompt options -> the CLI option rule that sets them (cli/arg_types.py); "refine" a flag; text options
 OPTION_RULES = {"margin_px": limits.non_negative_float, "margin_mm": limits.non_negative_float,
                 "score_threshold": limits.probability, "min_area": limits.non_negative_int,
                 "max_slices": limits.non_negative_int}

@@ -102,7 +102,7 @@ def _commands(tmp_path: Path, engine: str) -> dict:
                            "--out", seg, *eng]),
         "replay": _cli(["replay", seg, "--volume", CT, "--out", tmp_path / "again.seg.nrrd", *eng]),
         "recist": _cli(["recist", "--volume", CT, "--lines", lines, "--out", tmp_path / "recist", "--quiet", *eng]),
-        "batch": ("from medsamkit.mrml import batch\n"
+        "batch": ("from medsamkit.cli import batch\n"
                   f"report(batch.main({['--volume', str(CT), '--markers', str(lines), '--window', 'lung', '--quiet', '--out', str(tmp_path / 'batch.seg.nrrd'), *eng]!r}))\n"),
         "serve": SERVE.format(ready=str(tmp_path / "ready.json"), engine=engine, png=str(PNG)),
     }

@@ -1,6 +1,6 @@
 """``medsamkit replay`` and ``medsamkit report``, and the hooks that record CLI results.
 
-Hooks (one call each in cli.py / cli_volume.py): :func:`record_slice_result` for ``segment`` (a JSON
+Hooks (one call each in cli/commands.py / cli/volume.py): :func:`record_slice_result` for ``segment`` (a JSON
 sidecar next to the mask), :func:`volume_record` + :func:`write_record_outputs` for ``markers`` and
 ``propagate`` (the record goes into the ``.seg.nrrd`` segment tags and into the sidecar).
 

@@ -267,7 +267,7 @@ def load_lines_study(volume: "str | os.PathLike", lines: "str | os.PathLike", op
 
 def segment_plan_with_backend(backend, plan, refine: bool = False, progress: ProgressFn = None,
                               cancel: CancelFn = None):
-    """The engine call of ``medsamkit markers`` (cli_volume.cmd_markers): a BoxPlan -> VolumeSegmentation on
+    """The engine call of ``medsamkit markers`` (cli/volume.cmd_markers): a BoxPlan -> VolumeSegmentation on
     the volume already set on ``backend``. Kept as one function so a change of the backend API has one place."""
     return backend.segment_plan(plan, refine=refine, progress=progress, cancel=cancel)
 

@@ -1,6 +1,6 @@
 """Fine-tuning of the promptable models: adapters, mask decoder, prompt encoder or everything.
 
-Entry points: ``medsamkit train CONFIG.yaml|flags`` (cli_train.py), :func:`run_training`,
+Entry points: ``medsamkit train CONFIG.yaml|flags`` (cli/train.py), :func:`run_training`,
 :class:`Trainer`, :class:`TrainConfig`, and :func:`apply_adapter` to use a trained
 ``adapter.safetensors`` (also ``load_model(..., adapter=PATH)``). Module map:
 

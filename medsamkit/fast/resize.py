@@ -69,7 +69,12 @@ def resize_area(img: np.ndarray, width: int, height: int) -> np.ndarray:
         return _enlarge(img, width, height)
     ix, iy = int(round(scale_x)), int(round(scale_y))
     if abs(scale_x - ix) < _EPS and abs(scale_y - iy) < _EPS:
-        block = img.reshape(height, iy, width, ix, *img.shape[2:]).astype(np.int32).sum(axis=(1, 3))
+        acc = np.uint16 if ix * iy * 255 < 2**16 else np.int64  # exact sums either way
+        block = np.zeros((height, width, *img.shape[2:]), acc)
+        for dy in range(iy):
+            for dx in range(ix):
+                block += img[dy::iy, dx::ix]
+        block = block.astype(np.int64)
         if ix == 2 and iy == 2:
             return ((block + 2) >> 2).astype(np.uint8)
         out = block.astype(np.float32) * np.float32(1.0 / (ix * iy))

@@ -90,8 +90,10 @@ def return_large_blocks_to_os() -> bool:
 
     Without the ORT arena the encoder's activations (~270 MiB for LiteMedSAM) are malloc'ed per run;
     glibc's adaptive threshold (up to 32 MiB) puts them on the heap after the first free, where they
-    stay and fragment: measured on the model process (2 cores), RSS after an encode 350 MiB and the
-    peak of a second encode 616 MiB, against 190 and 460 MiB with this threshold (same run).
+    stay and fragment. Measured (one process, 043_HC, 2 cores): RSS after an encode 350-400 MiB and
+    a second encode's peak 616-666 MiB without it; 199 and 488 MiB with it set after the first encode
+    (:meth:`OnnxPromptableModel.encode`), 186 and 458 MiB with it set before loading, which cost a
+    one-shot ``segment`` ~0.3 CPU s more (page faults while the sessions are created and on the run).
     Returns whether it was set (False off glibc)."""
     libc = _libc()
     return bool(libc is not None and libc.mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK))
@@ -133,7 +135,6 @@ class OnnxPromptableModel:
         self.encoder_path = enc if isinstance(enc, str) else "<shipped graph, bound in memory>"
         self.decoder_paths = tuple(p if isinstance(p, str) else "<shipped graph, bound in memory>"
                                    for p in (dec_image, dec_prompt))
-        return_large_blocks_to_os()
         so = session_options(threads)
         providers = ["CPUExecutionProvider"]
         self._enc = ort.InferenceSession(enc, so, providers=providers)
@@ -178,6 +179,9 @@ class OnnxPromptableModel:
         x = np.ascontiguousarray(model_input, dtype=np.float32)[None]
         (emb,) = self._enc.run(None, {"image": x})
         self.encoder_calls += 1
+        if self.encoder_calls == 1:  # a process that encodes again (a server): see return_large_blocks_to_os
+            return_large_blocks_to_os()
+            trim_heap()
         self._image_part(emb, emb)
         return emb
 

@@ -127,13 +127,12 @@ def load_litemedsam(kind: str | None = None, checkpoint: "str | os.PathLike | No
     from ..models import litemedsam, litemedsam_clicks
     from ..models.registry import _file_sha256
     from . import graphs
-    from .onnx_model import OnnxPromptableModel, return_large_blocks_to_os, trim_heap
+    from .onnx_model import OnnxPromptableModel, trim_heap
 
     kind = (kind or "litemedsam").strip().lower()
     spec = litemedsam_clicks.SPEC if kind == litemedsam_clicks.KIND else litemedsam.SPEC
     path = os.fspath(checkpoint) if checkpoint is not None else litemedsam.bundled_weights()
     sha = sha256 or _file_sha256(path)
-    return_large_blocks_to_os()  # before the checkpoint's arrays and the bound graphs are allocated
     state = read_state(path)
     graphs.check_state(state, source=str(path))
     base_sha = None
@@ -147,7 +146,7 @@ def load_litemedsam(kind: str | None = None, checkpoint: "str | os.PathLike | No
     model = OnnxPromptableModel(spec, tuple(parts), path, sha, graphs.manifest()["low_res_size"],
                                 precision=precision, threads=threads)
     parts.clear()
-    trim_heap()  # what the checkpoint's arrays and the bound graphs left on the heap
+    trim_heap()  # what the checkpoint's arrays, the bound graphs and the sessions' optimisation left on the heap
     if base_sha is not None:
         model.base_checkpoint_sha256 = base_sha
     return model

@@ -90,7 +90,7 @@ def return_large_blocks_to_os() -> bool:
 
     Without the ORT arena the encoder's activations (~270 MiB for LiteMedSAM) are malloc'ed per run;
     glibc's adaptive threshold (up to 32 MiB) puts them on the heap after the first free, where they
-    stay and fragment. Measured (one process, 043_HC, 2 cores): RSS after an encode 350-400 MiB and
+    stay and fragment. Measured (one process, 043_HC, 2 cores): RSS after an encode 345-400 MiB and
     a second encode's peak 616-666 MiB without it; 199 and 488 MiB with it set after the first encode
     (:meth:`OnnxPromptableModel.encode`), 186 and 458 MiB with it set before loading, which cost a
     one-shot ``segment`` ~0.3 CPU s more (page faults while the sessions are created and on the run).

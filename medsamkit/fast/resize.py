@@ -59,8 +59,7 @@ def _sum_tab(src: np.ndarray, tab: list, axis: int) -> np.ndarray:
 
 
 def resize_area(img: np.ndarray, width: int, height: int) -> np.ndarray:
-    """``cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)`` for a uint8 (H, W[, C]) image
-    ."""
+    """``cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)`` of a uint8 (H, W[, C]) image."""
     if img.dtype != np.uint8:
         raise TypeError("resize_area takes a uint8 image")
     h, w = img.shape[:2]

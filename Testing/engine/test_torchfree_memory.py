@@ -54,7 +54,7 @@ def test_encoder_activations_do_not_stay_in_the_process(tmp_path):
     assert not mb["torch"]
     activations = mb["encoded"]["VmHWM"] - mb["loaded"]["VmRSS"]
     assert activations > 100, mb  # the encoder did run at full size
-    # after an encode the process is back near its size after loading (measured +35 MiB: the
+    # after an encode the process is back near its size after loading (measured +22 to +51 MiB: the
     # embedding, the decoder's image part, the image) and a second encode peaks no higher than the first
     assert mb["encoded"]["VmRSS"] - mb["loaded"]["VmRSS"] < 64, mb
     assert mb["encoded again"]["VmHWM"] - mb["encoded"]["VmHWM"] < 64, mb

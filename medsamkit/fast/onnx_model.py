@@ -91,9 +91,10 @@ def return_large_blocks_to_os() -> bool:
     Without the ORT arena the encoder's activations (~270 MiB for LiteMedSAM) are malloc'ed per run;
     glibc's adaptive threshold (up to 32 MiB) puts them on the heap after the first free, where they
     stay and fragment. Measured (one process, 043_HC, 2 cores): RSS after an encode 345-400 MiB and
-    a second encode's peak 616-666 MiB without it; 199 and 488 MiB with it set after the first encode
-    (:meth:`OnnxPromptableModel.encode`), 186 and 458 MiB with it set before loading, which cost a
-    one-shot ``segment`` ~0.3 CPU s more (page faults while the sessions are created and on the run).
+    a second encode's peak 616-666 MiB without it; 186-215 and 458-483 MiB with it. Set before the first encode
+    (:meth:`OnnxPromptableModel.encode`), not before loading: creating the sessions with it took
+    ~0.1 CPU s more. The first run's page faults cost a one-shot ``segment`` ~0.25 CPU s; setting it
+    only after the first encode avoids that but the model process then peaked ~30 MiB higher.
     Returns whether it was set (False off glibc)."""
     libc = _libc()
     return bool(libc is not None and libc.mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK))
@@ -177,11 +178,10 @@ class OnnxPromptableModel:
         Also runs the decoder's image part for it (a few ms), so that every click on this
         embedding, the first included, runs only the prompt part."""
         x = np.ascontiguousarray(model_input, dtype=np.float32)[None]
+        if self.encoder_calls == 0:
+            return_large_blocks_to_os()
         (emb,) = self._enc.run(None, {"image": x})
         self.encoder_calls += 1
-        if self.encoder_calls == 1:  # a process that encodes again (a server): see return_large_blocks_to_os
-            return_large_blocks_to_os()
-            trim_heap()
         self._image_part(emb, emb)
         return emb
 

@@ -139,7 +139,7 @@ def load_litemedsam(kind: str | None = None, checkpoint: "str | os.PathLike | No
     if kind == litemedsam_clicks.KIND:
         base_sha, sha = sha, apply_clicks_delta(state, sha)
     parts = [graphs.bind(c, state) for c in graphs.COMPONENTS]
-    state.clear()  # the sessions hold their own copy of every weight
+    state.clear()  # the bound graphs hold a copy of every weight
     del state
     if precision == "int8":
         parts[0] = _int8_encoder(kind, sha, parts[0])

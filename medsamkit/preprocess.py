@@ -252,20 +252,36 @@ class ModelTransform:
         return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
     def image_to_input(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 -> (3, size, size) float32 model input."""
-        import cv2
+        """(H, W, 3) uint8 -> (3, size, size) float32 model input.
 
-        flags = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
-                 "nearest": cv2.INTER_NEAREST}[self.spec.interpolation]
+        LiteMedSAM's uint8 INTER_AREA resize runs in numpy (:func:`medsamkit.fast.resize.resize_area`,
+        bit-identical to OpenCV's), so that model needs no OpenCV; the other recipes use OpenCV."""
         h, w = rgb.shape[:2]
         nh, nw = self.resized_hw(h, w)
-        if self.spec.normalize_first:  # SAM-Med2D: mean/std on the original, then resize floats
-            img = cv2.resize(self._pixel_norm(rgb.astype(np.float32)), (nw, nh), interpolation=flags)
-        else:  # LiteMedSAM/MedSAM/SAM: resize the uint8 image (as their code does), then normalise
-            img = self._pixel_norm(cv2.resize(rgb, (nw, nh), interpolation=flags).astype(np.float32))
+        if self.spec.interpolation == "area" and not self.spec.normalize_first and rgb.dtype == np.uint8:
+            from .fast.resize import resize_area
+
+            img = self._pixel_norm(resize_area(rgb, nw, nh).astype(np.float32))
+        else:
+            img = self._resize_cv2(rgb, nw, nh)
         out = np.zeros((self.spec.size, self.spec.size, 3), dtype=np.float32)
         out[:nh, :nw] = img
         return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+    def _resize_cv2(self, rgb: np.ndarray, nw: int, nh: int) -> np.ndarray:
+        try:
+            import cv2
+        except ImportError as exc:
+            from .errors import DependencyError
+
+            raise DependencyError("This model's preprocessing needs OpenCV, which comes with the torch extra: "
+                                  'python -m pip install "medsamkit[torch]"') from exc
+        flags = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
+                 "nearest": cv2.INTER_NEAREST}[self.spec.interpolation]
+        if self.spec.normalize_first:  # SAM-Med2D: mean/std on the original, then resize floats
+            return cv2.resize(self._pixel_norm(rgb.astype(np.float32)), (nw, nh), interpolation=flags)
+        # MedSAM/SAM: resize the uint8 image (as their code does), then normalise
+        return self._pixel_norm(cv2.resize(rgb, (nw, nh), interpolation=flags).astype(np.float32))
 
     def _pixel_norm(self, img: np.ndarray) -> np.ndarray:
         if self.spec.pixel_norm == "imagenet":

@@ -109,3 +109,69 @@ def test_squash_transform_scales_axes_separately():
 def test_normalization_key_distinguishes_windows():
     assert parse_normalization("lung").key != parse_normalization("soft-tissue").key
     assert Normalization("none").key == "none"
+
+
+def _uint8_images(paths_and_modalities):
+    """Display-value images as LiteMedSAM gets them: 2D images, and every slice of a volume along each axis."""
+    from medsamkit.errors import ConstantImageError
+    from medsamkit.io import read_image
+
+    for path, modality in paths_and_modalities:
+        arr = read_image(path).array
+        norm = resolve_normalization("auto", arr, modality)
+        if arr.ndim == 3 and arr.shape[-1] not in (3, 4):
+            planes = [np.take(arr, i, axis=ax) for ax in range(3) for i in range(arr.shape[ax])]
+        else:
+            planes = [arr]
+        for plane in planes:
+            try:
+                yield f"{path.name} {plane.shape}", normalize_to_uint8(plane, norm)
+            except ConstantImageError:
+                continue
+
+
+def _assert_area_resize_is_opencv(images) -> dict:
+    cv2 = pytest.importorskip("cv2")
+    from medsamkit.fast.resize import resize_area
+    from medsamkit.models.litemedsam import TRANSFORM
+
+    t = ModelTransform(TRANSFORM)
+    seen = {"shrink": 0, "enlarge": 0}
+    for name, rgb in images:
+        nh, nw = t.resized_hw(*rgb.shape[:2])
+        want = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
+        assert np.array_equal(resize_area(rgb, nw, nh), want), name
+        seen["enlarge" if nh > rgb.shape[0] or nw > rgb.shape[1] else "shrink"] += 1
+    return seen
+
+
+def test_area_resize_is_opencv_bit_for_bit_on_test_images(test_data):
+    paths = [(p, None) for p in sorted(test_data.glob("*.img.*"))]
+    seen = _assert_area_resize_is_opencv(_uint8_images(paths))
+    assert seen["shrink"] > 50, seen  # enlarging: the dev set (BraTS slices) and the noise test
+
+
+def test_area_resize_is_opencv_bit_for_bit_on_every_dev_image(dev_data, dev_manifest):
+    paths = [(dev_data / c["image"], c.get("modality")) for c in dev_manifest["cases"]]
+    seen = _assert_area_resize_is_opencv(_uint8_images(paths))
+    assert seen["shrink"] > 1000 and seen["enlarge"] > 100, seen
+
+
+@pytest.mark.parametrize("hw", [(512, 512), (1024, 768), (540, 800), (300, 301), (999, 257), (255, 3),
+                                (31, 17), (180, 181), (2, 300), (4096, 40)])
+def test_area_resize_is_opencv_bit_for_bit_on_noise(hw):
+    """Every branch: factor 2 and other integer factors, fractional shrinking, enlarging, mixed."""
+    rng = np.random.default_rng(sum(hw))
+    images = [(f"{hw} {c}", rng.integers(0, 256, size=(*hw, c), dtype=np.uint8)) for c in (1, 3)]
+    _assert_area_resize_is_opencv([(n, im[..., 0] if im.shape[-1] == 1 else im) for n, im in images])
+
+
+def test_litemedsam_input_needs_no_opencv(monkeypatch):
+    import sys
+
+    from medsamkit.models.litemedsam import TRANSFORM
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 fails
+    rgb = np.random.default_rng(0).integers(0, 256, size=(300, 200, 3), dtype=np.uint8)
+    x = ModelTransform(TRANSFORM).image_to_input(rgb)
+    assert x.shape == (3, 256, 256) and x.dtype == np.float32 and x.max() == 1.0 and x[:, :, 171:].max() == 0

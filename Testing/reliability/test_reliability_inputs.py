@@ -36,7 +36,7 @@ def series_dir(tmp_path):
     """The bundled CT as a DICOM series (23 files) -> (folder, files sorted by slice)."""
     from dicom_fixtures import sample_case
 
-    from medsamkit.dicom.export import write_image_series
+    from series_writer import write_image_series
 
     image, _ = sample_case()
     files = write_image_series(image, tmp_path / "series", "CT", patient_id="P1", description="measured")

@@ -117,7 +117,7 @@ def _perturbed_adapter(path: Path) -> Path:
     from medsamkit.models import load_model
     from medsamkit.models.adapter_file import FORMAT, save_adapter
 
-    model = load_model("litemedsam", device="cpu")
+    model = load_model("litemedsam", device="cpu", engine="torch")  # the network itself, to perturb
     gen = torch.Generator().manual_seed(0)
     tensors = {k: v + 0.3 * v.std() * torch.randn(v.shape, generator=gen)
                for k, v in model.net.state_dict().items() if k.startswith("mask_decoder.output_upscaling")}

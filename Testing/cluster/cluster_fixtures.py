@@ -3,7 +3,8 @@ and the study folders the cluster tests share. Skips with the reason when Ray is
 
 Imported by the test modules (``from cluster_fixtures import ray_cluster, ...``), not a conftest.py: other
 test modules do ``from conftest import ...`` and expect Testing/conftest.py, which a second module named
-``conftest`` would shadow."""
+``conftest`` would shadow. pytest then holds one copy of each fixture per importing module, so the
+expensive ones are made once per session here (:func:`_once`), and Ray is started once.)"""
 from __future__ import annotations
 
 import os
@@ -20,14 +21,27 @@ sys.path.insert(0, str(REPO / "Testing" / "dicom"))
 FLIP = np.array([-1.0, -1.0, 1.0])  # RAS <-> LPS
 
 
+_MADE: dict = {}
+
+
+def _once(key, make):
+    """``make()`` once per test session, whichever test module's copy of a fixture asks first."""
+    if key not in _MADE:
+        _MADE[key] = make()
+    return _MADE[key]
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'medsamkit[cluster]')")
-    path = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    started = not ray.is_initialized()  # another module's copy of this fixture may have started it
+    if started:
+        path = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+        ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield ray
-    ray.shutdown()
+    if started:
+        ray.shutdown()
 
 
 def write_lines_csv(path: Path, lesion: str, markers) -> Path:
@@ -41,6 +55,11 @@ def write_lines_csv(path: Path, lesion: str, markers) -> Path:
 
 @pytest.fixture(scope="session")
 def studies(tmp_path_factory) -> Path:
+    """Three DICOM studies (series + SR; crops of the bundled lung CT) and one NIfTI volume + lines CSV pair."""
+    return _once("studies", lambda: _make_studies(tmp_path_factory))
+
+
+def _make_studies(tmp_path_factory) -> Path:
     """Three DICOM studies (series + SR; crops of the bundled lung CT) and one NIfTI volume + lines CSV pair."""
     from dicom_fixtures import crop_k, sample_case, write_study
 
@@ -68,8 +87,11 @@ def studies(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def local_recist(studies, tmp_path_factory) -> Path:
     """The plain run (no Ray) of ``medsamkit recist --studies`` over ``studies``: the reference outputs."""
-    from medsamkit.cli.commands import main
+    def run() -> Path:
+        from medsamkit.cli.commands import main
 
-    out = tmp_path_factory.mktemp("local") / "out"
-    assert main(["recist", "--studies", str(studies), "--out", str(out), "--quiet"]) == 0
-    return out
+        out = tmp_path_factory.mktemp("local") / "out"
+        assert main(["recist", "--studies", str(studies), "--out", str(out), "--quiet"]) == 0
+        return out
+
+    return _once(("local_recist", str(studies)), run)

@@ -196,7 +196,7 @@ BOX_CORRECTION_SLACK = 0.01  # box + corrections: never below box alone on avera
 def clicks_model():
     from medsamkit.models import load_model
 
-    return load_model("litemedsam-clicks", device="cpu")
+    return load_model("litemedsam-clicks", device="cpu", engine="torch")  # its network is compared below
 
 
 class _SharedEncoderCache:

@@ -183,5 +183,6 @@ def torch_distribution_files(skip: "set[str]") -> list[str]:
 def slicer_python_distributions(python: Path) -> dict:
     code = ("import importlib.metadata as m, json; "
             "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions() if d.metadata['Name']}))")
+    # cwd: not the checkout, whose medsamkit.egg-info (pip install -e) would be listed from sys.path's ''
     return json.loads(subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True,
-                                     timeout=120).stdout)
+                                     timeout=120, cwd=str(Path(python).parent)).stdout)

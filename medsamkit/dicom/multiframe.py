@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..geometry import VolumeGeometry
 from ..io import ImageData
 from . import GAP_TOLERANCE, require_dicom
+from .headers import SeriesHeaders
 
 _COPIED = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "Modality",
            "FrameOfReferenceUID", "Rows", "Columns", "SeriesDescription", "SeriesNumber", "PatientID")
@@ -69,7 +70,7 @@ def frame_planes(ds, path) -> tuple:
 
 
 @dataclass
-class MultiFrameSeries:
+class MultiFrameSeries(SeriesHeaders):
     """A multi-frame image as a series (module docstring); slice k of the volume is frame ``frames[k]`` (1-based)."""
 
     uid: str
@@ -82,18 +83,6 @@ class MultiFrameSeries:
     @property
     def files(self) -> list:
         return [self.path] * len(self.frames)
-
-    @property
-    def sop_uids(self) -> list[str]:
-        return [str(h.SOPInstanceUID) for h in self.headers]
-
-    @property
-    def frame_of_reference(self) -> str:
-        return str(getattr(self.headers[0], "FrameOfReferenceUID", "") or "")
-
-    @property
-    def modality(self) -> str:
-        return str(getattr(self.headers[0], "Modality", "") or "")
 
     @property
     def description(self) -> str:

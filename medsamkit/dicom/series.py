@@ -29,6 +29,7 @@ from ..errors import InputError
 from ..geometry import VolumeGeometry
 from ..io import ImageData
 from . import GAP_TOLERANCE, require_dicom
+from .headers import SeriesHeaders
 #: Storage classes of structured reports (Basic Text, Enhanced, Comprehensive, Comprehensive 3D).
 SR_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.88.11", "1.2.840.10008.5.1.4.1.1.88.22",
                   "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.34")
@@ -38,25 +39,13 @@ _HEADER_TAGS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInst
 
 
 @dataclass
-class DicomSeries:
+class DicomSeries(SeriesHeaders):
     """One image series: files and headers sorted along the slice normal (see module docstring)."""
 
     uid: str
     files: list = field(default_factory=list)       # Path per slice, sorted
     headers: list = field(default_factory=list)     # pydicom Dataset per slice (no pixel data), sorted
     geometry: VolumeGeometry | None = None
-
-    @property
-    def sop_uids(self) -> list[str]:
-        return [str(h.SOPInstanceUID) for h in self.headers]
-
-    @property
-    def frame_of_reference(self) -> str:
-        return str(getattr(self.headers[0], "FrameOfReferenceUID", "") or "")
-
-    @property
-    def modality(self) -> str:
-        return str(getattr(self.headers[0], "Modality", "") or "")
 
     @property
     def description(self) -> str:

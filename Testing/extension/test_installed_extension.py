@@ -57,9 +57,10 @@ def test_first_use_install_self_test_and_clicks_box_in_a_slicer_shaped_python(in
     # with the verified file the download would leave (the download itself: Testing/engine/test_torchfree.py).
     env["MEDSAMKIT_CACHE_DIR"] = str(work / "cache")
     seed_litemedsam_weights(work / "cache")
+    env["PYTHONIOENCODING"] = "utf-8"  # dialog texts hold "—" and "…"; CI's locale may be plain ASCII
     proc = subprocess.run([str(python), "-u", str(HERE / "installed_session.py"), str(tree),
-                           str(work), str(torch_json)], capture_output=True, text=True, timeout=1500, env=env,
-                          cwd=str(work))
+                           str(work), str(torch_json)], capture_output=True, encoding="utf-8", errors="replace",
+                          timeout=1500, env=env, cwd=str(work))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert Path(summary["medsamkit"]) == tree / "medsamkit"  # the installed engine, no repository

@@ -98,6 +98,26 @@ def test_the_health_check_gives_up_on_a_server_that_accepts_but_never_answers():
         assert dog.stalled and len(calls) == 1 and calls[0] < 3
 
 
+def test_a_process_that_died_is_not_reported_as_stalled():
+    """A killed process also fails its health check (connection refused); the watchdog then asks whether the
+    process exited, and if it did, calls no on_stall: the waiting call reports the exit (signal, exit code)."""
+    import socket
+
+    from medsamkit.backend.health import Watchdog
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed on leaving: nothing listens there, as after a SIGKILL
+    url = f"http://127.0.0.1:{port}"
+    for exited, stall_expected in ((lambda seconds: True, False), (lambda seconds: False, True)):
+        calls = []
+        t0 = time.monotonic()
+        with Watchdog(url, lambda: calls.append(1), interval=0.1, timeout=0.5, exited=exited) as dog:
+            time.sleep(1.0)
+        assert dog.stalled is stall_expected and len(calls) == int(stall_expected), (exited, calls)
+        assert time.monotonic() - t0 < 5
+
+
 def test_a_model_process_stopped_mid_propagation_fails_the_job_in_seconds_and_the_next_prompt_replaces_it():
     from medsamkit.backend.process import ModelProcessError, ProcessBackend
     from medsamkit.io import read_image

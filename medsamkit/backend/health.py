@@ -19,6 +19,7 @@ from .. import protocol
 
 HEALTH_TIMEOUT_S = 5.0   # /version answers in milliseconds, also while the model computes
 HEALTH_INTERVAL_S = 2.0  # a call in flight this long gets its first check
+EXIT_GRACE_S = 2.0  # a killed multi-threaded process takes a moment before its exit status can be read
 
 
 def responds(url: str, timeout: float = HEALTH_TIMEOUT_S) -> bool:
@@ -39,10 +40,14 @@ def responds(url: str, timeout: float = HEALTH_TIMEOUT_S) -> bool:
 
 class Watchdog:
     """``with Watchdog(url, on_stall):`` runs :func:`responds` every ``interval`` s in a thread while the block
-    runs; the first unanswered check calls ``on_stall()`` (which kills the process) and sets ``stalled``."""
+    runs; the first unanswered check calls ``on_stall()`` (which kills the process) and sets ``stalled``.
+    ``exited(seconds)``, when given, says whether the process has exited (waiting up to ``seconds``): a
+    check unanswered because the process died (killed, crashed) is not a stall, and the waiting call
+    reports the exit itself."""
 
-    def __init__(self, url: str, on_stall, interval: float = HEALTH_INTERVAL_S, timeout: float = HEALTH_TIMEOUT_S):
-        self.url, self.on_stall = url, on_stall
+    def __init__(self, url: str, on_stall, interval: float = HEALTH_INTERVAL_S, timeout: float = HEALTH_TIMEOUT_S,
+                 exited=None):
+        self.url, self.on_stall, self.exited = url, on_stall, exited
         self.interval, self.timeout = float(interval), float(timeout)
         self.stalled = False
         self._done = threading.Event()
@@ -59,6 +64,8 @@ class Watchdog:
     def _watch(self) -> None:
         while not self._done.wait(self.interval):
             if not responds(self.url, self.timeout) and not self._done.is_set():
+                if self.exited is not None and self.exited(EXIT_GRACE_S):
+                    return  # it died rather than hung: the waiting call fails on its own and says how
                 self.stalled = True
                 self.on_stall()
                 return

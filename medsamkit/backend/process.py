@@ -45,7 +45,7 @@ from ..errors import DependencyError
 from ..progress import Cancelled
 from .base import Backend, BackendInfo, ImageInfo
 from .errors import RemoteError
-from .health import HEALTH_INTERVAL_S, HEALTH_TIMEOUT_S, Watchdog
+from .health import EXIT_GRACE_S, HEALTH_INTERVAL_S, HEALTH_TIMEOUT_S, Watchdog
 
 log = logging.getLogger("medsamkit.process")
 
@@ -53,7 +53,6 @@ START_TIMEOUT_S = 300.0   # first start may export the ONNX graphs (~10 s) and l
 PROMPT_TIMEOUT_S = 600.0  # a SAM ViT-H encoding on a slow CPU; a dead process is noticed at once anyway
 LOG_TAIL_CHARS = 1500
 LONG_JOBS = ("propagate", "segment_plan")  # a refused progress poll there means it died during the job
-EXIT_GRACE_S = 2.0  # a killed multi-threaded process takes a moment before its exit status can be read
 
 
 class ModelProcessError(RemoteError):
@@ -342,7 +341,8 @@ class ProcessBackend(Backend):
         for attempt in range(2):
             remote = self.start(progress, cancel)
             try:
-                with Watchdog(self.process.url, self._stalled, self.health_interval, self.health_timeout) as dog:
+                with Watchdog(self.process.url, self._stalled, self.health_interval, self.health_timeout,
+                              exited=self.process.exited_within) as dog:
                     return call(remote)
             except (RemoteError, OSError) as exc:
                 if isinstance(exc, ModelProcessError) or not self.process.exited_within(EXIT_GRACE_S):

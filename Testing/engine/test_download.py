@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from medsamkit.models import catalog as catalog_mod
-from medsamkit.models import download
+from medsamkit.models import download, model_folder, transfer
 from medsamkit.models.catalog import load_catalog, validate_catalog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -340,7 +340,7 @@ def test_disk_full_is_a_clear_message_and_nothing_is_left(server, tmp_path, monk
                 def __exit__(self, *a):
                     self.fh.close()
 
-            monkeypatch.setattr(download, "open", lambda p, m="r": Full(real_open(p, m)), raising=False)
+            monkeypatch.setattr(transfer, "open", lambda p, m="r": Full(real_open(p, m)), raising=False)
             if length == "with-length":
                 monkeypatch.setattr(download.shutil, "disk_usage", lambda p: type("U", (), {"free": 200_000})())
         monkeypatch.setenv("MEDSAMKIT_CACHE_DIR", str(cache))
@@ -476,7 +476,7 @@ def test_read_only_folder_prepared_by_hand_is_used(tmp_path, monkeypatch, sam_by
                              capture_output=True).returncode == 0 if os.name == "posix" and os.geteuid() == 0 else False
     try:
         if not mounted:
-            monkeypatch.setattr(download, "_write_record", lambda *a, **k: (_ for _ in ()).throw(PermissionError()))
+            monkeypatch.setattr(model_folder, "_write_record", lambda *a, **k: (_ for _ in ()).throw(PermissionError()))
         path = download.ensure_checkpoint("sam-vit-b")  # verified, used, no download attempted
         assert Path(path).read_bytes() == sam_bytes
     finally:

@@ -1,17 +1,15 @@
 """Model weights on first use: download from the catalog into the per-user cache, verified, resumable, locked.
 
-Where: ``<cache>/models/<official file name>``, with ``<cache>`` chosen exactly as for exported models
-(:func:`medsamkit.fast.artifacts.cache_dir`: ``$MEDSAMKIT_CACHE_DIR``, else the platform's user cache).
-Beside each file lies ``<name>.json``: its SHA-256, size, how it was verified and where it came from.
-A file is used only when that record exists and matches the file's size and modification time; a file
-copied into the folder by hand (no record yet) is verified in full once, then recorded.
+Where the files lie, and when a file there is trusted without hashing it again: :mod:`.model_folder`
+(``<cache>/models/<official file name>`` with a ``<name>.json`` record beside each).
 
 How a download runs (:func:`ensure_checkpoint`):
 
 1. A restricted licence must have been accepted (argument, ``$MEDSAMKIT_ACCEPT_LICENCES``, or recorded).
 2. A lock file (``<name>.lock``, an OS file lock) makes a second process wait, then use the first one's file.
-3. Bytes go to ``<name>.part``. A dropped connection is resumed with an HTTP ``Range`` request (``If-Range``
-   guards against a changed file); a ``.part`` left by an interrupted run is resumed by the next run.
+3. Bytes go to ``<name>.part`` (:mod:`.transfer`). A dropped connection is resumed with an HTTP ``Range``
+   request (``If-Range`` guards against a changed file); a ``.part`` left by an interrupted run is resumed
+   by the next run.
 4. The file is checked before it gets its real name: the published hash (SHA-256 or micro-sam's xxh128),
    else the published size, and always that it reads as the kind's checkpoint layout when no hash is
    published. A wrong file is deleted with a message that says so.
@@ -23,32 +21,25 @@ expected hash and the folder to drop the file into, so an air-gapped site can co
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
-import socket
 import time
-import urllib.error
-import urllib.request
-from http.client import HTTPException
 from pathlib import Path
 from typing import Callable
 
-from ..errors import CheckpointError, MedSAMError, OutputError
-from ..fast.artifacts import CacheDirError, cache_dir
+from ..errors import CheckpointError, MedSAMError
+from ..fast.artifacts import CacheDirError
 from .catalog import CatalogEntry, get_entry, load_catalog
 from .download_events import EventFn, JsonLines, TqdmBytes, default_events  # noqa: F401 (public here too)
 from .filelock import FileLock
+from .model_folder import (_emit, _write_record, cached_path, is_cached,  # noqa: F401 (public here too)
+                           manual_instructions, models_dir)
+from .transfer import CHUNK, DownloadError, _fetch_url, _meta  # noqa: F401 (public here too)
 from .verify import _xxhash, check_loads_as, file_digests, verify_file  # noqa: F401 (public here too)
 
 ACCEPT_ENV = "MEDSAMKIT_ACCEPT_LICENCES"
 TIMEOUT_ENV = "MEDSAMKIT_DOWNLOAD_TIMEOUT"
-CHUNK = 1 << 20
-
-
-class DownloadError(MedSAMError):
-    """A model file could not be downloaded or verified; nothing unverified was left under its name."""
 
 
 class LicenceNotAccepted(MedSAMError):
@@ -57,68 +48,6 @@ class LicenceNotAccepted(MedSAMError):
     def __init__(self, entry: CatalogEntry, message: str):
         super().__init__(message)
         self.entry = entry
-
-
-def models_dir() -> Path:
-    """The folder that holds downloaded and hand-added model files."""
-    return cache_dir() / "models"
-
-
-# ---------------------------------------------------------------------------------------- cached files
-
-def _record_path(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
-
-
-def cached_path(kind: str, catalog: dict | None = None, events: EventFn | None = None) -> Path | None:
-    """Path of the kind's verified file in the cache, or None. A hand-copied file is verified first."""
-    entry = get_entry(kind, catalog)
-    path = models_dir() / entry.filename
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(_record_path(path).read_text(encoding="utf-8"))
-        st = path.stat()
-        if record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns:
-            return path
-    except (OSError, ValueError):
-        pass
-    _emit(events, {"event": "verify", "kind": entry.kind, "path": str(path)})
-    try:
-        verify_file(path, entry)  # the user's own copy is never deleted here
-    except CheckpointError as exc:
-        raise CheckpointError(f"The file {path} in the model folder is not usable: {exc} Delete or replace it. "
-                              f"{manual_instructions(entry)}") from exc
-    try:
-        _write_record(path, entry, source="found in the cache folder")
-    except (OSError, OutputError):  # io.atomic_output reports write failures as OutputError
-        pass  # a read-only shared folder prepared by an administrator: verified now, verified again next time
-    return path
-
-
-def is_cached(kind: str, catalog: dict | None = None) -> bool:
-    """Quick check (no hashing): the kind's file is in the cache with a matching record. For GUIs."""
-    entry = get_entry(kind, catalog)
-    path = models_dir() / entry.filename
-    try:
-        record = json.loads(_record_path(path).read_text(encoding="utf-8"))
-        st = path.stat()
-    except (OSError, ValueError):
-        return False
-    return record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns
-
-
-def _write_record(path: Path, entry: CatalogEntry, source: str, digests: dict | None = None) -> dict:
-    from ..io import atomic_output
-
-    digests = digests or file_digests(path, ["sha256"])
-    st = path.stat()
-    record = {"kind": entry.kind, "filename": entry.filename, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-              "sha256": digests["sha256"], "verified_by": entry.verification, "published_hash": entry.hash,
-              "source": source, "licence": entry.licence, "recorded": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    with atomic_output(_record_path(path)) as tmp:
-        Path(tmp).write_text(json.dumps(record, indent=1), encoding="utf-8")
-    return record
 
 
 # ---------------------------------------------------------------------------------------- licences
@@ -167,14 +96,6 @@ def checkpoint_for(kind: str) -> str:
         raise CheckpointError(f"Model kind '{kind}' has no bundled weights and no catalog entry; pass the checkpoint "
                               "file you downloaded from its authors with --checkpoint FILE.")
     return ensure_checkpoint(kind, events=default_events(), catalog=catalog)
-
-
-def manual_instructions(entry: CatalogEntry) -> str:
-    """What an offline or air-gapped site does instead: the exact source, the check, the folder."""
-    src = entry.urls[0] if entry.urls else " or ".join(entry.pages)
-    return (f"Download {entry.filename} from {src} (expected: {entry.expected_text()}), copy it to this machine and "
-            f"run: medsamkit models add FILE --model {entry.kind} — or put it into {models_dir()} as "
-            f"{entry.filename}, or give it directly with --checkpoint FILE.")
 
 
 def ensure_checkpoint(kind: str, events: EventFn | None = None, accept_licence: bool = False,
@@ -250,174 +171,6 @@ def _download(entry, folder, events, timeout, retries, cancel) -> Path:
                        "sha256": record["sha256"], "verified_by": entry.verification})
         return final
     raise last_error
-
-
-def _meta(part: Path) -> Path:
-    return part.with_name(part.name + ".json")
-
-
-def _fetch_url(url, part, entry, events, timeout, retries, cancel) -> None:
-    """Bring ``part`` to the complete file from ``url``, resuming it across dropped connections."""
-    from .. import __version__
-
-    attempt = 0
-    while True:
-        start = part.stat().st_size if part.is_file() else 0
-        meta = _read_meta(part)
-        if start and meta.get("url") != url:
-            part.unlink()
-            start = 0
-        request = urllib.request.Request(url, headers={"User-Agent": f"medsamkit/{__version__}"})
-        if start:
-            request.add_header("Range", f"bytes={start}-")
-            if meta.get("validator"):
-                request.add_header("If-Range", meta["validator"])
-        try:
-            response = urllib.request.urlopen(request, timeout=timeout)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416 and start:  # our part is not a prefix the server knows: start again
-                part.unlink()
-                continue
-            _cleanup_empty(part)
-            raise DownloadError(f"The server answered HTTP {exc.code} ({exc.reason}) for {url}. "
-                                f"{'The file is not there (any more). ' if exc.code in (403, 404, 410) else ''}"
-                                f"{manual_instructions(entry)}") from exc
-        except (urllib.error.URLError, socket.timeout, OSError, HTTPException) as exc:  # HTTPException: bad reply
-            _cleanup_empty(part)
-            reason = getattr(exc, "reason", exc)
-            slow = isinstance(reason, (socket.timeout, TimeoutError))
-            raise DownloadError(
-                (f"No answer from {url} within {timeout:g} s. " if slow else f"Cannot reach {url} ({reason}). ")
-                + "Check the network or proxy (HTTPS_PROXY). " + manual_instructions(entry)) from exc
-        with response:
-            kind_of = (response.headers.get("Content-Type") or "").lower()
-            if kind_of.startswith("text/html"):
-                _cleanup_empty(part)
-                raise DownloadError(f"{url} sent a web page instead of the model file (a sign-in, quota or "
-                                    f"confirmation page). {manual_instructions(entry)}")
-            if start and response.status == 206 and _range_start(response) == start:
-                mode = "ab"
-            else:
-                start, mode = 0, "wb"
-            length = response.headers.get("Content-Length")
-            total = start + int(length) if length and length.isdigit() else entry.size
-            if entry.size is not None and total is not None and total != entry.size:
-                _cleanup_empty(part)
-                raise DownloadError(f"{url} offers {total:,} bytes but the authors' {entry.filename} has "
-                                    f"{entry.size:,}; refusing it. {manual_instructions(entry)}")
-            if total is not None:
-                _check_space(part.parent, total - start, entry)
-            validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
-            _write_meta(part, {"url": url, "validator": validator if validator and not validator.startswith("W/")
-                               else None})
-            _emit(events, {"event": "start", "kind": entry.kind, "filename": entry.filename, "url": url,
-                           "total": total, "resumed_from": start})
-            try:
-                done = _stream(response, part, mode, start, total, entry, events, cancel)
-            except (socket.timeout, TimeoutError, ConnectionError, HTTPException, OSError) as exc:
-                if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
-                    _drop(part)
-                    raise _disk_error(exc, part.parent, entry) from exc
-                received = (part.stat().st_size if part.is_file() else 0) - start
-                if attempt < retries and received > 0:
-                    attempt += 1
-                    time.sleep(min(2.0 ** attempt * 0.25, 5.0))
-                    continue  # resume from what arrived
-                _cleanup_empty(part)
-                raise DownloadError(
-                    f"The download of {entry.filename} from {url} stopped ({type(exc).__name__}: {exc}); "
-                    f"{part.stat().st_size if part.is_file() else 0:,} bytes are kept in {part} and the next "
-                    f"'medsamkit models fetch {entry.kind}' resumes them. {manual_instructions(entry)}") from exc
-        if total is not None and done < total:
-            if attempt < retries:
-                attempt += 1
-                continue
-            raise DownloadError(f"The server closed the connection after {done:,} of {total:,} bytes of "
-                                f"{entry.filename}; they are kept in {part} and the next 'medsamkit models fetch "
-                                f"{entry.kind}' resumes them. {manual_instructions(entry)}")
-        return
-
-
-def _stream(response, part, mode, start, total, entry, events, cancel) -> int:
-    from ..progress import Cancelled
-
-    done, t0, last = start, time.monotonic(), 0.0
-    read = getattr(response, "read1", response.read)  # read1: what has arrived, so progress moves on slow links
-    with open(part, mode) as out:
-        while True:
-            if cancel is not None and cancel():
-                raise Cancelled(f"Download of {entry.filename} cancelled; {done:,} bytes are kept in {part} "
-                                "and the next fetch resumes them.")
-            block = read(CHUNK)
-            if not block:
-                break
-            out.write(block)
-            done += len(block)
-            now = time.monotonic()
-            if now - last >= 0.2 or (total is not None and done >= total):
-                last = now
-                speed = (done - start) / max(now - t0, 1e-6)
-                _emit(events, {"event": "progress", "kind": entry.kind, "done": done, "total": total,
-                               "speed": round(speed)})
-        out.flush()
-        os.fsync(out.fileno())
-    return done
-
-
-def _range_start(response) -> int | None:
-    value = response.headers.get("Content-Range") or ""  # "bytes 100-199/200"
-    try:
-        return int(value.split()[1].split("-")[0])
-    except (IndexError, ValueError):
-        return None
-
-
-def _check_space(folder: Path, needed: int, entry) -> None:
-    free = shutil.disk_usage(folder).free
-    if free < needed:
-        raise DownloadError(f"Not enough disk space in {folder}: {entry.filename} needs {needed / 1e6:,.0f} MB more, "
-                            f"{free / 1e6:,.0f} MB are free. Free some space or set MEDSAMKIT_CACHE_DIR to another "
-                            "disk.")
-
-
-def _disk_error(exc: OSError, folder: Path, entry) -> MedSAMError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DownloadError(f"The disk holding {folder} is full ({exc.strerror}); the partial {entry.filename} was "
-                             "deleted. Free some space or set MEDSAMKIT_CACHE_DIR to another disk, then fetch again.")
-    return CacheDirError(f"Cannot write to the model folder {folder} ({exc.strerror}). Set MEDSAMKIT_CACHE_DIR to a "
-                         f"writable folder. {manual_instructions(entry)}")
-
-
-def _drop(part: Path) -> None:
-    for p in (part, _meta(part)):
-        try:
-            p.unlink()
-        except OSError:
-            pass
-
-
-def _cleanup_empty(part: Path) -> None:
-    """Remove a .part that holds nothing (and its note): a failed start leaves no file behind."""
-    if part.is_file() and part.stat().st_size == 0:
-        _drop(part)
-    elif not part.is_file():
-        _meta(part).unlink(missing_ok=True)
-
-
-def _read_meta(part: Path) -> dict:
-    try:
-        return json.loads(_meta(part).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_meta(part: Path, meta: dict) -> None:
-    _meta(part).write_text(json.dumps(meta), encoding="utf-8")
-
-
-def _emit(events: EventFn | None, event: dict) -> None:
-    if events is not None:
-        events(event)
 
 
 # ---------------------------------------------------------------------------------------- adding by hand

@@ -59,7 +59,7 @@ def scene_case(ctx, image: Path, seg: Path):
 
 
 def box_request(node, segmentation, g, label, k, session, window, pad=3, shift=0):
-    from medsamkit.mrml.interactive import PromptState, engine_wants_volume, prepare_slice_request, volume_key
+    from medsamkit.mrml.interactive import PromptState, prepare_slice_request, volume_key
     from medsamkit.mrml.volumes import volume_plane_slice_to_ras
 
     ys, xs = np.nonzero(label[k])
@@ -67,7 +67,7 @@ def box_request(node, segmentation, g, label, k, session, window, pad=3, shift=0
                for xy in ((xs.min() - pad - shift, ys.min() - pad), (xs.max() + pad + shift, ys.max() + pad))]
     prompt = PromptState().set_box(node, volume_plane_slice_to_ras(g, 0, k), *corners)
     return prepare_slice_request(node, segmentation, prompt, window=window,
-                                 whole_volume=engine_wants_volume(session, "local", volume_key(node)))
+                                 whole_volume=not session.holds_volume(volume_key(node)))
 
 
 def timed(fn):
@@ -159,7 +159,7 @@ def section_gil(ctx, process, local, cap_s=90.0):
     import ctypes
 
     from medsamkit.mrml.interactive import run_request
-    from medsamkit.mrml.jobs import Worker
+    from medsamkit.mrml.session import Worker
 
     hold = ctypes.PyDLL(None).usleep  # PyDLL: the call keeps the GIL, as C++ code of the Qt loop does
     node, seg, label, g = scene_case(ctx, DEV / "pyradiomics/lung1.img.nii.gz", DEV / "pyradiomics/lung1.seg.nii.gz")

@@ -1,7 +1,7 @@
 """The effect while the main thread holds the GIL as Slicer's Qt event loop does: held/free ratios.
 
 Runs the real effect (loaded as Slicer loads it, Testing/extension/slicer_app.py) with its real
-EngineHolder, worker and timers and a model process, the event loop modelled in real time
+model session, worker and timers and a model process, the event loop modelled in real time
 (Testing/extension/gil_timing.py): between timers the main thread waits inside C with the GIL held
 ("held") or free ("free"), interleaved. Three cases:
 
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
                 for case, (h, f, r) in ratios.items():
                     print(f"  {case:8s} held {h * 1000:7.0f} ms  free {f * 1000:7.0f} ms  held/free {r:5.2f}")
         finally:
-            s.effect.engineHolder.close()
+            s.effect.session.close()
             s.editor._destroy()
             monkeypatch.undo()
     report["load_at_end"] = load()

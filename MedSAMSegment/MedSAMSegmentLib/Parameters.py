@@ -20,7 +20,7 @@ PROMPT_MODES = (("box", "Box"), ("points", "+/- points"), ("refine", "Refine"), 
                 ("markers", "Markers"))
 MIN_DRAG_PIXELS = 4  # a press and release closer than this is a click, not a box
 # While a job is pending (a prompt or the view prefetch), a timer fires every POLL_INTERVAL_MS and the main
-# thread waits up to POLL_WAIT_MS on the worker with the GIL released (medsamkit.mrml.jobs.Worker.wait): inside
+# thread waits up to POLL_WAIT_MS on the worker with the GIL released (medsamkit.mrml.session.Worker.wait): inside
 # Slicer the Qt event loop holds the GIL, so the worker thread runs only then. Nothing runs while nothing is pending.
 POLL_INTERVAL_MS = 2
 POLL_WAIT_MS = 10

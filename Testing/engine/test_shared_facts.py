@@ -46,7 +46,7 @@ def test_the_slicer_modules_take_their_lists_from_the_engine():
     assert choices.model_kinds() == tuple(MODEL_KINDS) and choices.model_kinds()[0] == "litemedsam"
     assert set(WINDOW_PRESETS) < set(choices.window_choices()) and choices.window_choices()[0] == "display"
     assert "none" in choices.window_choices(display=False) and "display" not in choices.window_choices(display=False)
-    effect = (GUI / "SegmentEditorEffect.py").read_text(encoding="utf-8")
+    effect = (GUI / "OptionsPanel.py").read_text(encoding="utf-8")  # the effect's options panel
     training = (REPO / "MedSAMTraining" / "MedSAMTraining.py").read_text(encoding="utf-8")
     assert "choices.model_kinds()" in effect and "choices.window_choices()" in effect
     assert "choices.model_kinds()" in training and "choices.training_part_choices()" in training
@@ -72,7 +72,7 @@ def test_training_part_choices_parse_as_parts():
 
 def _effect_margin_default():
     """The value the effect gives MarkerMarginMm by default: a number, or the name it reads it from."""
-    tree = ast.parse((GUI / "SegmentEditorEffect.py").read_text(encoding="utf-8"))
+    tree = ast.parse((GUI / "OptionsPanel.py").read_text(encoding="utf-8"))  # where the effect sets its defaults
     for node in ast.walk(tree):
         if (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "setParameterDefault"
                 and node.args and getattr(node.args[0], "id", "") == "MARKER_MARGIN_MM"):

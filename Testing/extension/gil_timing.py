@@ -7,7 +7,7 @@ due, and between them the loop waits inside C (:func:`hold`: ctypes.PyDLL calls 
 the reference, with the GIL free (:func:`free`).
 
 Used by test_gil_starvation.py and benchmarks/bench_gil.py: a box on an already-encoded slice, a
-volume upload and the view prefetch, each through the effect's real EngineHolder, worker and timers
+volume upload and the view prefetch, each through the effect's real model session, worker and timers
 and a real model process.
 """
 from __future__ import annotations
@@ -35,12 +35,16 @@ BLOCKS = {"held": hold, "free": free}
 
 
 def use_model_process(s, engine="torch"):
-    """Point the effect's real EngineHolder at a model process with ``engine`` on the CPU; start it (a start
+    """Give the effect a model session on a real model process with ``engine`` on the CPU; start it (a start
     is not a box) and return the session."""
-    holder = s.effect.engineHolder  # the effect fixture points get() at a shared in-process engine: undo that
-    holder.get = lambda progress=None, cancel=None, adapter=None, **options: holder.holder.get(
-        progress=progress, cancel=cancel, **dict(options, Engine=engine, Device="cpu"))
-    session = holder.get(**s.effect.modelOptions())
+    from medsamkit.backend import open_backend
+    from medsamkit.mrml.session import ModelSession
+
+    backend = open_backend("process", engine=engine, device="cpu")  # the effect fixture's opener is in-process
+    backend.start()
+    session = ModelSession(backend)
+    s.effect.session.close()
+    s.effect.session = session
     assert session.backend.info().extra["process"]
     return session
 

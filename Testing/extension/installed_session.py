@@ -10,7 +10,7 @@ tree and this folder (the Qt/Slicer stand-ins) only: no repository, no editable 
    linked in, standing for the GPU build PyTorch Utils would download), slicer.util.pip_install runs
    Slicer 5.10's ``PythonSlicer -m pip install`` with the installer's constraints.
 3. HTTP_PROXY/HTTPS_PROXY/ALL_PROXY are set to a dead address (a hospital proxy cannot reach loopback).
-4. The module's self-test (a box on the bundled CT through the effect, EngineHolder and model process).
+4. The module's self-test (a box on the bundled CT through the effect, its model session and model process).
 5. A box with the litemedsam-clicks model on a Testing/Data volume, through the same effect.
 
 The last line printed is a JSON summary the test checks.
@@ -156,16 +156,17 @@ def main(module_dir: Path, work: Path, torch_json: str) -> dict:
     os.environ.pop("no_proxy", None)
 
     harness.dialogs.clear()
-    holder = sys.modules["MedSAMSegmentLib.EffectTarget"].EngineHolder
-    real_get, engines = holder.get, summary.setdefault("engines", [])
+    from medsamkit.mrml.session import ModelSession
 
-    def get(self, *args, **kwargs):  # records which engine served each of the effect's requests
-        session = real_get(self, *args, **kwargs)
+    real_open, engines = ModelSession.open, summary.setdefault("engines", [])
+
+    def open_(self, *args, **kwargs):  # records which model served each of the effect's requests
+        session = real_open(self, *args, **kwargs)
         if session.description not in engines:
             engines.append(session.description)
         return session
 
-    holder.get = get
+    ModelSession.open = open_
     slicer.selfTests["MedSAMSegment"]()
     summary["self_test"] = [d[1] for d in harness.dialogs if d[0] == "delay"]
     from medsamkit.backend.process import _LIVE

@@ -37,8 +37,8 @@ def harness_5_8(monkeypatch, ctx, tmp_path):
 
 
 def use_engine(monkeypatch, engine):
-    """Point the effect's EngineHolder at the session's engine instead of loading a second model."""
-    import sys
+    """Open the effect's model session on the test session's in-process backend instead of starting a model
+    process (the model process is covered by Testing/process and the installed-extension test)."""
+    from medsamkit.mrml import session
 
-    monkeypatch.setattr(sys.modules["MedSAMSegmentLib.EffectTarget"].EngineHolder, "get",
-                        lambda self, **options: engine)
+    monkeypatch.setattr(session, "open_model_backend", lambda *args, **options: engine.backend)

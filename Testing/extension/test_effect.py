@@ -33,11 +33,17 @@ def test_gui_files_compile(tmp_path):
 
 
 def test_effect_keeps_slicer_template_method_order():
-    tree = ast.parse((MODULE_DIR / "MedSAMSegmentLib" / "SegmentEditorEffect.py").read_text(encoding="utf-8"))
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SegmentEditorEffect")
-    methods = [n.name for n in cls.body if isinstance(n, ast.FunctionDef)]
-    positions = [methods.index(m) for m in TEMPLATE_ORDER]
-    assert positions == sorted(positions), methods
+    """Slicer's template methods, in the template's order, in the effect class and its options panel base
+    (the panel's setupOptionsFrame ... updateMRMLFromGUI, the effect's __init__ ... processInteractionEvents)."""
+    found = []
+    for file, name in (("OptionsPanel.py", "EffectOptions"), ("SegmentEditorEffect.py", "SegmentEditorEffect")):
+        tree = ast.parse((MODULE_DIR / "MedSAMSegmentLib" / file).read_text(encoding="utf-8"))
+        cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
+        methods = [n.name for n in cls.body if isinstance(n, ast.FunctionDef)]
+        positions = [methods.index(m) for m in TEMPLATE_ORDER if m in methods]
+        assert positions == sorted(positions), (file, methods)
+        found += [m for m in TEMPLATE_ORDER if m in methods]
+    assert sorted(found) == sorted(TEMPLATE_ORDER), found
 
 
 @pytest.fixture()
@@ -283,7 +289,7 @@ def test_effect_keys_are_not_editor_or_slice_view_shortcuts():
 def test_cleanup_stops_timer_worker_and_model(effect_on_ct):
     s = effect_on_ct
     closed = []
-    s.effect.engineHolder.close = lambda: closed.append(True)
+    s.effect.session.close = lambda: closed.append(True)
     job = _start_box_job(s)
     s.editor._destroy()  # Slicer 5.10 calls cleanup() here; on 5.8 the effect is never told
     if s.h.version == "5.8.0":
@@ -315,8 +321,6 @@ def test_typed_window_is_written_once_when_editing_finishes(effect_on_ct):
 
 # ------------------------------------------------------------------------------------------ defect 7: adapters
 def test_adapter_selector_lists_registered_adapters_and_passes_the_choice(harness, engine, monkeypatch, tmp_path):
-    import sys
-
     from medsamkit.mrml.segments import new_segmentation
     from medsamkit.mrml.volumes import load_volume
 
@@ -331,8 +335,10 @@ def test_adapter_selector_lists_registered_adapters_and_passes_the_choice(harnes
         {"name": "other-kind", "path": str(adapter), "base_kind": "sam-vit-b"}]}))
     harness.start(SEGMENT_MODULE)
     seen = []
-    monkeypatch.setattr(sys.modules["MedSAMSegmentLib.EffectTarget"].EngineHolder, "get",
-                        lambda self, **options: seen.append(options) or engine)
+    from medsamkit.mrml import session
+
+    monkeypatch.setattr(session, "open_model_backend",  # (backend, model, checkpoint, adapter, engine, device)
+                        lambda *args, **options: seen.append(args) or engine.backend)
     node = load_volume(harness.ctx, DATA / "sample_lung_ct.nii.gz")
     seg, sid = new_segmentation(harness.ctx, node, segment_name="tumour")
     editor = harness.editor(node, seg, sid)
@@ -345,7 +351,7 @@ def test_adapter_selector_lists_registered_adapters_and_passes_the_choice(harnes
     editor.activeEffect().setParameter("Window", "lung")
     effect.submitBoxRas(*_box_ras(node))
     assert effect.waitForResult(600)
-    assert seen and seen[-1]["adapter"] == str(adapter) and seen[-1]["Model"] == "litemedsam"
+    assert seen and seen[-1][3] == str(adapter) and seen[-1][1] == "litemedsam"
     editor._destroy()
 
 

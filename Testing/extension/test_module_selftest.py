@@ -1,5 +1,5 @@
 """MedSAMSegment's own in-Slicer self-test (MedSAMSegmentTest), run through the Slicer loader as the
-Self Tests module would: slicer.selfTests["MedSAMSegment"] after startup, with the real EngineHolder
+Self Tests module would: slicer.selfTests["MedSAMSegment"] after startup, with the real model session
 (LiteMedSAM loaded in this process) on slicer-core.
 """
 from __future__ import annotations

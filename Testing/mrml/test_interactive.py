@@ -1,7 +1,7 @@
 """The effect's flow without Qt: prompt state, prepare (main) -> worker thread -> apply (main), refine.
 
 Real LiteMedSAM on the dev CT (lung tumour, slice 11), loaded with Slicer's reader; the worker is the
-same :class:`medsamkit.mrml.jobs.Worker` the effect uses.
+same :class:`medsamkit.mrml.session.Worker` the effect uses.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_prompt_state_resets_on_another_slice(ct):
 def test_worker_thread_box_then_refine_with_negative_point(ct, engine):
     """Box -> result on the worker while the main thread keeps running; then a negative click refines it."""
     from medsamkit.mrml.interactive import PromptState, apply_result, prepare_slice_request, run_request
-    from medsamkit.mrml.jobs import Worker
+    from medsamkit.mrml.session import Worker
     from medsamkit.mrml.segments import segment_array
 
     ys, xs = np.nonzero(ct.label[K])
@@ -104,7 +104,7 @@ def test_worker_thread_box_then_refine_with_negative_point(ct, engine):
 
 def test_cancel_stops_the_job_and_writes_nothing(ct, engine):
     from medsamkit.mrml.interactive import PromptState, prepare_slice_request, run_request
-    from medsamkit.mrml.jobs import Worker
+    from medsamkit.mrml.session import Worker
     from medsamkit.mrml.segments import segment_array
     from medsamkit.progress import Cancelled
 
@@ -134,7 +134,7 @@ def test_cancel_stops_the_job_and_writes_nothing(ct, engine):
 def test_a_finished_but_cancelled_job_never_yields_its_result(ct, engine):
     """Cancel after the call returned but before the GUI polled: the result must not be applied."""
     from medsamkit.mrml.interactive import PromptState, prepare_slice_request, run_request
-    from medsamkit.mrml.jobs import Worker
+    from medsamkit.mrml.session import Worker
     from medsamkit.progress import Cancelled
 
     prompt = PromptState().set_box(ct.node, ct.view, _ras(ct, (90, 91)), _ras(ct, (125, 124)))
@@ -153,7 +153,7 @@ def test_a_finished_but_cancelled_job_never_yields_its_result(ct, engine):
 
 
 def test_background_job_does_not_block_a_prompt_and_is_superseded():
-    from medsamkit.mrml.jobs import Worker
+    from medsamkit.mrml.session import Worker
 
     worker = Worker()
     gate = threading.Event()
@@ -178,7 +178,7 @@ def test_session_keeps_the_volume_and_clicks_name_slices(ct, engine):
     (no set_image, no second set_volume); a changed window without the volume falls back to the slice."""
     from medsamkit.backend.local import LocalBackend
     from medsamkit.mrml.session import ModelSession
-    from medsamkit.mrml.interactive import PromptState, engine_wants_volume, prepare_slice_request, run_request, \
+    from medsamkit.mrml.interactive import PromptState, prepare_slice_request, run_request, \
         volume_key
     from medsamkit.mrml.volumes import volume_plane_slice_to_ras
     from medsamkit.predictor import Predictor
@@ -197,7 +197,7 @@ def test_session_keeps_the_volume_and_clicks_name_slices(ct, engine):
     shared = engine.backend.predictor
     session = ModelSession(CountingBackend(predictor=Predictor(shared.model, shared.cache)))
     key = volume_key(ct.node)
-    assert engine_wants_volume(None, "local", key)
+    assert not ModelSession().holds_volume(key)  # before the first run: no backend, no volume
     for k in (K, K - 1, K + 1):
         ys, xs = np.nonzero(ct.label[k])
         view = volume_plane_slice_to_ras(ct.g, 0, k)
@@ -205,7 +205,7 @@ def test_session_keeps_the_volume_and_clicks_name_slices(ct, engine):
                for xy in ((xs.min() - 3, ys.min() - 3), (xs.max() + 3, ys.max() + 3))]
         prompt = PromptState().set_box(ct.node, view, *ras)
         request = prepare_slice_request(ct.node, ct.seg, prompt, window="lung",
-                                        whole_volume=engine_wants_volume(session, "local", key))
+                                        whole_volume=not session.holds_volume(key))
         assert (request.volume is not None) == (k == K)  # only the first request carries the volume
         got = run_request(session, request)
         ref = Predictor(shared.model, shared.cache)

@@ -1,7 +1,7 @@
 """The effect's path, headless, as a script: run it in a fresh interpreter and read its JSON line.
 
 What the Segment Editor effect does for a box, without Qt: medsamkit.mrml.interactive prepares the
-request from the scene on the main thread, the effect's EngineHolder (medsamkit.mrml.session.SessionHolder)
+request from the scene on the main thread, the effect's model session (medsamkit.mrml.session.ModelSession)
 starts the model process on the worker thread (jobs.Worker, polled like the effect's QTimer), the
 result is written into the segment through the editor logic. Prints one JSON object: the voxels
 written, whether torch (or another heavy module) was ever imported here, the model process's pid.
@@ -30,10 +30,10 @@ def main(argv=None) -> int:
 
     from medsamkit.io import read_image
     from medsamkit.mrml.context import make_context, quiet_vtk
-    from medsamkit.mrml.session import SessionHolder
-    from medsamkit.mrml.interactive import PromptState, apply_result, engine_wants_volume, prepare_slice_request, \
+    from medsamkit.mrml.session import ModelSession
+    from medsamkit.mrml.interactive import PromptState, apply_result, prepare_slice_request, \
         run_request, volume_key
-    from medsamkit.mrml.jobs import Worker
+    from medsamkit.mrml.session import Worker
     from medsamkit.mrml.segments import EditorLogicTarget, new_segmentation, segment_array
     from medsamkit.mrml.volumes import load_volume, volume_geometry, volume_plane_slice_to_ras
 
@@ -49,13 +49,13 @@ def main(argv=None) -> int:
                for xy in ((xs.min() - 3, ys.min() - 3), (xs.max() + 3, ys.max() + 3))]
     prompt = PromptState().set_box(node, volume_plane_slice_to_ras(g, 0, k), *corners)
 
-    holder, worker = SessionHolder(), Worker()
+    holder, worker = ModelSession(), Worker()
     options = {"Engine": args.engine, "Device": "cpu"}
     request = prepare_slice_request(node, seg, prompt, window="lung",
-                                    whole_volume=engine_wants_volume(holder, "local", volume_key(node)))
+                                    whole_volume=not holder.holds_volume(volume_key(node)))
 
     def work(progress=None, cancel=None):  # the effect's worker function
-        return run_request(holder.get(progress=progress, cancel=cancel, **options), request, progress, cancel)
+        return run_request(holder.open(progress=progress, cancel=cancel, **options), request, progress, cancel)
 
     t0 = time.perf_counter()
     job = worker.submit(work, label="box")
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - t0
     written = segment_array(ctx, seg, sid, node).astype(bool)
     dice = float(2 * (written[k] & label[k]).sum() / (written[k].sum() + label[k].sum()))
-    session = holder.session
+    session = holder
     info = session.backend.info()
     pid = session.backend.process.server_pid
     heavy = sorted(m for m in ("torch", "torchvision", "onnxruntime", "timm", "segment_anything", "fastapi",

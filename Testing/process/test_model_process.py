@@ -92,14 +92,14 @@ def _ras(ct, k, xy):
 
 
 def _box_request(ct, session, k, state=None, window="lung"):
-    from medsamkit.mrml.interactive import PromptState, engine_wants_volume, prepare_slice_request, volume_key
+    from medsamkit.mrml.interactive import PromptState, prepare_slice_request, volume_key
 
     ys, xs = np.nonzero(ct.label[k])
     state = state or PromptState()
     prompt = state.set_box(ct.node, _view(ct, k), _ras(ct, k, (xs.min() - 3, ys.min() - 3)),
                            _ras(ct, k, (xs.max() + 3, ys.max() + 3)))
     return state, prepare_slice_request(ct.node, ct.seg, prompt, window=window,
-                                        whole_volume=engine_wants_volume(session, "local", volume_key(ct.node)))
+                                        whole_volume=not session.holds_volume(volume_key(ct.node)))
 
 
 def test_effect_path_in_a_fresh_interpreter_writes_a_mask_without_importing_torch():
@@ -121,7 +121,7 @@ def test_refine_through_the_model_process_is_voxel_equal_to_in_process(ct, proc_
     the model process and an in-process LocalBackend write the same voxels at every step."""
     from medsamkit.backend.local import LocalBackend
     from medsamkit.mrml.session import ModelSession
-    from medsamkit.mrml.interactive import engine_wants_volume, prepare_slice_request, run_request, volume_key
+    from medsamkit.mrml.interactive import prepare_slice_request, run_request, volume_key
     from medsamkit.predictor import Predictor
 
     remote, local = ModelSession(proc_backend), ModelSession(LocalBackend(predictor=Predictor(lite_model)))
@@ -141,7 +141,7 @@ def test_refine_through_the_model_process_is_voxel_equal_to_in_process(ct, proc_
             state = states[name]
             prompt = state.add_point(ct.node, _view(ct, K), _ras(ct, K, (float(x), float(y))), positive)
             request = prepare_slice_request(ct.node, ct.seg, prompt, window="lung", mask_input=state.previous,
-                                            whole_volume=engine_wants_volume(session, "local", volume_key(ct.node)))
+                                            whole_volume=not session.holds_volume(volume_key(ct.node)))
             res = run_request(session, request)
             state.remember(res)
             results[name].append(res)
@@ -220,7 +220,7 @@ def test_killing_the_model_process_mid_job_gives_a_clear_status_and_the_next_box
     from medsamkit.backend.process import ModelProcessError, ProcessBackend
     from medsamkit.mrml.session import ModelSession
     from medsamkit.mrml.interactive import PromptState, prepare_volume_request, run_request
-    from medsamkit.mrml.jobs import Worker
+    from medsamkit.mrml.session import Worker
     from medsamkit.predictor import Predictor
 
     backend = ProcessBackend(engine="torch", device="cpu")
@@ -293,7 +293,7 @@ def test_an_adapter_and_the_default_engine_reach_the_model_process(ct, lite_mode
 
     from medsamkit.fast.engine import onnxruntime_available
     from medsamkit.models import load_model
-    from medsamkit.mrml.session import SessionHolder
+    from medsamkit.mrml.session import ModelSession
     from medsamkit.mrml.interactive import run_request
     from medsamkit.predictor import Predictor
     from medsamkit.models.adapter_file import build_manifest, save_adapter
@@ -307,9 +307,9 @@ def test_an_adapter_and_the_default_engine_reach_the_model_process(ct, lite_mode
             tensors[k] = v + 0.5 * v.std() * torch.randn(v.shape, generator=gen)
     adapter = save_adapter(tmp_path / "adapter.safetensors", tensors, build_manifest(lite_model, ["decoder"]))
 
-    holder = SessionHolder()
+    holder = ModelSession()
     try:
-        session = holder.get(Adapter=str(adapter), Device="cpu")  # Engine left at the effect's default
+        session = holder.open(Adapter=str(adapter), Device="cpu")  # Engine left at the effect's default
         info = session.backend.info()
         engine = "onnx" if onnxruntime_available()[0] else "torch"
         assert info.extra["engine"] == engine and info.extra["process"]
@@ -376,9 +376,9 @@ def test_model_options_reach_the_serve_command():
     assert (parsed.model, parsed.checkpoint, parsed.adapter, parsed.engine) == (None, None, None, "auto")
 
 
-def test_session_holder_refuses_a_local_model_choice_for_a_server():
+def test_a_session_refuses_a_local_model_choice_for_a_server():
     from medsamkit.errors import InputError
-    from medsamkit.mrml.session import SessionHolder
+    from medsamkit.mrml.session import ModelSession
 
     with pytest.raises(InputError, match="choose a local model"):
-        SessionHolder().get(Backend="http://127.0.0.1:9", CheckpointPath="w.pth")
+        ModelSession().open(Backend="http://127.0.0.1:9", CheckpointPath="w.pth")

@@ -35,7 +35,7 @@ def _gone(pid: int) -> bool:
 
 
 def test_a_stopped_model_process_is_detected_in_seconds_and_replaced():
-    from medsamkit.backend.health import HEALTH_INTERVAL_S, HEALTH_TIMEOUT_S, responds
+    from medsamkit.backend.transport import HEALTH_INTERVAL_S, HEALTH_TIMEOUT_S, responds
     from medsamkit.backend.process import PROMPT_TIMEOUT_S, ProcessBackend
     from medsamkit.io import read_image
 
@@ -81,7 +81,7 @@ def test_the_health_check_gives_up_on_a_server_that_accepts_but_never_answers():
     and the watchdog calls its on_stall once, within interval + timeout."""
     import socket
 
-    from medsamkit.backend.health import Watchdog, responds
+    from medsamkit.backend.transport import Watchdog, responds
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -103,7 +103,7 @@ def test_a_process_that_died_is_not_reported_as_stalled():
     process exited, and if it did, calls no on_stall: the waiting call reports the exit (signal, exit code)."""
     import socket
 
-    from medsamkit.backend.health import Watchdog
+    from medsamkit.backend.transport import Watchdog
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -1,28 +1,22 @@
 """The model in its own process: what "local" means in the Slicer effect.
 
-:class:`ModelProcess` starts ``python -m medsamkit serve`` on 127.0.0.1 with a free port (``--port
-0``), a random token in a private file (mode 0600, in a 0700 folder), ``--ready-file`` (the server
-writes its URL there once the model is loaded) and ``--parent-pid`` (it exits within a second once
-this process is gone, even after a kill -9: no orphan keeps the model's memory). Inside Slicer the
-interpreter is ``PythonSlicer`` (the executable Slicer's own ``slicer.util._executePythonModule``
-uses; ``sys.executable`` is the Slicer application there); elsewhere ``sys.executable``.
+:class:`ModelProcess` starts ``python -m medsamkit serve`` on 127.0.0.1 (``--port 0``) with a random
+token in a private file, ``--ready-file`` (the server writes its URL there once the model is loaded)
+and ``--parent-pid`` (it exits within a second once this process is gone, even after a kill -9).
+Inside Slicer the interpreter is ``PythonSlicer`` (as ``slicer.util._executePythonModule`` uses).
 
-:class:`ProcessBackend` is the :class:`~medsamkit.backend.base.Backend` on such a process, through
-the same protocol as a remote server (:class:`~medsamkit.backend.remote.RemoteBackend`). It starts
-the process on first use and reuses it. When the process dies (a crash, CUDA out of memory, a kill),
-the next call starts a new process, sets the last image/volume again and carries on; a refinement
-whose logits died with the old process is recomputed from its prompts (the model is deterministic).
-A propagation or marker run in flight when it dies raises :class:`ModelProcessError` (how it ended,
-the end of its log, "nothing was written"); a single prompt whose connection broke is tried once
-more on a new process, and raises that error if the new process dies too. A process that stops
-answering without exiting (stopped, deadlocked) is found by a health check while a call waits
-(:mod:`medsamkit.backend.health`: ``GET /version`` within seconds), killed and replaced the same way;
-``last_exit`` (and ``info().extra["last_exit"]``) then says it stopped answering. ``close()`` (the
-effect's cleanup) and interpreter exit (atexit) stop it.
+:class:`ProcessBackend` is the Backend on such a process, through the protocol of a remote server
+(:class:`~medsamkit.backend.remote.RemoteBackend`). When the process dies (a crash, CUDA out of
+memory, a kill) the next call starts a new one, sets the last image/volume again and carries on; a
+refinement whose logits died with it is recomputed from its prompts (the model is deterministic). A
+propagation or marker run in flight raises :class:`ModelProcessError` (how it ended, the end of its
+log, "nothing was written"); a single prompt whose connection broke is tried once more. A process
+that stops answering without exiting is found by a health check while a call waits
+(:class:`~medsamkit.backend.transport.Watchdog`), killed and replaced the same way.
 
 Why a process and not a thread: Slicer's main thread holds the GIL inside the Qt event loop, so a
-Python worker thread in Slicer's process advances only while main-thread Python runs (issue 13,
-defect 2). Here the Slicer side only waits on a socket, and this module never imports torch.
+Python worker thread in Slicer's process advances only while main-thread Python runs. Here the
+Slicer side only waits on a socket, and this module never imports torch.
 """
 from __future__ import annotations
 
@@ -45,7 +39,7 @@ from ..errors import DependencyError
 from ..progress import Cancelled
 from .base import Backend, BackendInfo, ImageInfo
 from .errors import RemoteError
-from .health import EXIT_GRACE_S, HEALTH_INTERVAL_S, HEALTH_TIMEOUT_S, Watchdog
+from .transport import EXIT_GRACE_S, HEALTH_INTERVAL_S, HEALTH_TIMEOUT_S, Watchdog, refused
 
 log = logging.getLogger("medsamkit.process")
 
@@ -236,15 +230,6 @@ class ModelProcess:
             self.folder = None
 
 
-def _refused(exc: BaseException) -> bool:
-    """The request never reached a server (connection refused), as opposed to one lost mid-answer."""
-    while exc is not None:
-        if type(exc).__name__ in ("ConnectError", "ConnectionRefusedError"):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
 def _child_environment() -> dict:
     """This environment, with the folder holding this medsamkit first on PYTHONPATH (inside Slicer
     medsamkit sits beside the extension's modules, which PythonSlicer does not search by itself)."""
@@ -347,7 +332,7 @@ class ProcessBackend(Backend):
             except (RemoteError, OSError) as exc:
                 if isinstance(exc, ModelProcessError) or not self.process.exited_within(EXIT_GRACE_S):
                     raise
-                if attempt == 0 and name not in LONG_JOBS and (_refused(exc) or dog.stalled):
+                if attempt == 0 and name not in LONG_JOBS and (refused(exc) or dog.stalled):
                     if dog.stalled and progress is not None:
                         progress(0, 0, f"{self._stall}; starting a new one...")
                     continue  # it died (or hung) before answering this request: restart, once
@@ -388,7 +373,7 @@ class ProcessBackend(Backend):
     def predict(self, box=None, points=None, point_labels=None, mask_input=None, multimask_output=None,
                 slice_index=None, axis=0):
         return self._run("predict", lambda remote: remote.predict(
-            box=box, points=points, point_labels=point_labels, mask_input=self._rebind(mask_input, remote),
+            box=box, points=points, point_labels=point_labels, mask_input=remote.adopt(mask_input),
             multimask_output=multimask_output, slice_index=slice_index, axis=axis))
 
     def propagate(self, slice_index, axis=0, box=None, points=None, point_labels=None, progress=None, cancel=None,
@@ -416,17 +401,3 @@ class ProcessBackend(Backend):
             self._remote = None
         self._image_call = None
         self.process.stop()
-
-    def _rebind(self, mask_input, remote):
-        """A mask prompt predicted by a process that has since died: recompute it on ``remote`` (the new
-        one) from its prompts (same model, same prompts -> same logits), so a refinement survives a restart."""
-        from .remote import RemotePrediction
-
-        if not isinstance(mask_input, RemotePrediction) or mask_input._backend is remote:
-            return mask_input
-        if mask_input._low_res is not None:
-            return mask_input._low_res
-        request = dict(mask_input._request, parent=self._rebind(mask_input._request.get("parent"), remote))
-        with remote._lock:
-            return remote._predict(request)
-

@@ -1,26 +1,19 @@
 """RemoteBackend: the Backend interface on a ``medsamkit serve`` server (typically a CUDA machine).
 
-The image or volume is compressed and uploaded once per session (medsamkit/protocol/wire.py); each prompt then sends
-a few dozen bytes of JSON and gets back the mask's bounding-box region, bit-packed and compressed,
-from which the full-size mask is rebuilt here. Low-res logits (the mask prompt for refinement)
-stay on the server: a :class:`RemotePrediction` (its own type, read like a Prediction) passed as
-``mask_input`` travels as its id, and
-its ``low_res_logits``/``logits`` are downloaded only if read.
+The image or volume is compressed and uploaded once per session (:mod:`medsamkit.protocol.wire`);
+each prompt then sends a few dozen bytes of JSON and gets back the mask's bounding-box region,
+bit-packed and compressed. Low-res logits (the mask prompt for refinement) stay on the server: a
+:class:`RemotePrediction` passed as ``mask_input`` travels as its id, and its logits are downloaded
+only if read.
 
-Failure handling, so the caller never hangs and always gets a MedSAMError saying what to do:
+The caller never hangs and always gets a MedSAMError saying what to do: every request has a time
+limit, refused or broken connections are retried inside it (:mod:`~medsamkit.backend.transport`);
+a session the server no longer knows (restart, expiry) is re-created from the kept upload and the
+request repeated once, and predictions it lost are recomputed from their prompts (the model is
+deterministic); a heartbeat keeps an idle session from expiring.
 
-- every request has a time limit (``timeout`` seconds for the server's answer, ``upload_timeout``
-  for uploads); a server that stops answering raises ServerUnreachableError within it;
-- refused or broken connections are retried ``retries`` times with a short back-off inside the
-  same limit, then raise ServerUnreachableError (a server killed mid-request: at once);
-- 401 -> AuthenticationError, 409 or another API version at /version -> VersionMismatchError;
-- a session the server no longer knows (restart, expiry) is re-created from the kept upload and
-  the request repeated, once; predictions it lost are recomputed from their prompts (the model is
-  deterministic), so a server restart costs one upload and one encoding, not the user's work;
-- a daemon thread sends a heartbeat every ``heartbeat_s`` so an idle session does not expire.
-
-Thread safety: one worker thread issues requests (worker.py); the heartbeat thread only reads the
-session id. Needs ``httpx`` (the ``server`` extra); ``zstandard`` is used when present.
+Thread safety: one worker thread issues requests (mrml.session.Worker); the heartbeat thread only
+reads the session id. Needs ``httpx`` (the ``server`` extra); ``zstandard`` is used when present.
 """
 from __future__ import annotations
 
@@ -30,7 +23,6 @@ import threading
 
 import numpy as np
 
-from .. import __version__
 from ..embedding_cache import digest
 from ..errors import InputError
 from ..preprocess import Normalization, validate_image
@@ -40,8 +32,8 @@ from .. import protocol
 from ..protocol import wire
 from ..volume import numpy_axis
 from .base import Backend, BackendInfo, ImageInfo, check_volume, is_prediction, slice_hw
-from .errors import RemoteError, SessionLostError, VersionMismatchError
-from .transport import Transport, resolve_token
+from .errors import RemoteError, SessionLostError
+from .transport import Heartbeat, Transport, resolve_token
 
 JOB_POLL_S = 0.25  # progress poll of long jobs: 4 small GETs a second
 
@@ -120,14 +112,13 @@ class RemoteBackend(Backend):
         self._info: ImageInfo | None = None
         self._direction = None
         self.sessions_created = 0
-        self._stop = threading.Event()
-        self._heartbeat: threading.Thread | None = None
         try:
-            self.version = self._check_server()
+            self.version = self._t.handshake()
         except BaseException:
             self._t.close()
             raise
         self.heartbeat_s = float(heartbeat_s) if heartbeat_s else max(1.0, min(60.0, self.version["ttl_s"] / 3))
+        self._heartbeat = Heartbeat(self._t, self.heartbeat_s, lambda: self._sid, self._expired)
         self._codec = wire.choose_codec(self.version.get("codecs"))
 
     @property
@@ -227,7 +218,7 @@ class RemoteBackend(Backend):
         return self._request("GET", protocol.PATH_STATS).json()
 
     def close(self) -> None:
-        self._stop.set()
+        self._heartbeat.stop()
         with self._lock:
             self._close_session()
             self._upload = None
@@ -256,7 +247,7 @@ class RemoteBackend(Backend):
                 self._upload = None  # refused (too large, busy, ...): nothing is set
                 raise
             self._upload_key = key
-            self._start_heartbeat()
+            self._heartbeat.start()
             return self._info
 
     def _create_session(self) -> None:
@@ -274,6 +265,12 @@ class RemoteBackend(Backend):
         sid, self._sid = self._sid, None
         if sid is not None:  # best effort: an unreachable server forgets the session by itself (TTL)
             self._t.quiet("DELETE", protocol.session_path(sid))
+
+    def _expired(self, sid: str) -> None:
+        """The heartbeat found session ``sid`` gone (expired, or the server restarted): the next request
+        re-creates it from the kept upload."""
+        if self._sid == sid:
+            self._sid = None
 
     def _session(self) -> str:
         if self._upload is None:
@@ -330,6 +327,17 @@ class RemoteBackend(Backend):
                              headers={"Content-Type": protocol.OCTET})
         return {"mask_id": resp.json()["mask_id"]}
 
+    def adopt(self, mask_input):
+        """A mask prompt predicted by another RemoteBackend (a model process that has since died): the same
+        prediction made here, recomputed from its prompts (same model, same prompts -> same logits)."""
+        if not isinstance(mask_input, RemotePrediction) or mask_input._backend is self:
+            return mask_input
+        if mask_input._low_res is not None:
+            return mask_input._low_res
+        request = dict(mask_input._request, parent=self.adopt(mask_input._request.get("parent")))
+        with self._lock:
+            return self._predict(request)
+
     def _revive(self, pred: RemotePrediction) -> None:
         """Recompute a prediction the server no longer holds (same prompts -> same logits)."""
         again = self._predict(pred._request)
@@ -359,7 +367,9 @@ class RemoteBackend(Backend):
             raise InputError("Propagation and markers need a volume: call set_volume() first.")
         check_cancel(cancel)
         with self._lock:
-            resp = self._with_session(lambda sid: self._polled(sid, action, body, progress, cancel))
+            resp = self._with_session(lambda sid: self._t.long_request(
+                protocol.session_path(sid, action), body, self.job_timeout, protocol.session_path(sid, "progress"),
+                protocol.session_path(sid, "cancel"), progress, cancel, JOB_POLL_S))
         meta = json.loads(resp.headers[protocol.META_HEADER])
         norm = meta.get("normalization")
         return VolumeSegmentation(
@@ -368,68 +378,10 @@ class RemoteBackend(Backend):
             warnings=list(meta["warnings"]), boxes={int(k): np.asarray(v) for k, v in meta["boxes"].items()},
             refined=[int(k) for k in meta["refined"]], normalization=None if norm is None else Normalization(**norm))
 
-    def _polled(self, sid: str, action: str, body: dict, progress, cancel):
-        outcome: dict = {}
-
-        def send():
-            try:
-                outcome["resp"] = self._request("POST", protocol.session_path(sid, action), json=body,
-                                                timeout=self.job_timeout)
-            except BaseException as exc:  # handed to the calling thread below
-                outcome["error"] = exc
-
-        sender = threading.Thread(target=send, name="medsamkit-job", daemon=True)
-        sender.start()
-        cancel_sent = False
-        while True:
-            sender.join(JOB_POLL_S)
-            if not sender.is_alive():
-                break
-            if cancel is not None and not cancel_sent and cancel():
-                self._t.quiet("POST", protocol.session_path(sid, "cancel"))
-                cancel_sent = True
-            try:
-                state = self._request("GET", protocol.session_path(sid, "progress")).json()
-            except SessionLostError:
-                continue  # the job's own reply says what happened
-            if progress is not None and state["total"]:
-                progress(state["done"], state["total"], state["text"])
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["resp"]
-
     # -- transport ---------------------------------------------------------------------------------
-    def _check_server(self) -> dict:
-        resp = self._request("GET", protocol.PATH_VERSION)
-        try:
-            v = resp.json()
-            api = int(v["api"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise VersionMismatchError(f"{self.url} answers, but not as a medsamkit server ({exc}); check the URL.")
-        if api != protocol.API_VERSION:
-            raise VersionMismatchError(
-                f"The server at {self.url} runs medsamkit {v.get('package', '?')} (API {api}); this client is "
-                f"medsamkit {__version__} (API {protocol.API_VERSION}). "
-                "Install the same medsamkit version on both sides.")
-        v["ttl_s"] = float(v.get("limits", {}).get("session_ttl_s", protocol.DEFAULT_SESSION_TTL_S))
-        self._request("GET", protocol.PATH_STATS)  # a wrong token fails here, not at the first click
-        return v
-
     def _request(self, method: str, path: str, timeout: float | None = None, **kwargs):
         return self._t.request(method, path, timeout=timeout, **kwargs)
 
-    def _start_heartbeat(self) -> None:
-        if self._heartbeat is not None and self._heartbeat.is_alive():
-            return
-        self._heartbeat = threading.Thread(target=self._beat, name="medsamkit-heartbeat", daemon=True)
-        self._heartbeat.start()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat_s):
-            sid = self._sid
-            if sid is not None and self._t.quiet("POST", protocol.session_path(sid, "heartbeat")) == 404:
-                if self._sid == sid:
-                    self._sid = None  # expired or the server restarted: the next request re-creates it
 
 
 def _floats(v):

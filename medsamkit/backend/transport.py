@@ -13,15 +13,28 @@ A server on this computer (127.0.0.0/8, ::1, localhost: the model process the Sl
 reached directly: HTTP_PROXY/ALL_PROXY and the system proxy settings are not used for it, since a
 hospital proxy cannot reach this computer's loopback. Other servers honour the user's proxy settings.
 
-Needs ``httpx`` (the ``server`` extra).
+Needs ``httpx`` (the ``server`` extra), except the health check.
+
+The health check (:func:`responds`, :class:`Watchdog`): a model process can stop answering without
+exiting (stopped, deadlocked, swapped out for good). Its socket still accepts connections, so a prompt
+would wait its whole timeout (minutes) and the next prompt would wait again on the same process.
+:func:`responds` asks ``GET /version`` (no token, no model work: the server answers it from a worker
+thread while the model computes) with a timeout of seconds, through plain http.client (no proxy
+applies); :class:`Watchdog` asks it every ``interval`` seconds while a call is in flight and, when a
+check goes unanswered and the process has not exited, kills the process, which breaks the waiting call
+at once. :class:`medsamkit.backend.process.ProcessBackend` then starts a new process and says so.
 """
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import os
+import threading
 import time
 import urllib.parse
+from urllib.parse import urlsplit
 
+from .. import __version__
 from ..errors import InputError, require
 from ..progress import Cancelled
 from .. import protocol
@@ -96,6 +109,56 @@ class Transport:
             return resp
         raise error_for(resp, self.url)
 
+    def handshake(self) -> dict:
+        """The server's /version, checked: a medsamkit server of this API version that takes our token.
+        Adds ``ttl_s`` (its session time-to-live). Raises VersionMismatchError or AuthenticationError."""
+        resp = self.request("GET", protocol.PATH_VERSION)
+        try:
+            v = resp.json()
+            api = int(v["api"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise VersionMismatchError(f"{self.url} answers, but not as a medsamkit server ({exc}); check the URL.")
+        if api != protocol.API_VERSION:
+            raise VersionMismatchError(
+                f"The server at {self.url} runs medsamkit {v.get('package', '?')} (API {api}); this client is "
+                f"medsamkit {__version__} (API {protocol.API_VERSION}). "
+                "Install the same medsamkit version on both sides.")
+        v["ttl_s"] = float(v.get("limits", {}).get("session_ttl_s", protocol.DEFAULT_SESSION_TTL_S))
+        self.request("GET", protocol.PATH_STATS)  # a wrong token fails here, not at the first click
+        return v
+
+    def long_request(self, path: str, body: dict, timeout: float, progress_path: str, cancel_path: str,
+                     progress=None, cancel=None, poll_s: float = 0.25):
+        """POST a long job and, while it runs, poll ``progress_path`` (which also proves the server is alive:
+        a hung server raises within ``self.timeout``) and forward a cancel to ``cancel_path`` once."""
+        outcome: dict = {}
+
+        def send():
+            try:
+                outcome["resp"] = self.request("POST", path, json=body, timeout=timeout)
+            except BaseException as exc:  # handed to the calling thread below
+                outcome["error"] = exc
+
+        sender = threading.Thread(target=send, name="medsamkit-job", daemon=True)
+        sender.start()
+        cancel_sent = False
+        while True:
+            sender.join(poll_s)
+            if not sender.is_alive():
+                break
+            if cancel is not None and not cancel_sent and cancel():
+                self.quiet("POST", cancel_path)
+                cancel_sent = True
+            try:
+                state = self.request("GET", progress_path).json()
+            except SessionLostError:
+                continue  # the job's own reply says what happened
+            if progress is not None and state["total"]:
+                progress(state["done"], state["total"], state["text"])
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["resp"]
+
     def _may_retry(self, attempt: int, deadline: float) -> bool:
         if attempt >= self.retries:
             return False
@@ -118,6 +181,38 @@ class Transport:
     def close(self) -> None:
         self.client.close()
 
+
+class Heartbeat:
+    """A daemon thread that keeps a server session alive: every ``interval`` seconds it POSTs the heartbeat
+    of the session ``current()`` names (None: nothing to keep); a 404 calls ``lost(session id)``."""
+
+    def __init__(self, transport: Transport, interval: float, current, lost):
+        self.transport, self.interval, self.current, self.lost = transport, float(interval), current, lost
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._beat, name="medsamkit-heartbeat", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            sid = self.current()
+            if sid is not None and self.transport.quiet("POST", protocol.session_path(sid, "heartbeat")) == 404:
+                self.lost(sid)
+
+
+def refused(exc: BaseException) -> bool:
+    """The request never reached a server (connection refused), as opposed to one lost mid-answer."""
+    while exc is not None:
+        if type(exc).__name__ in ("ConnectError", "ConnectionRefusedError"):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 def is_loopback(url: str) -> bool:
     """True when ``url``'s host is this computer: localhost or a loopback address (127.0.0.0/8, ::1)."""
@@ -177,3 +272,57 @@ def read_token_file(path) -> str:
     if not token:
         raise InputError(f"The token file {path} is empty; put the server's token in it.")
     return token
+
+
+HEALTH_TIMEOUT_S = 5.0   # /version answers in milliseconds, also while the model computes
+HEALTH_INTERVAL_S = 2.0  # a call in flight this long gets its first check
+EXIT_GRACE_S = 2.0  # a killed multi-threaded process takes a moment before its exit status can be read
+
+
+def responds(url: str, timeout: float = HEALTH_TIMEOUT_S) -> bool:
+    """True when the server at ``url`` answers ``GET /version`` with 200 within ``timeout`` seconds
+    (plain http.client: no proxy settings apply to the loopback check)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request("GET", protocol.PATH_VERSION)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+class Watchdog:
+    """``with Watchdog(url, on_stall):`` runs :func:`responds` every ``interval`` s in a thread while the block
+    runs; the first unanswered check calls ``on_stall()`` (which kills the process) and sets ``stalled``.
+    ``exited(seconds)``, when given, says whether the process has exited (waiting up to ``seconds``): a
+    check unanswered because the process died (killed, crashed) is not a stall, and the waiting call
+    reports the exit itself."""
+
+    def __init__(self, url: str, on_stall, interval: float = HEALTH_INTERVAL_S, timeout: float = HEALTH_TIMEOUT_S,
+                 exited=None):
+        self.url, self.on_stall, self.exited = url, on_stall, exited
+        self.interval, self.timeout = float(interval), float(timeout)
+        self.stalled = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="medsamkit-model-watchdog", daemon=True)
+
+    def __enter__(self) -> "Watchdog":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.interval):
+            if not responds(self.url, self.timeout) and not self._done.is_set():
+                if self.exited is not None and self.exited(EXIT_GRACE_S):
+                    return  # it died rather than hung: the waiting call fails on its own and says how
+                self.stalled = True
+                self.on_stall()
+                return

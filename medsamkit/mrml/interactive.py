@@ -5,7 +5,7 @@ main thread. So each prompt is three calls:
 
 1. ``prepare_*`` reads the scene (volume voxels, geometry, view, prompts in RAS) and returns a request
    holding plain numpy copies — nothing in it refers to a MRML node.
-2. ``run_request`` runs it on the model session (engine.ModelSession: a model process, a server, or
+2. ``run_request`` runs it on the model session (session.ModelSession: a model process, a server, or
    in-process for tests); it is safe on a worker thread (it touches no MRML), takes
    ``progress``/``cancel`` callables and may take seconds.
 3. ``apply_result`` writes the result into the selected segment as one undo step
@@ -29,12 +29,10 @@ from ..errors import InputError
 from ..predictor import Prediction
 from ..preprocess import Normalization, resolve_normalization
 from ..progress import CancelFn, ProgressFn, check_cancel
-from .prompts import SlicePrompt, box_from_ras, ras_to_slice_pixels
-from .requests import SliceRequest, ViewRequest, VolumeRequest
 from .segments import MaskPlacement, SegmentTarget, WriteReport, ijk_to_segmentation, place_slice_mask, \
     place_volume_mask, write_mask
-from .volumes import ViewSlice, array_from_volume, display_window_normalization, slice_image, slice_in_view, \
-    volume_geometry
+from .volumes import SlicePrompt, SliceRequest, ViewRequest, ViewSlice, VolumeRequest, array_from_volume, \
+    box_from_ras, display_window_normalization, ras_to_slice_pixels, slice_image, slice_in_view, volume_geometry
 
 DISPLAY_WINDOW = "display"  # window option meaning "use the volume's current display window/level"
 VIEW_DWELL_S = 1.0  # a slice viewed this long without scrolling is encoded ahead (prepare_view_request)
@@ -90,22 +88,13 @@ def prepare_slice_request(volume_node, segmentation_node, prompt: SlicePrompt, w
 
     ``whole_volume``: also copy the whole volume into the request: the model session keeps volumes
     (uploaded once, then every click on any slice sends only coordinates). The effect asks
-    ``engine_wants_volume`` whether its session still needs this volume.
+    ``not session.holds_volume(volume_key(node))`` whether its session still needs this volume.
     """
     volume = array_from_volume(volume_node, copy=False)
     norm = (cache or NormalizationCache()).resolve(volume_node, volume, window)
     return SliceRequest(slice_image(volume, prompt.view), norm, prompt, mask_input,
                         ijk_to_segmentation(volume_node, segmentation_node), volume_key(volume_node),
                         volume.copy() if whole_volume else None)
-
-
-def engine_wants_volume(engine, backend_option: str = "", key: tuple | None = None) -> bool:
-    """Should the next slice request carry the whole volume? Yes unless the model session (``engine``:
-    a ModelSession or SessionHolder, None before the first run) holds the volume ``key`` already.
-    Every backend keeps volumes (a model process and a server alike), so ``backend_option`` no longer
-    matters; it stays for the callers' signature."""
-    holds = getattr(engine, "holds_volume", None)
-    return not (holds is not None and holds(key))
 
 
 def prepare_volume_request(volume_node, segmentation_node, kind: str, window="auto", plan=None,
@@ -125,8 +114,8 @@ def prepare_volume_request(volume_node, segmentation_node, kind: str, window="au
 def prepare_view_request(volume_node, slice_to_ras, window="auto", cache: NormalizationCache | None = None,
                          session=None) -> "ViewRequest | None":
     """Main thread: what to encode for a view with ``slice_to_ras`` (None if the view is not aligned
-    with the volume: nothing to encode). The volume is copied only if ``session`` (a ModelSession or
-    SessionHolder, None before the first run) does not hold it with this intensity mapping."""
+    with the volume: nothing to encode). The volume is copied only if ``session`` (a ModelSession; None
+    for none) does not hold it with this intensity mapping."""
     try:
         _, view = read_view(volume_node, slice_to_ras)
     except InputError:
@@ -146,7 +135,7 @@ def run_view_request(session, request: ViewRequest, progress: ProgressFn = None,
 
 
 def run_request(session, request, progress: ProgressFn = None, cancel: CancelFn = None) -> Result:
-    """Worker thread: run the request on a ModelSession (engine.py). Touches no MRML.
+    """Worker thread: run the request on a ModelSession (session.py). Touches no MRML.
     Raises MedSAMError (incl. Cancelled) on failure."""
     t0 = time.perf_counter()
     if isinstance(request, SliceRequest):

@@ -107,7 +107,7 @@ def record_result(target, result, mode: str = "replace", model: dict | None = No
     record: that one is replaced by a new record (the damaged text is kept in tag ``MedSAM.PromptRecord.damaged``).
     """
     from ..records.record import RecordError
-    from .requests import SliceRequest
+    from .volumes import SliceRequest
 
     t0 = time.perf_counter()
     req = result.request

@@ -1,4 +1,5 @@
-"""Volume nodes <-> numpy arrays with their IJK <-> RAS geometry, and the slice a slice view shows.
+"""Volume nodes <-> numpy arrays with their IJK <-> RAS geometry, the slice a slice view shows, the
+prompts drawn on it (in that slice's pixels) and the plain-data requests a worker gets.
 
 Frames (as in :mod:`medsamkit.geometry`, the engine's single source of IJK <-> RAS):
 
@@ -17,6 +18,18 @@ CLI, the batch and the marker workflow give the model, so one box gives the same
 A slice view whose plane is not a voxel plane of the volume (an oblique reformat) is refused with
 :class:`InputError` telling the user how to align it; resampling an oblique plane and writing a thin
 oblique mask back into voxels would not give the user what the view shows.
+
+Prompts: a box or points drawn in world RAS become RAS (mm) -> continuous IJK -> the slice's XY
+pixels (:meth:`VolumeGeometry.ijk_to_slice`): x and y are the slice array's column and row, as
+everywhere in the engine (:mod:`medsamkit.prompts`). Nothing is rounded: a corner placed on a voxel
+centre gives an integer pixel coordinate, one placed on a voxel edge gives ``n + 0.5``. Every point
+must lie on the shown slice (within half a voxel along the slice axis); anything else is an
+:class:`InputError`, because a prompt off the slice would silently segment the wrong image.
+
+Requests (:class:`SliceRequest`, :class:`VolumeRequest`, :class:`ViewRequest`): what a worker gets
+for one prompt, plain data cut from the scene on the main thread with no MRML nodes in it;
+:mod:`medsamkit.mrml.interactive` builds them, runs them through a model session and applies the
+result, and :mod:`medsamkit.mrml.records` records what they asked for.
 """
 from __future__ import annotations
 
@@ -33,6 +46,7 @@ from ..volume import extract_slice
 # A plane counts as a voxel plane when, across the whole volume, it drifts by less than this many
 # voxels along the slice axis (0.5 voxel: every pixel of the plane still falls in one voxel slice).
 MAX_PLANE_DRIFT_VOXELS = 0.5
+ON_SLICE_TOLERANCE_VOXELS = 0.5
 
 
 def matrix_to_numpy(matrix) -> np.ndarray:
@@ -223,3 +237,80 @@ def slice_image(volume: np.ndarray, view: ViewSlice) -> np.ndarray:
     if tuple(volume.shape) != tuple(view.shape):
         raise InputError(f"The volume changed shape ({view.shape} -> {volume.shape}) since the view was read.")
     return extract_slice(volume, view.index, view.axis)
+
+
+@dataclass
+class SlicePrompt:
+    """Prompts for one slice, in that slice's XY pixels.
+
+    box: (4,) XYXY (x0 < x1, y0 < y1) or None; points: (N, 2) XY or None; labels: (N,) 1 = foreground,
+    0 = background, or None.
+    """
+
+    view: ViewSlice
+    box: np.ndarray | None = None
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+
+def ras_to_slice_pixels(geometry: VolumeGeometry, view: ViewSlice, points_ras) -> np.ndarray:
+    """(N, 3) world RAS mm -> (N, 2) XY pixels of ``view``'s slice; InputError for points off the slice."""
+    pts = np.asarray(points_ras, dtype=float).reshape(-1, 3)
+    if not np.isfinite(pts).all():
+        raise InputError("A prompt position is not a finite RAS coordinate.")
+    ijk = geometry.ras_to_ijk_points(pts)
+    along, xy = geometry.ijk_to_slice(ijk, view.axis)
+    off = np.abs(along - view.index)
+    if (off > ON_SLICE_TOLERANCE_VOXELS).any():
+        worst = float(off.max())
+        raise InputError(f"A prompt lies {worst:.1f} voxels away from the slice shown (slice {view.index}); "
+                         "draw boxes and points in the slice view you are segmenting.")
+    return xy
+
+
+def box_from_ras(geometry: VolumeGeometry, view: ViewSlice, corner_a_ras, corner_b_ras) -> np.ndarray:
+    """Two opposite corners of a box dragged in a slice view (world RAS mm) -> (4,) XYXY slice pixels.
+
+    The corners may come in any order (drag direction does not matter); the box is their pixel
+    bounding rectangle. The engine clips it to the image and rejects one without area.
+    """
+    xy = ras_to_slice_pixels(geometry, view, np.vstack([corner_a_ras, corner_b_ras]))
+    return np.array([xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()])
+
+
+@dataclass
+class SliceRequest:
+    """Everything a worker needs to segment one slice (plain data, no MRML)."""
+
+    image: np.ndarray                # (H, W) raw intensities of the slice (storage order)
+    normalization: Normalization
+    prompt: SlicePrompt              # XY pixels of ``image``
+    mask_input: object               # previous Prediction on this slice (or its (L, L) logits), or None
+    ijk_to_target: np.ndarray        # (4, 4) volume IJK -> segmentation node RAS
+    volume_key: tuple | None = None  # (volume node ID, image data MTime): which voxels the slice was cut from
+    volume: np.ndarray | None = None  # a copy of the whole volume, when the session does not hold it yet
+
+
+@dataclass
+class VolumeRequest:
+    """A 3D run: ``kind`` "markers" (``plan`` = BoxPlan) or "propagate" (``prompt`` on one slice)."""
+
+    kind: str
+    volume: np.ndarray               # (K, J, I) raw intensities
+    normalization: Normalization
+    ijk_to_target: np.ndarray
+    plan: object = None
+    prompt: SlicePrompt | None = None
+    refine: bool = False
+    volume_key: tuple | None = None  # (volume node ID, image data MTime): the backend keeps the volume by it
+    markers: list | None = None      # markers runs: the marker lines (medsamkit.markers.Marker), for the record
+
+
+@dataclass
+class ViewRequest:
+    """Encode the slice a view shows, ahead of a prompt (plain data, no MRML)."""
+
+    view: ViewSlice
+    normalization: Normalization
+    volume_key: tuple
+    volume: np.ndarray | None = None  # a copy of the volume, when the session does not hold it yet

@@ -1,10 +1,10 @@
-"""medsamkit.mrml.jobs.Worker.pending / wait: what the effect's timer relies on (no Qt here)."""
+"""medsamkit.mrml.session.Worker.pending / wait: what the effect's timer relies on (no Qt here)."""
 from __future__ import annotations
 
 import threading
 import time
 
-from medsamkit.mrml.jobs import Worker
+from medsamkit.mrml.session import Worker
 
 
 def test_wait_returns_when_a_job_ends_and_times_out_while_it_runs():

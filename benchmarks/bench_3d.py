@@ -1,4 +1,4 @@
-"""Issue 5 benchmark: DSC / NSD, wall time and peak RSS of the 3D protocols over the dev set.
+"""3D benchmark: DSC / NSD, wall time and peak RSS of the 3D protocols over the dev set.
 
 Runs ``medsamkit bench`` once per protocol in its own process (so each one's peak RSS and wall
 time, model loading included, are its own): box, points, markers every 3 / 5 / 10 slices and

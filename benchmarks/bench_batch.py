@@ -1,8 +1,7 @@
-"""Headless batch: the same case with ``--engine torch`` and with the default ``--engine auto`` (issue 14).
+"""Headless batch: the same case with ``--engine torch`` and with the default ``--engine auto``.
 
-Before issue 14 the batch always ran PyTorch (it built its model through its own path); it now reaches
-the model through open_backend with the CLI's defaults, so with ONNX Runtime installed it runs the ONNX
-engine. This runs ``medsamkit/cli/batch.py`` as a script (a fresh process per run, as a user does),
+The batch reaches the model through open_backend with the CLI's defaults, so with ONNX Runtime installed
+it runs the ONNX engine. This runs ``medsamkit/cli/batch.py`` as a script (a fresh process per run, as a user does),
 alternating the two engines, and compares the per-case time the batch itself reports (model loading
 excluded) and the written voxels.
 

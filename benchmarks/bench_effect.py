@@ -1,4 +1,4 @@
-"""The Slicer effect's model process (issue 14): what it costs and what it saves, on the same slices in one run.
+"""The Slicer effect's model process: what it costs and what it saves, on the same slices in one run.
 
 Everything goes through the effect's own path without Qt (medsamkit.mrml.interactive: prepare on the
 "main thread", run_request on a medsamkit.mrml.session.ModelSession), on volumes loaded with slicer-core:
@@ -11,7 +11,7 @@ Everything goes through the effect's own path without Qt (medsamkit.mrml.interac
 3. Volume upload: a 512x512x300 int16 CT to the model process (set_volume: hash, compress, send,
    decode, session), built from the dev set's lung1 CT (its 23 slices, each shifted and with 5 HU
    Gaussian noise so no two slices are byte-identical: a compressor must not see repeats).
-5. Slicer's GIL (issue 13, defect 2): the main thread holds the GIL the way Slicer's Qt event loop
+5. Slicer's GIL: the main thread holds the GIL the way Slicer's Qt event loop
    does (100 ms at a time inside C, then a moment of Python: the effect's poll), while the worker
    thread runs a box, through the model process and in process. Capped at 90 s per box.
 4. A 40-slice marker run (one box on each of 40 distinct tumour slices of the dev set's BraTS case,

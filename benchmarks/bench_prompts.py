@@ -17,7 +17,7 @@ public (and likely seen-in-training) dev set with centre clicks. Usage::
     python benchmarks/bench_prompts.py --quick            # 12 cases, ~1 min on 2 CPU cores
     python benchmarks/bench_prompts.py                    # all 2D dev cases
     python benchmarks/bench_prompts.py --device cuda --model sam-med2d --checkpoint sam-med2d_b.pth
-    python benchmarks/bench_prompts.py --model litemedsam,litemedsam-clicks   # side by side (issue 17)
+    python benchmarks/bench_prompts.py --model litemedsam,litemedsam-clicks   # side by side
     python benchmarks/bench_prompts.py --model litemedsam-clicks --training-metrics RUN/metrics.jsonl
 
 ``--model`` takes a comma-separated list: every model runs on the same objects and a comparison

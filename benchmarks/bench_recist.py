@@ -1,4 +1,4 @@
-"""Issue 15 benchmark: RECIST from DICOM SR -> DICOM SEG, seconds per lesion and per study, and the
+"""RECIST benchmark: RECIST from DICOM SR -> DICOM SEG, seconds per lesion and per study, and the
 overhead of the DICOM path against the NIfTI path on the same case (ratio).
 
 For each dev case (pyradiomics lung1 CT, brain1 MR, the BraTS case; whole tumour) the volume is written

@@ -1,4 +1,4 @@
-"""Issue 16 benchmark: prompt-record overhead, replay time, review-queue precision on the dev 3D cases.
+"""Prompt-record benchmark: record overhead, replay time, review-queue precision on the dev 3D cases.
 
 1. Recording overhead per result, as a ratio to that result's model time (goal < 1 %):
    - the Segment Editor path (medsamkit.mrml: apply_result -> record_result, the segment tag with the

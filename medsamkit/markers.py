@@ -40,7 +40,7 @@ from .io import atomic_output
 
 #: Default margin added around each marked slice's box (mm). Measured with LiteMedSAM (simulated
 #: reader; phantom every 5, lung1 every 5, brain1 every 2/3/5 slices), mean Dice for margins
-#: 1/2/3/4/6 mm: 0.756/0.767/0.769/0.767/0.747 (benchmarks/RESULTS.md, section 'Issue 5').
+#: 1/2/3/4/6 mm: 0.756/0.767/0.769/0.767/0.747 (benchmarks/bench_3d.py; benchmarks/RESULTS.md, 3D markers section).
 DEFAULT_MARGIN_MM = 3.0
 #: A line counts as "within one slice" when its endpoints differ by at most this many slices
 #: along the slice axis (points placed on a slice view sit exactly on the slice centre).

@@ -22,7 +22,7 @@ DeepMind's - and the evaluation of the MedSAM paper and of the CVPR24 "MedSAM on
 copies DeepMind's ``surface-distance`` (as ``SurfaceDice.py``). The only difference from it: it
 weights points by marching-cubes surfel areas, we by voxel-face areas (equal for faces along the
 axes, larger for our staircase on oblique surfaces). Testing/engine/test_metrics.py compares the
-two on analytic shapes and perturbed dev lesions (gaps in benchmarks/RESULTS.md, section 'Issue 5'). We do
+two on analytic shapes and perturbed dev lesions (gaps in benchmarks/RESULTS.md, section '3D markers, propagation, DSC/NSD evaluation'). We do
 not depend on it at run time: its code uses names that numpy 2 removed (``np.Inf``, on its
 empty-mask path) and deprecated ``scipy.ndimage.filters``/``morphology`` aliases.
 

@@ -39,7 +39,7 @@ LOCAL_EXTRAS = ("server",)
 TRAIN_EXTRAS = ("torch", "train")
 CLIENT_PACKAGES = ("httpx", "zstandard")
 # What the confirmation says the install downloads (Linux x86-64 wheels, CPython 3.11, measured with pip
-# download into an empty folder; numpy and SimpleITK come with Slicer): benchmarks/RESULTS.md, "Issue 25".
+# download into an empty folder; numpy and SimpleITK come with Slicer): benchmarks/RESULTS.md, section "LiteMedSAM without torch".
 DOWNLOAD_SIZES = {
     "local": "about 80 MB, plus the 35 MB LiteMedSAM weights once on the first prompt; no PyTorch",
     "remote": "a few MB (the HTTP client only)",

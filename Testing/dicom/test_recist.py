@@ -92,7 +92,7 @@ def test_cli_two_studies_errors_resume(tmp_path, capsys):
     truth_ml = label.sum() * np.prod(image.spacing) / 1000
     assert 0.5 * truth_ml < rows["T1"]["volume_ml"] < 1.6 * truth_ml
     assert rows["T1"]["model"] == "litemedsam" and rows["T1"]["engine"] == "torch"
-    # the prompt record of the segmented lesions (issue 16), in the sidecar and the .seg.nrrd's tags
+    # the prompt record of the segmented lesions, in the sidecar and the .seg.nrrd's tags
     from medsamkit.records.record import read_record
     from medsamkit.recist import NRRD_FILE, PROMPTS_FILE
 

@@ -1,6 +1,6 @@
 """A synthetic "tumour": an ellipsoid, rotated against the voxel axes, in an oblique anisotropic volume.
 
-Used by the marker tests (issue 5). Everything is built from a seed, so it is the same on every run.
+Used by the marker tests. Everything is built from a seed, so it is the same on every run.
 """
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ def test_markers_command_writes_a_slicer_segmentation(tmp_path, phantom_files, c
     assert seg.shape == label.shape
     # Measured: Dice 0.95 against the phantom's label (the issue's bar: 0.85).
     assert dice(seg, label) >= 0.85
-    # the result and its prompt record's sidecar (issue 16); no temporary files
+    # the result and its prompt record's sidecar; no temporary files
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tumour.seg.nrrd", "tumour.seg.nrrd.prompts.json"]
     pytest.importorskip("slicer", reason="slicer-core not installed: .seg.nrrd read-back not checked")
 

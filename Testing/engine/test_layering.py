@@ -16,6 +16,7 @@ ones inside functions (they run as soon as the function does). There is no list 
 """
 import ast
 import json
+import re
 import subprocess
 import sys
 
@@ -210,3 +211,40 @@ def test_only_open_backend_constructs_a_backend():
                 if name in BACKEND_CLASSES:
                     bad.append(f"{rel}:{node.lineno} calls {name}")
     assert bad == [], "\n".join(bad)
+
+
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 80
+
+
+def _code_files():
+    for root in (PACKAGE, REPO / "MedSAMSegment", REPO / "MedSAMTraining"):
+        yield from sorted(root.rglob("*.py"))
+
+
+def test_no_file_over_400_lines_and_no_function_over_80():
+    """Files a reader can hold in mind: the package and the Slicer modules (tests and benchmarks aside)."""
+    too_long = []
+    for path in _code_files():
+        text = path.read_text(encoding="utf-8")
+        name = path.relative_to(REPO).as_posix()
+        if text.count("\n") > MAX_FILE_LINES:
+            too_long.append(f"{name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}: {node.name} is {length} lines")
+    assert too_long == [], too_long
+
+
+def test_no_history_comments_in_code():
+    """The git log holds history: code, tests and benchmarks say what is, not which issue or defect made it."""
+    pattern = re.compile(r"\b(issue|defect)\s*#?\d+", re.IGNORECASE)
+    found = []
+    for root in (PACKAGE, REPO / "MedSAMSegment", REPO / "MedSAMTraining", REPO / "Testing", REPO / "benchmarks"):
+        for path in sorted(root.rglob("*.py")):
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if pattern.search(line):
+                    found.append(f"{path.relative_to(REPO).as_posix()}:{n}: {line.strip()}")
+    assert found == [], found

@@ -1,4 +1,4 @@
-"""One source for each fact every face shares (issue 14): model kinds, marker margin, engine default,
+"""One source for each fact every face shares: model kinds, marker margin, engine default,
 Dice, option names. The GUI files are read as text/AST here (no Qt), the way their values reach users."""
 from __future__ import annotations
 

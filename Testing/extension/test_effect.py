@@ -208,7 +208,7 @@ def test_marker_clicks_and_run_through_the_panel(effect_on_ct):
     assert len(s.effect.markerPanel.lines()) == 4
 
 
-# ------------------------------------------------------------------------------------------ defect 3: cancel
+# ------------------------------------------------------------------------------------------------------ cancel
 def _start_box_job(s, k=11):
     _drag_box(s, _view(s, k), *_tumour_box(s, k))
     job = s.effect.job
@@ -285,7 +285,7 @@ def test_effect_keys_are_not_editor_or_slice_view_shortcuts():
     assert '"Escape"' not in text and "<b>Esc:</b>" not in text
 
 
-# ------------------------------------------------------------------------------------------ defect 6: lifecycle
+# --------------------------------------------------------------------------------------------------- lifecycle
 def test_cleanup_stops_timer_worker_and_model(effect_on_ct):
     s = effect_on_ct
     closed = []
@@ -319,7 +319,7 @@ def test_typed_window_is_written_once_when_editing_finishes(effect_on_ct):
     assert s.scripted.parameter("Window") == "brain"
 
 
-# ------------------------------------------------------------------------------------------ defect 7: adapters
+# ---------------------------------------------------------------------------------------------------- adapters
 def test_adapter_selector_lists_registered_adapters_and_passes_the_choice(harness, engine, monkeypatch, tmp_path):
     from medsamkit.mrml.segments import new_segmentation
     from medsamkit.mrml.volumes import load_volume

@@ -1,4 +1,4 @@
-"""Defect 5 inside the (reproduced) Slicer: the installer's dialog and pip call, the URL backend's client
+"""What each use installs, inside the (reproduced) Slicer: the installer's dialog and pip call, the URL backend's client
 packages, and the startup check on an old Slicer. pip itself is the harness's recording stand-in.
 """
 from __future__ import annotations

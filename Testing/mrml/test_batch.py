@@ -3,7 +3,7 @@
 One case: the dev CT with reader lines on slices 10 and 12 -> .seg.nrrd, Dice against the label.
 A list of three: brain1 (markers), the dev CT (a boxes file), and a bad case (the brain's markers on
 the CT: they lie outside it) -> exit status 1, the two good outputs written, no output for the bad one.
-Headless Slicer (issue 13, defect 4): an error that is not ours, in a case or around the cases, ends the
+Headless Slicer: an error that is not ours, in a case or around the cases, ends the
 script with its traceback and a non-zero status (never a Slicer left running); one MRML context serves
 many cases. The same markers give the same boxes and voxels in the CLI and the batch.
 """
@@ -70,7 +70,7 @@ def test_one_case_dev_ct(ctx, tmp_path):
     d, written = _dice_read_back(ctx, out, CT, CT_LABEL)
     assert sorted(set(np.nonzero(written)[0])) == [10, 11, 12]
     assert d > 0.75, d  # measured 0.820 (same as the in-scene marker run)
-    # no temporary left behind; the prompt record's sidecar (issue 16) is written next to the result
+    # no temporary left behind; the prompt record's sidecar is written next to the result
     assert sorted(p.name for p in out.parent.iterdir()) == ["ct.seg.nrrd", "ct.seg.nrrd.prompts.json"]
 
 

@@ -2,7 +2,7 @@
 
 Runs (simulated reader every 5 slices, real LiteMedSAM): pyradiomics lung1 and brain1, and BraTS label 4
 (enhancing tumour, 49 slices), the cheapest set that still has enough slices to score a ranking. The
-full set (all four BraTS labels) is in benchmarks/bench_records.py; RESULTS.md (issue 16) has both.
+full set (all four BraTS labels) is in benchmarks/bench_records.py; RESULTS.md (prompt records) has both.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 No test here loads a model: every failure is caught before it (the ``no_model`` fixture makes any
 model or server use fail the test), so the module costs a few seconds of CPU. Cases and expected
-outcomes are listed in docs/reliability.md; item numbers refer to issue 20.
+outcomes are listed in docs/reliability.md under the same item numbers.
 """
 from __future__ import annotations
 

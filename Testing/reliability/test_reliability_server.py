@@ -3,8 +3,8 @@
 Hostile or malformed requests get a 4xx with a message (never a 500, never a hang), the session
 limit holds under concurrent creates, half-sent requests are cut off, and the CLI working through
 this server (``--backend URL``, so no test here loads a second model) loses nothing when the disk
-is full or a second output cannot be written. Item numbers refer to issue 20; docs/reliability.md
-lists every case with its expected outcome.
+is full or a second output cannot be written. docs/reliability.md lists every case, by item number,
+with its expected outcome.
 """
 from __future__ import annotations
 

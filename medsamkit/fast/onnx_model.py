@@ -12,7 +12,7 @@ Design notes (measured on the 2-core AVX-512 dev machine, see benchmarks/RESULTS
   1.29 vs 2.34 CPU s; 2 threads: 2.2x shorter wall time) with the same result (max |diff| of the
   embedding 5e-6). fp32 is near this CPU's bound: the encoder's 75 GFLOP run at ~100 GFLOP/s on
   two cores, whose fp32 GEMM peak measured 190 GFLOP/s, so 5x over the reference is out of reach
-  in fp32 (RESULTS.md section 'Issue 9', also for bf16 and int8).
+  in fp32 (benchmarks/bench_fast.py in RESULTS.md, also for bf16 and int8).
 - The decoder is two graphs (see :mod:`.onnx_export`): ``encode`` also runs the image part, which
   is remembered for the last few embedding objects, so a click runs only the prompt part
   (25-34 ms on two cores, 46 CPU ms on one, against 113 for the reference decoder).

@@ -269,9 +269,7 @@ class ProcessBackend(Backend):
     """The Backend on a model process this object starts (see the module docstring).
 
     model, checkpoint, adapter, engine, device: the model options of ``medsamkit serve`` (the CLI's
-    defaults: engine "auto", device "auto"). timeout: seconds for one answer. progress: optional
-    callable(done, total, text) told about (re)starts. Not thread-safe for concurrent calls (one
-    worker thread drives it, as every Backend).
+    defaults). timeout: seconds for one answer. One worker thread drives it, as every Backend.
     """
 
     def __init__(self, model=None, checkpoint=None, adapter=None, engine: str | None = "auto",
@@ -294,8 +292,7 @@ class ProcessBackend(Backend):
         if self._remote is not None and self.process.alive:
             return self._remote
         if self._remote is not None:  # it died since the last call
-            self.last_exit = self._stall or self.process.exit_description()
-            self._stall = None
+            self.last_exit, self._stall = self._stall or self.process.exit_description(), None
             self.restarts += 1
             self._remote.close()
             self._remote = None

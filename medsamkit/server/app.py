@@ -61,6 +61,37 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
                          session_cache_bytes, **({} if clock is None else {"clock": clock}))
     sweep_every = sweep_interval_s if sweep_interval_s is not None else max(1.0, min(30.0, session_ttl_s / 4))
 
+    app = FastAPI(title="medsamkit segmentation server", version=__version__,
+                  lifespan=_lifespan(store, model_thread, sweep_every),
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.store = store
+    app.add_middleware(Guard, token=token.encode() if token else None, max_upload_bytes=max_upload_bytes)
+    _add_error_handlers(app)
+
+    @app.get(protocol.PATH_VERSION)
+    def version() -> dict:
+        return {"api": protocol.API_VERSION, "wire": wire.WIRE_VERSION, "package": __version__,
+                "models": [model.kind], "model_id": model.model_id, "device": str(model.device),
+                "engine": getattr(model, "engine", "torch"), **weights_block(model),
+                "low_res_size": model.low_res_size, "codecs": wire.available_codecs(), "auth": token is not None,
+                "limits": {"max_upload_bytes": max_upload_bytes, "max_session_bytes": max_session_bytes,
+                           "max_sessions": max_sessions, "session_ttl_s": session_ttl_s}}
+
+    @app.get(protocol.PATH_STATS)
+    def stats() -> dict:
+        return dict(store.stats(), prefetch=prefetcher.stats())
+
+    add_session_routes(app, store, max_session_bytes)
+    add_prompt_routes(app, store, model, _binary)
+    add_volume_routes(app, store, _binary)
+    prefetcher = add_prefetch_routes(app, store)  # the instant first box (prefetch.py)
+    return app
+
+
+def _lifespan(store: SessionStore, model_thread: ModelThread, sweep_every: float):
+    """The app's lifespan: a task expires idle sessions every ``sweep_every`` seconds (a client that vanished
+    never closes its own); on shutdown every session is closed, then the model thread."""
+
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         async def sweeper():
@@ -81,45 +112,53 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
             store.close_all()
             model_thread.shutdown()
 
-    app = FastAPI(title="medsamkit segmentation server", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.store = store
-    app.add_middleware(Guard, token=token.encode() if token else None, max_upload_bytes=max_upload_bytes)
+    return lifespan
 
-    def error(status: int, detail: str, code: str, headers: dict | None = None):
-        return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
+
+def _binary(body: bytes, meta: dict) -> Response:
+    """A framed reply: the frame as the body, its meta as compact JSON in the meta header."""
+    return Response(content=body, media_type=protocol.OCTET,
+                    headers={protocol.META_HEADER: json.dumps(meta, separators=(",", ":"))})
+
+
+def _error(status: int, detail: str, code: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app) -> None:
+    """Every exception becomes a JSON ``{"detail", "code"}`` reply with its status code (table in medsamkit/protocol)."""
 
     @app.exception_handler(SessionUnknown)
     async def _unknown_session(_req, exc):
-        return error(404, str(exc), "session_unknown")
+        return _error(404, str(exc), "session_unknown")
 
     @app.exception_handler(PredictionUnknown)
     async def _unknown_prediction(_req, exc):
-        return error(404, str(exc), "prediction_unknown")
+        return _error(404, str(exc), "prediction_unknown")
 
     @app.exception_handler(StoreFull)
     async def _full(_req, exc):
-        return error(503, str(exc), "busy", {"Retry-After": "10"})
+        return _error(503, str(exc), "busy", {"Retry-After": "10"})
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_req, exc):
-        return error(413, str(exc), "too_large")
+        return _error(413, str(exc), "too_large")
 
     @app.exception_handler(wire.WireTooLarge)
     async def _frame_too_large(_req, exc):
-        return error(413, str(exc), "too_large")
+        return _error(413, str(exc), "too_large")
 
     @app.exception_handler(wire.WireError)
     async def _bad_frame(_req, exc):
-        return error(422, str(exc), "malformed")
+        return _error(422, str(exc), "malformed")
 
     @app.exception_handler(Cancelled)
     async def _cancelled(_req, exc):
-        return error(protocol.STATUS_CANCELLED, str(exc), "cancelled")
+        return _error(protocol.STATUS_CANCELLED, str(exc), "cancelled")
 
     @app.exception_handler(MedSAMError)
     async def _engine_error(_req, exc):
-        return error(400, str(exc), "input")
+        return _error(400, str(exc), "input")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req, exc):
@@ -129,41 +168,17 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
         for err in exc.errors()[:5]:
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
-        return error(422, "Malformed request: " + "; ".join(parts) + ".", "malformed")
+        return _error(422, "Malformed request: " + "; ".join(parts) + ".", "malformed")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req, exc):
         # This app raises none itself: a 400 comes from FastAPI failing to parse a body (bytes that are
         # not UTF-8 JSON), i.e. a malformed request like any other -> 422. 404/405: unknown path/method.
         if exc.status_code == 400:
-            return error(422, f"Malformed request body: {exc.detail}", "malformed")
-        return error(exc.status_code, str(exc.detail), "http")
+            return _error(422, f"Malformed request body: {exc.detail}", "malformed")
+        return _error(exc.status_code, str(exc.detail), "http")
 
     @app.exception_handler(Exception)
     async def _bug(_req, exc):
         log.exception("unhandled error")
-        return error(500, f"Server error ({type(exc).__name__}: {exc}); the server log has the details.", "server")
-
-    def binary(body: bytes, meta: dict) -> Response:
-        return Response(content=body, media_type=protocol.OCTET,
-                        headers={protocol.META_HEADER: json.dumps(meta, separators=(",", ":"))})
-
-    # ---------------------------------------------------------------- routes
-    @app.get(protocol.PATH_VERSION)
-    def version() -> dict:
-        return {"api": protocol.API_VERSION, "wire": wire.WIRE_VERSION, "package": __version__,
-                "models": [model.kind], "model_id": model.model_id, "device": str(model.device),
-                "engine": getattr(model, "engine", "torch"), **weights_block(model),
-                "low_res_size": model.low_res_size, "codecs": wire.available_codecs(), "auth": token is not None,
-                "limits": {"max_upload_bytes": max_upload_bytes, "max_session_bytes": max_session_bytes,
-                           "max_sessions": max_sessions, "session_ttl_s": session_ttl_s}}
-
-    @app.get(protocol.PATH_STATS)
-    def stats() -> dict:
-        return dict(store.stats(), prefetch=prefetcher.stats())
-
-    add_session_routes(app, store, max_session_bytes)
-    add_prompt_routes(app, store, model, binary)
-    add_volume_routes(app, store, binary)
-    prefetcher = add_prefetch_routes(app, store)  # the instant first box (prefetch.py)
-    return app
+        return _error(500, f"Server error ({type(exc).__name__}: {exc}); the server log has the details.", "server")

@@ -2,7 +2,8 @@
 
 Every model feature is the engine's own code: a session is a LocalBackend (backend/local.py),
 volume operations call medsamkit.volume_segmentation (volume_routes.py). This module only
-translates HTTP <-> engine calls and errors <-> status codes (table in medsamkit/protocol).
+translates HTTP <-> engine calls and errors <-> status codes (table in medsamkit/protocol); the
+routes live by group in session_routes.py, volume_routes.py and prefetch.py.
 
 Concurrency: routes are plain ``def`` functions, so FastAPI runs them in its worker threads; all
 model calls queue on one ModelThread (GPU work serialised, in arrival order), per-session locks keep
@@ -15,13 +16,10 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
-import time
 
 from .. import __version__
 from ..records.record import weights_block
-from ..errors import InputError, MedSAMError, require
-from ..preprocess import Normalization
+from ..errors import MedSAMError, require
 from ..progress import Cancelled
 from .. import protocol
 from ..protocol import wire
@@ -30,14 +28,14 @@ from ..backend.local import ModelThread
 from .sessions import PredictionUnknown, SessionStore, SessionUnknown, StoreFull
 
 require("fastapi", "medsamkit serve", "server")  # a clear message naming the extra when it is missing
-from fastapi import FastAPI, Request  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.concurrency import run_in_threadpool  # noqa: E402
 from fastapi.responses import JSONResponse, Response  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
-from .models import PredictRequest  # noqa: E402  (pydantic comes with fastapi)
-from .prefetch import add_prefetch_routes  # noqa: E402
+from .prefetch import add_prefetch_routes  # noqa: E402  (pydantic comes with fastapi)
+from .session_routes import add_prompt_routes, add_session_routes  # noqa: E402
 from .volume_routes import add_volume_routes  # noqa: E402
 
 
@@ -63,6 +61,37 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
                          session_cache_bytes, **({} if clock is None else {"clock": clock}))
     sweep_every = sweep_interval_s if sweep_interval_s is not None else max(1.0, min(30.0, session_ttl_s / 4))
 
+    app = FastAPI(title="medsamkit segmentation server", version=__version__,
+                  lifespan=_lifespan(store, model_thread, sweep_every),
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.store = store
+    app.add_middleware(Guard, token=token.encode() if token else None, max_upload_bytes=max_upload_bytes)
+    _add_error_handlers(app)
+
+    @app.get(protocol.PATH_VERSION)
+    def version() -> dict:
+        return {"api": protocol.API_VERSION, "wire": wire.WIRE_VERSION, "package": __version__,
+                "models": [model.kind], "model_id": model.model_id, "device": str(model.device),
+                "engine": getattr(model, "engine", "torch"), **weights_block(model),
+                "low_res_size": model.low_res_size, "codecs": wire.available_codecs(), "auth": token is not None,
+                "limits": {"max_upload_bytes": max_upload_bytes, "max_session_bytes": max_session_bytes,
+                           "max_sessions": max_sessions, "session_ttl_s": session_ttl_s}}
+
+    @app.get(protocol.PATH_STATS)
+    def stats() -> dict:
+        return dict(store.stats(), prefetch=prefetcher.stats())
+
+    add_session_routes(app, store, max_session_bytes)
+    add_prompt_routes(app, store, model, _binary)
+    add_volume_routes(app, store, _binary)
+    prefetcher = add_prefetch_routes(app, store)  # the instant first box (prefetch.py)
+    return app
+
+
+def _lifespan(store: SessionStore, model_thread: ModelThread, sweep_every: float):
+    """The app's lifespan: a task expires idle sessions every ``sweep_every`` seconds (a client that vanished
+    never closes its own); on shutdown every session is closed, then the model thread."""
+
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         async def sweeper():
@@ -83,45 +112,53 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
             store.close_all()
             model_thread.shutdown()
 
-    app = FastAPI(title="medsamkit segmentation server", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.store = store
-    app.add_middleware(Guard, token=token.encode() if token else None, max_upload_bytes=max_upload_bytes)
+    return lifespan
 
-    def error(status: int, detail: str, code: str, headers: dict | None = None):
-        return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
+
+def _binary(body: bytes, meta: dict) -> Response:
+    """A framed reply: the frame as the body, its meta as compact JSON in the meta header."""
+    return Response(content=body, media_type=protocol.OCTET,
+                    headers={protocol.META_HEADER: json.dumps(meta, separators=(",", ":"))})
+
+
+def _error(status: int, detail: str, code: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app) -> None:
+    """Every exception becomes a JSON ``{"detail", "code"}`` reply with its status code (table in medsamkit/protocol)."""
 
     @app.exception_handler(SessionUnknown)
     async def _unknown_session(_req, exc):
-        return error(404, str(exc), "session_unknown")
+        return _error(404, str(exc), "session_unknown")
 
     @app.exception_handler(PredictionUnknown)
     async def _unknown_prediction(_req, exc):
-        return error(404, str(exc), "prediction_unknown")
+        return _error(404, str(exc), "prediction_unknown")
 
     @app.exception_handler(StoreFull)
     async def _full(_req, exc):
-        return error(503, str(exc), "busy", {"Retry-After": "10"})
+        return _error(503, str(exc), "busy", {"Retry-After": "10"})
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_req, exc):
-        return error(413, str(exc), "too_large")
+        return _error(413, str(exc), "too_large")
 
     @app.exception_handler(wire.WireTooLarge)
     async def _frame_too_large(_req, exc):
-        return error(413, str(exc), "too_large")
+        return _error(413, str(exc), "too_large")
 
     @app.exception_handler(wire.WireError)
     async def _bad_frame(_req, exc):
-        return error(422, str(exc), "malformed")
+        return _error(422, str(exc), "malformed")
 
     @app.exception_handler(Cancelled)
     async def _cancelled(_req, exc):
-        return error(protocol.STATUS_CANCELLED, str(exc), "cancelled")
+        return _error(protocol.STATUS_CANCELLED, str(exc), "cancelled")
 
     @app.exception_handler(MedSAMError)
     async def _engine_error(_req, exc):
-        return error(400, str(exc), "input")
+        return _error(400, str(exc), "input")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req, exc):
@@ -131,171 +168,17 @@ def make_app(model, token: "str | None" = None, max_sessions: int = protocol.DEF
         for err in exc.errors()[:5]:
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
-        return error(422, "Malformed request: " + "; ".join(parts) + ".", "malformed")
+        return _error(422, "Malformed request: " + "; ".join(parts) + ".", "malformed")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req, exc):
         # This app raises none itself: a 400 comes from FastAPI failing to parse a body (bytes that are
         # not UTF-8 JSON), i.e. a malformed request like any other -> 422. 404/405: unknown path/method.
         if exc.status_code == 400:
-            return error(422, f"Malformed request body: {exc.detail}", "malformed")
-        return error(exc.status_code, str(exc.detail), "http")
+            return _error(422, f"Malformed request body: {exc.detail}", "malformed")
+        return _error(exc.status_code, str(exc.detail), "http")
 
     @app.exception_handler(Exception)
     async def _bug(_req, exc):
         log.exception("unhandled error")
-        return error(500, f"Server error ({type(exc).__name__}: {exc}); the server log has the details.", "server")
-
-    def meta_of(request: Request) -> dict:
-        return wire.decode_meta(request.headers.get(protocol.META_HEADER))
-
-    def binary(body: bytes, meta: dict) -> Response:
-        return Response(content=body, media_type=protocol.OCTET,
-                        headers={protocol.META_HEADER: json.dumps(meta, separators=(",", ":"))})
-
-    # ---------------------------------------------------------------- routes
-    @app.get(protocol.PATH_VERSION)
-    def version() -> dict:
-        return {"api": protocol.API_VERSION, "wire": wire.WIRE_VERSION, "package": __version__,
-                "models": [model.kind], "model_id": model.model_id, "device": str(model.device),
-                "engine": getattr(model, "engine", "torch"), **weights_block(model),
-                "low_res_size": model.low_res_size, "codecs": wire.available_codecs(), "auth": token is not None,
-                "limits": {"max_upload_bytes": max_upload_bytes, "max_session_bytes": max_session_bytes,
-                           "max_sessions": max_sessions, "session_ttl_s": session_ttl_s}}
-
-    @app.get(protocol.PATH_STATS)
-    def stats() -> dict:
-        return dict(store.stats(), prefetch=prefetcher.stats())
-
-    @app.post(protocol.PATH_SESSIONS)
-    async def create_session(request: Request):
-        meta = meta_of(request)
-        kind = meta.get("kind", "image")
-        if kind not in ("image", "volume"):
-            raise wire.WireError(f"Session kind must be 'image' or 'volume'; got {kind!r}.")
-        norm = _normalization(meta.get("normalization", "auto"))
-        modality = _modality(meta.get("modality"))
-        direction = _direction(meta.get("direction"))
-        body = await request.body()
-        shape, dtype = wire.peek_array(body)
-        nbytes = int(dtype.itemsize) * math.prod(shape)
-        if nbytes > max_session_bytes:
-            raise wire.WireTooLarge(f"The {kind} {tuple(shape)} {dtype} needs {nbytes / 2**20:.0f} MiB; this server "
-                                    f"accepts at most {max_session_bytes / 2**20:.0f} MiB per session.")
-        budget = store.budget(shape, dtype.itemsize, kind == "volume")
-        reservation = store.reserve(budget)  # atomic: concurrent creates cannot pass --max-sessions
-
-        def build():
-            array = wire.decode_array(body, max_session_bytes)
-            backend = store.new_backend()
-            try:
-                if kind == "volume":
-                    info = backend.set_volume(array, norm, modality, direction)
-                else:
-                    info = backend.set_image(array, norm, modality)
-            except BaseException:
-                backend.close()
-                raise
-            return store.add(backend, budget, reservation), info
-
-        try:
-            session, info = await run_in_threadpool(build)
-        finally:
-            store.release_reservation(reservation)
-        return {"session": session.sid, "shape": list(info.shape), "is_volume": info.is_volume,
-                "normalization": info.normalization, "normalization_key": info.normalization_key,
-                "ttl_s": store.ttl_s}
-
-    @app.delete(protocol.PATH_SESSIONS + "/{sid}")
-    def close_session(sid: str) -> dict:
-        return {"closed": store.close(sid)}  # idempotent: closing an unknown session is not an error
-
-    @app.post(protocol.PATH_SESSIONS + "/{sid}/heartbeat")
-    def heartbeat(sid: str) -> dict:
-        store.get(sid)
-        return {"expires_in": store.ttl_s}
-
-    @app.post(protocol.PATH_SESSIONS + "/{sid}/masks")
-    async def upload_mask(sid: str, request: Request) -> dict:
-        session = store.get(sid)
-        size = model.low_res_size
-        array = wire.decode_array(await request.body(), max_bytes=size * size * 4)
-        if array.dtype.name != "float32" or array.shape != (size, size):
-            raise InputError(f"A mask prompt must be float32 low-res logits of shape ({size}, {size}); "
-                             f"got {array.dtype} {array.shape}.")
-        with session.lock:
-            session.check_open()
-            return {"mask_id": session.remember_mask(array)}
-
-    @app.post(protocol.PATH_SESSIONS + "/{sid}/predict")
-    def predict(sid: str, req: PredictRequest, request: Request):
-        session = store.get(sid)
-        codec = wire.choose_codec(request.headers.get(protocol.CODECS_HEADER))
-        t0 = time.perf_counter()
-        with session.lock:
-            session.check_open()
-            mask_input = None
-            if req.mask_prediction:
-                mask_input = session.prediction(req.mask_prediction)[0]
-            elif req.mask_id:
-                mask_input = session.mask(req.mask_id)
-            pred = session.backend.predict(box=req.box, points=req.points, point_labels=req.point_labels,
-                                           mask_input=mask_input, multimask_output=req.multimask_output,
-                                           slice_index=req.slice_index, axis=req.axis)
-            pid = session.remember_prediction(pred.low_res_logits, pred.mask.shape)
-        frame = wire.encode_mask(pred.mask, codec)
-        return binary(frame, {"score": pred.score, "prediction_id": pid, "shape": list(pred.mask.shape),
-                              "server_ms": round(1000 * (time.perf_counter() - t0), 2)})
-
-    @app.get(protocol.PATH_SESSIONS + "/{sid}/predictions/{pid}/logits")
-    def logits(sid: str, pid: str, request: Request, full: bool = False):
-        session = store.get(sid)
-        with session.lock:
-            low, hw = session.prediction(pid)
-        codec = wire.choose_codec(request.headers.get(protocol.CODECS_HEADER))
-        if not full:
-            return binary(wire.encode_array(low, codec), {"shape": list(low.shape)})
-        import numpy as np
-
-        # The predictor's own conversion (same function, same input) -> identical values to local
-        out = model.transform.logits_to_original(np.asarray(low, np.float32)[None, None], *hw)[0, 0]
-        return binary(wire.encode_array(out.astype("float32"), codec), {"shape": list(out.shape)})
-
-    add_volume_routes(app, store, binary)
-    prefetcher = add_prefetch_routes(app, store)  # the instant first box (prefetch.py)
-    return app
-
-
-def _modality(value) -> "str | None":
-    if value is None or isinstance(value, str) and len(value) <= 64:
-        return value or None
-    raise wire.WireError(f"modality must be a short string (e.g. \"CT\") or null; got {type(value).__name__}.")
-
-
-def _direction(value) -> "list | None":
-    """The volume's 3x3 direction matrix as 9 finite numbers (row-major), or None."""
-    if value is None:
-        return None
-    ok = isinstance(value, (list, tuple)) and len(value) == 9 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-    if not ok:
-        raise wire.WireError("direction must be 9 finite numbers (a row-major 3x3 matrix) or null.")
-    return [float(v) for v in value]
-
-
-def _normalization(spec) -> "str | Normalization":
-    """The meta header's normalization: a user option string or a resolved Normalization as a dict."""
-    if spec is None or isinstance(spec, str):
-        return spec or "auto"
-    if isinstance(spec, dict):
-        try:
-            norm = Normalization(mode=str(spec["mode"]), low=spec.get("low"), high=spec.get("high"),
-                                 keep_zero=bool(spec.get("keep_zero", False)), label=str(spec.get("label", "")))
-        except (KeyError, TypeError) as exc:
-            raise wire.WireError(f"Bad normalization object {spec!r}: {exc}") from exc
-        if norm.mode not in ("range", "percentile", "none", "auto") or (
-                norm.mode == "range" and not (all(isinstance(v, (int, float)) and math.isfinite(v)
-                                                  for v in (norm.low, norm.high)) and norm.low < norm.high)):
-            raise wire.WireError(f"Bad normalization object {spec!r}.")
-        return norm
-    raise wire.WireError(f"normalization must be a string or an object; got {type(spec).__name__}.")
+        return _error(500, f"Server error ({type(exc).__name__}: {exc}); the server log has the details.", "server")

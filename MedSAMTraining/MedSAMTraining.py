@@ -49,11 +49,25 @@ class MedSAMTrainingWidget(ScriptedLoadableModuleWidget):
 
         self.logic = MedSAMTrainingLogic()
         self.items = []  # [(volume node, segmentation node)]
+        self._setupDataSection(choices)
+        self._setupModelSection(choices)
+        self._setupRunSection()
+        self.layout.addStretch(1)
 
-        data = ctk.ctkCollapsibleButton()
-        data.text = "Training data"
-        self.layout.addWidget(data)
-        form = qt.QFormLayout(data)
+        self.timer = qt.QTimer()
+        self.timer.setInterval(1000)
+        self.timer.connect("timeout()", self.onTimer)
+
+    def _section(self, title):
+        """A collapsible section of the module panel -> the form layout its rows go into."""
+        section = ctk.ctkCollapsibleButton()
+        section.text = title
+        self.layout.addWidget(section)
+        return qt.QFormLayout(section)
+
+    def _setupDataSection(self, choices):
+        """Training data: volume + segmentation pairs from the scene, or a data folder; modality and window."""
+        form = self._section("Training data")
         self.volumeSelector = self._nodeSelector("vtkMRMLScalarVolumeNode")
         self.segmentationSelector = self._nodeSelector("vtkMRMLSegmentationNode")
         addButton = qt.QPushButton("Add volume + segmentation")
@@ -77,10 +91,9 @@ class MedSAMTrainingWidget(ScriptedLoadableModuleWidget):
         form.addRow("Modality:", self.modalityCombo)
         form.addRow("Intensity window:", self.windowCombo)
 
-        model = ctk.ctkCollapsibleButton()
-        model.text = "Model"
-        self.layout.addWidget(model)
-        form = qt.QFormLayout(model)
+    def _setupModelSection(self, choices):
+        """Model: the kind, its base weights, which parts train, and the optimisation settings."""
+        form = self._section("Model")
         self.modelCombo = qt.QComboBox()
         self.modelCombo.addItems(list(choices.model_kinds()))
         self.checkpointEdit = ctk.ctkPathLineEdit()
@@ -102,10 +115,9 @@ class MedSAMTrainingWidget(ScriptedLoadableModuleWidget):
                               ("Device:", self.deviceCombo)):
             form.addRow(label, widget)
 
-        run = ctk.ctkCollapsibleButton()
-        run.text = "Run"
-        self.layout.addWidget(run)
-        form = qt.QFormLayout(run)
+    def _setupRunSection(self):
+        """Run: the run folder, Start / Stop / Resume, progress, and registering the adapter for the effect."""
+        form = self._section("Run")
         self.runDirEdit = ctk.ctkPathLineEdit()
         self.runDirEdit.filters = ctk.ctkPathLineEdit.Dirs
         self.runDirEdit.currentPath = os.path.join(slicer.app.temporaryPath, "MedSAMTraining", "run")
@@ -131,11 +143,6 @@ class MedSAMTrainingWidget(ScriptedLoadableModuleWidget):
         form.addRow("Validation Dice:", self.diceLabel)
         form.addRow("Name:", self.nameEdit)
         form.addRow(self.registerButton)
-        self.layout.addStretch(1)
-
-        self.timer = qt.QTimer()
-        self.timer.setInterval(1000)
-        self.timer.connect("timeout()", self.onTimer)
 
     def cleanup(self):
         self.timer.stop()

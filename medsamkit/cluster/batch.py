@@ -9,7 +9,6 @@ and record are both there is skipped (``--force`` redoes it). The summary goes b
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -46,8 +45,8 @@ def run_batch_cluster(args, cases: list, run_case) -> int:
     """The batch's ``cases`` as Ray tasks; run_case(backend, ctx, case, args) -> CaseReport: the batch's own."""
     from dataclasses import replace
 
-    from .runner import Interrupted, connected, gpus_per_task, run_items
-    from .summary import SUMMARY_NAME, remove_partials, result_row, write_summary
+    from .runner import run_on_cluster
+    from .summary import SUMMARY_NAME, finish_cases, remove_partials, result_row
 
     todo = []
     for case in cases:
@@ -69,13 +68,7 @@ def run_batch_cluster(args, cases: list, run_case) -> int:
         bar.write(text + (res.data.get("message", "") if res.status == "ok" else res.message), err=res.status != "ok")
 
     t0 = time.perf_counter()
-    interrupted = False
-    with connected(args.cluster) as ray:
-        try:
-            results = run_items(ray, case_task, items, desc="cases", gpus=gpus_per_task(ray, args),
-                                retries=args.cluster_retries, quiet=args.quiet, on_result=on_result)
-        except Interrupted as exc:
-            results, interrupted = exc.results, True
+    results, interrupted = run_on_cluster(args, case_task, items, desc="cases", on_result=on_result)
     from ..records.record import sidecar_path
 
     by_folder: dict = {}
@@ -85,11 +78,5 @@ def run_batch_cluster(args, cases: list, run_case) -> int:
     for folder, names in by_folder.items():
         remove_partials(folder, names)
     rows = [dict(result_row(res), out=case.out, dice=res.data.get("dice")) for res, case in zip(results, todo)]
-    write_summary(summary, rows, ("out", "dice"))
-    failed = sum(r["status"] != "ok" for r in rows)
-    print(f"medsam-batch: {len(rows) - failed} of {len(rows)} case(s) written in {time.perf_counter() - t0:.1f} s on "
-          f"Ray ({args.cluster}){f'; {failed} failed' if failed else ''}; summary {summary}", flush=True)
-    if interrupted:
-        print("medsam-batch: interrupted; the cases not written were cancelled, nothing partial left", file=sys.stderr)
-        raise KeyboardInterrupt
-    return 1 if failed else 0
+    return finish_cases(summary, rows, ("out", "dice"), prog="medsam-batch", done="written", t0=t0,
+                        where=f" on Ray ({args.cluster})", interrupted=interrupted)

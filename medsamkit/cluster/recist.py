@@ -52,7 +52,7 @@ def run_recist_cluster(args, todo: list, options, out_root: Path, process_study,
     rows), model_record(backend, args) and print_study(name, rows, warnings, seconds, out_dir): the command's
     own functions, so every study runs and prints as in the plain run."""
     from ..recist import study_done
-    from .runner import Interrupted, connected, gpus_per_task, run_items
+    from .runner import run_on_cluster
     from .summary import SUMMARY_NAME, remove_partials, result_row, write_summary
 
     if not todo:
@@ -77,13 +77,7 @@ def run_recist_cluster(args, todo: list, options, out_root: Path, process_study,
             print_study(res.name, res.data["rows"], res.data["warnings"], res.seconds, out_root / res.name)
 
     t0 = time.perf_counter()
-    interrupted = None
-    with connected(args.cluster) as ray:
-        try:
-            results = run_items(ray, recist_task, items, desc="recist", gpus=gpus_per_task(ray, args),
-                                retries=args.cluster_retries, quiet=args.quiet, on_result=on_result)
-        except Interrupted as exc:
-            results, interrupted = exc.results, exc
+    results, interrupted = run_on_cluster(args, recist_task, items, desc="recist", on_result=on_result)
     remove_partials(out_abs, [name for name, _ in items])
     rows = []
     for res in results:
@@ -97,7 +91,7 @@ def run_recist_cluster(args, todo: list, options, out_root: Path, process_study,
     print(f"recist: {len(rows) - bad_studies} of {len(rows)} studies written, "
           f"{sum(r['lesions_ok'] for r in rows)} lesion(s) segmented, {bad_lesions} failed, in "
           f"{time.perf_counter() - t0:.1f} s on Ray ({args.cluster}); summary {summary}", flush=True)
-    if interrupted is not None:
+    if interrupted:
         n = sum(r["status"] == "cancelled" for r in rows)
         print(f"recist: interrupted: {n} study(ies) cancelled, nothing partial left; run the same command again to "
               "do them", file=sys.stderr, flush=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -76,7 +75,7 @@ def run_replay_cases(args, options: tuple, replay_case, print_replay) -> int:
     replay_model_options(args); replay_case / print_replay: the command's own functions."""
     from ..records.record import sidecar_path
     from .runner import ItemResult, call_item
-    from .summary import SUMMARY_NAME, remove_partials, result_row, write_summary
+    from .summary import SUMMARY_NAME, finish_cases, remove_partials, result_row
 
     cases = read_replay_cases(args.cases)
     todo = []
@@ -101,14 +100,9 @@ def run_replay_cases(args, options: tuple, replay_case, print_replay) -> int:
     t0 = time.perf_counter()
     interrupted = False
     if args.cluster:
-        from .runner import Interrupted, connected, gpus_per_task, run_items
+        from .runner import run_on_cluster
 
-        with connected(args.cluster) as ray:
-            try:
-                results = run_items(ray, replay_task, items, desc="replay", gpus=gpus_per_task(ray, args),
-                                    retries=args.cluster_retries, quiet=args.quiet, on_result=on_result)
-            except Interrupted as exc:
-                results, interrupted = exc.results, True
+        results, interrupted = run_on_cluster(args, replay_task, items, desc="replay", on_result=on_result)
     else:
         from .runner import CountsBar
 
@@ -128,13 +122,6 @@ def run_replay_cases(args, options: tuple, replay_case, print_replay) -> int:
     rows = [dict(result_row(res or ItemResult(c["name"], "cancelled")), out=c["out"],
                  identical=(res.data.get("identical") if res is not None and res.status == "ok" else None))
             for res, c in zip(results, todo)]
-    write_summary(summary, rows, ("out", "identical"))
-    failed = sum(r["status"] != "ok" for r in rows)
-    where = f" on Ray ({args.cluster})" if args.cluster else ""
-    print(f"replay: {len(rows) - failed} of {len(rows)} case(s) replayed in {time.perf_counter() - t0:.1f} s{where}"
-          f"{f'; {failed} failed' if failed else ''}; summary {summary}", flush=True)
-    if interrupted:
-        print("replay: interrupted; the cases not written were cancelled, nothing partial left", file=sys.stderr)
-        raise KeyboardInterrupt
-    return 1 if failed else 0
+    return finish_cases(summary, rows, ("out", "identical"), prog="replay", done="replayed", t0=t0,
+                        where=f" on Ray ({args.cluster})" if args.cluster else "", interrupted=interrupted)
 

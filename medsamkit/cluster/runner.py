@@ -188,6 +188,17 @@ def run_items(ray, fn, items: list, *, desc: str, gpus: float = 0.0, retries: in
     return out
 
 
+def run_on_cluster(args, fn, items: list, *, desc: str, on_result=None) -> tuple[list, bool]:
+    """[(name, payload)] as Ray tasks on the cluster of ``args.cluster``, with the command's --cluster options
+    -> ([ItemResult] in item order, whether Ctrl-C interrupted the run: its items not run are "cancelled")."""
+    with connected(args.cluster) as ray:
+        try:
+            return run_items(ray, fn, items, desc=desc, gpus=gpus_per_task(ray, args), retries=args.cluster_retries,
+                             quiet=args.quiet, on_result=on_result), False
+        except Interrupted as exc:
+            return exc.results, True
+
+
 def _filled(out: list, items: list) -> list:
     """An item whose result a Ctrl-C interrupted on its way in counts as cancelled (its output is complete or
     absent, as for every item)."""

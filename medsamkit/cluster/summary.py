@@ -1,4 +1,5 @@
-"""The end of a cluster run: the temporary files of killed tasks removed, the summary written (CSV + JSON)."""
+"""The end of a cluster run: the temporary files of killed tasks removed, the summary written (CSV + JSON) and
+reported."""
 from __future__ import annotations
 
 import csv
@@ -6,6 +7,8 @@ import io
 import json
 import re
 import shutil
+import sys
+import time
 from pathlib import Path
 
 SUMMARY_NAME = "cluster-summary.csv"
@@ -54,3 +57,18 @@ def write_summary(path: Path, rows: list, extra: tuple = ()) -> tuple:
 def result_row(res) -> dict:
     return {"item": res.name, "status": res.status, "seconds": round(res.seconds, 2), "worker": res.worker,
             "message": res.message}
+
+
+def finish_cases(summary: Path, rows: list, extra: tuple, *, prog: str, done: str, t0: float, where: str,
+                 interrupted: bool) -> int:
+    """The end of a run of cases (the batch's, replay's): ``rows`` written to ``summary``, the counts printed
+    ("N of M case(s) <done> in S s<where>") -> the exit code, 1 when a case failed. A run that Ctrl-C
+    interrupted says so after its summary is written and raises KeyboardInterrupt."""
+    write_summary(summary, rows, extra)
+    failed = sum(r["status"] != "ok" for r in rows)
+    print(f"{prog}: {len(rows) - failed} of {len(rows)} case(s) {done} in {time.perf_counter() - t0:.1f} s{where}"
+          f"{f'; {failed} failed' if failed else ''}; summary {summary}", flush=True)
+    if interrupted:
+        print(f"{prog}: interrupted; the cases not written were cancelled, nothing partial left", file=sys.stderr)
+        raise KeyboardInterrupt
+    return 1 if failed else 0

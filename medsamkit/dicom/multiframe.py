@@ -6,7 +6,8 @@ Plane Orientation (Image Orientation Patient) and Pixel Measures (Pixel Spacing)
 shared, and the stored values become Hounsfield units / MR values by the Pixel Value Transformation
 (Rescale Slope/Intercept) group. :func:`read_multiframe` sorts the frames along the slice normal
 (never by frame number) and checks them as :mod:`medsamkit.dicom.series` checks files: one
-orientation, one spacing, even gaps, no two frames at one place.
+orientation, one spacing, and through the same :func:`.stack.stack_slices` even gaps and no two
+frames at one place.
 
 :class:`MultiFrameSeries` is used where a :class:`medsamkit.dicom.series.DicomSeries` is: ``headers``
 holds one plain header per frame (position, orientation, spacing, the file's UIDs) so that SR lines
@@ -25,8 +26,9 @@ import numpy as np
 from ..errors import InputError
 from ..geometry import VolumeGeometry
 from ..io import ImageData
-from . import GAP_TOLERANCE, require_dicom
+from . import require_dicom
 from .headers import SeriesHeaders
+from .stack import stack_slices
 
 _COPIED = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "Modality",
            "FrameOfReferenceUID", "Rows", "Columns", "SeriesDescription", "SeriesNumber", "PatientID")
@@ -144,25 +146,9 @@ def read_multiframe(path: "str | os.PathLike", header=None) -> MultiFrameSeries:
     positions, orientation, spacing_rc, rescale = frame_planes(ds, path)
     row, col = orientation[:3], orientation[3:6]
     normal = np.cross(row, col)
-    along = positions @ normal
-    order = np.argsort(along, kind="stable")
-    positions, along = positions[order], along[order]
-    if len(order) > 1:
-        gaps = np.diff(along)
-        if np.any(gaps < 1e-3):
-            n = int(np.argmin(gaps))
-            raise InputError(f"{path}: frames {order[n] + 1} and {order[n + 1] + 1} lie at the same position (several "
-                             "phases or echoes in one image); export one volume per phase.")
-        if np.max(np.abs(gaps - gaps.mean())) > GAP_TOLERANCE * gaps.mean():
-            raise InputError(f"{path}: uneven gaps between its frames ({gaps.min():.3f}..{gaps.max():.3f} mm); it is "
-                             "not one regular volume.")
-        kdir = (positions[-1] - positions[0]) / np.linalg.norm(positions[-1] - positions[0])
-        if abs(float(kdir @ normal)) < 0.999:
-            raise InputError(f"{path}: frames stacked obliquely to their planes (gantry tilt); resample it first.")
-        dk = float(gaps.mean())
-    else:
-        kdir = normal
-        dk = float(getattr(_group(ds, 0, "PixelMeasuresSequence"), "SliceThickness", 1.0) or 1.0)
+    order, axis = stack_slices(str(path), [f"frame {f + 1}" for f in range(len(positions))], positions, normal)
+    positions = positions[order]
+    kdir, dk = axis or (normal, float(getattr(_group(ds, 0, "PixelMeasuresSequence"), "SliceThickness", 1.0) or 1.0))
     direction = np.stack([row, col, kdir], axis=1)
     shape = (len(order), int(ds.Rows), int(ds.Columns))
     geometry = VolumeGeometry(shape, (float(spacing_rc[1]), float(spacing_rc[0]), dk),

@@ -28,8 +28,9 @@ import numpy as np
 from ..errors import InputError
 from ..geometry import VolumeGeometry
 from ..io import ImageData
-from . import GAP_TOLERANCE, require_dicom
+from . import require_dicom
 from .headers import SeriesHeaders
+from .stack import stack_slices
 #: Storage classes of structured reports (Basic Text, Enhanced, Comprehensive, Comprehensive 3D).
 SR_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.88.11", "1.2.840.10008.5.1.4.1.1.88.22",
                   "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.34")
@@ -234,26 +235,10 @@ def _build_series(uid: str, items: list) -> DicomSeries:
                 or (int(ds.Rows), int(ds.Columns)) != shape_rc:
             raise InputError(f"Series {uid}: {path.name} has another pixel spacing or size than {first_path.name}.")
     pos = np.array([np.asarray(ds.ImagePositionPatient, dtype=float) for _, ds in items])
-    along = pos @ normal
-    order = np.argsort(along, kind="stable")
+    order, axis = stack_slices(f"Series {uid}", [p.name for p, _ in items], pos, normal)
     items = [items[n] for n in order]
-    pos, along = pos[order], along[order]
-    if len(items) > 1:
-        gaps = np.diff(along)
-        if np.any(gaps < 1e-3):
-            n = int(np.argmin(gaps))
-            raise InputError(f"Series {uid}: {items[n][0].name} and {items[n + 1][0].name} lie at the same position; "
-                             "remove duplicate slices (or separate the echoes/phases) first.")
-        if np.max(np.abs(gaps - gaps.mean())) > GAP_TOLERANCE * gaps.mean():
-            raise InputError(f"Series {uid}: uneven slice gaps ({gaps.min():.3f}..{gaps.max():.3f} mm); slices are "
-                             "missing or the series is not one regular volume. Export the complete series.")
-        kdir = (pos[-1] - pos[0]) / np.linalg.norm(pos[-1] - pos[0])
-        if abs(float(kdir @ normal)) < 0.999:
-            raise InputError(f"Series {uid}: slices are stacked obliquely to their planes (gantry tilt); resample "
-                             "the series to a regular grid first.")
-        dk = float(gaps.mean())
-    else:
-        kdir, dk = normal, float(getattr(first, "SliceThickness", 1.0) or 1.0)
+    pos = pos[order]
+    kdir, dk = axis or (normal, float(getattr(first, "SliceThickness", 1.0) or 1.0))
     direction = np.stack([row, col, kdir], axis=1)  # columns = unit vectors of i, j, k
     geometry = VolumeGeometry((len(items), shape_rc[0], shape_rc[1]), (float(spacing_rc[1]), float(spacing_rc[0]), dk),
                               tuple(float(v) for v in pos[0]), tuple(float(v) for v in direction.reshape(-1)))

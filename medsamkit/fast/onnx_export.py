@@ -100,12 +100,15 @@ def _decoder_modules(net):
     the 4 output masks, which avoids the NCHW transposes, the strided channel reductions of
     LayerNorm2d and ONNX Runtime's ConvTranspose.
     """
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
     pe, dec = net.prompt_encoder, net.mask_decoder
     eh, ew = (int(v) for v in pe.image_embedding_size)
+    return _image_part(pe, dec, eh, ew).eval(), _prompt_part(pe, dec, eh, ew).eval()
+
+
+def _image_part(pe, dec, eh: int, ew: int):
+    """The decoder's image part (see :func:`_decoder_modules`) for an (eh, ew) image embedding."""
+    import torch.nn.functional as F
+    from torch import nn
 
     class ImagePart(nn.Module):
         def __init__(self):
@@ -135,6 +138,14 @@ def _decoder_modules(net):
             l0 = self.mask_decoder.transformer.layers[0]
             return (keys, l0.cross_attn_token_to_image.k_proj(kp), l0.cross_attn_token_to_image.v_proj(keys),
                     l0.cross_attn_image_to_token.q_proj(kp))
+
+    return ImagePart()
+
+
+def _prompt_part(pe, dec, eh: int, ew: int):
+    """The decoder's prompt part (see :func:`_decoder_modules`) for an (eh, ew) image embedding."""
+    import torch
+    from torch import nn
 
     class PromptPart(nn.Module):
         def __init__(self):
@@ -182,17 +193,25 @@ def _decoder_modules(net):
             iou = dec.iou_prediction_head(queries[:, 0, :])
             hyper = torch.stack([dec.output_hypernetworks_mlps[i](queries[:, 1 + i, :])
                                  for i in range(dec.num_mask_tokens)], dim=1)[0]  # (M, C/8)
-            up = dec.output_upscaling
-            (w0, b0), (w1, b1) = _ct2x2_as_linear(up[0]), _ct2x2_as_linear(up[3])
-            n, c0, c1 = eh * ew, w0.shape[1] // 4, w1.shape[1] // 4
-            x = (keys[0] @ w0 + b0).reshape(n * 4, c0)  # rows (Y, X, di, dj)
-            x = F.gelu(_layer_norm_last(x, up[1]))
-            x = F.gelu(x @ w1 + b1).reshape(n * 16, c1)  # rows (Y, X, di, dj, di2, dj2)
-            m = hyper.shape[0]
-            masks = (hyper @ x.t()).reshape(m, eh, ew, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
-            return masks.reshape(1, m, 4 * eh, 4 * ew), iou
+            return _masks_channels_last(dec, keys, hyper, eh, ew), iou
 
-    return ImagePart().eval(), PromptPart().eval()
+    return PromptPart()
+
+
+def _masks_channels_last(dec, keys, hyper, eh: int, ew: int):
+    """MaskDecoder's output upscaling and mask product, channels-last: image tokens ``keys`` (1, eh*ew, C)
+    and the hypernetwork outputs ``hyper`` (M, C/8) -> masks (1, M, 4*eh, 4*ew)."""
+    import torch.nn.functional as F
+
+    up = dec.output_upscaling
+    (w0, b0), (w1, b1) = _ct2x2_as_linear(up[0]), _ct2x2_as_linear(up[3])
+    n, c0, c1 = eh * ew, w0.shape[1] // 4, w1.shape[1] // 4
+    x = (keys[0] @ w0 + b0).reshape(n * 4, c0)  # rows (Y, X, di, dj)
+    x = F.gelu(_layer_norm_last(x, up[1]))
+    x = F.gelu(x @ w1 + b1).reshape(n * 16, c1)  # rows (Y, X, di, dj, di2, dj2)
+    m = hyper.shape[0]
+    masks = (hyper @ x.t()).reshape(m, eh, ew, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
+    return masks.reshape(1, m, 4 * eh, 4 * ew)
 
 
 def _export(module, args, path, input_names, output_names, dynamic_axes=None, named: bool = False) -> None:

@@ -53,12 +53,43 @@ def read_lines_csv(path: "str | os.PathLike", space: str | None = None) -> list[
     and every bad row (with its lesion): no statement of the coordinate system, missing columns, an
     empty file, a non-number, a one-point line (second point empty or equal to the first).
     """
-    import csv as csv_mod
+    from ..markers import Marker
 
     path = Path(path)
     if space is not None and str(space).upper() not in SPACES:
         raise InputError(f"--space must be LPS or RAS; got '{space}'.")
     space = None if space is None else str(space).upper()
+    numbered, rows = _csv_rows(path)
+    col = _csv_columns(path, numbered[0][0], rows, space)
+    lesions: dict[str, LineLesion] = {}
+    problems: list[str] = []
+    for (row_no, _), values in zip(numbered[1:], rows[1:]):
+        def get(name):
+            i = col.get(name)
+            return values[i].strip() if i is not None and i < len(values) else ""
+
+        lesion = get("lesion")
+        where = f"row {row_no}" + (f" (lesion '{lesion}')" if lesion else "")
+        try:
+            p1, p2 = _csv_line(get, space)
+        except _BadRow as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        les = lesions.setdefault(lesion, LineLesion(lesion))
+        les.markers.append(Marker(p1, p2, f"{lesion}: {get('name') or f'row {row_no}'}"))
+        les.where.append(f"row {row_no}")
+    if problems:
+        more = f" (and {len(problems) - 12} more)" if len(problems) > 12 else ""
+        raise InputError(f"{path}: {len(problems)} bad row(s), nothing was segmented: " + "; ".join(problems[:12])
+                         + more + ".")
+    return list(lesions.values())
+
+
+def _csv_rows(path: Path) -> tuple[list, list]:
+    """The lines file -> its non-blank, non-comment lines as [(line number, text)] and their cells (split at
+    the delimiter its header uses most); InputError for a missing, unreadable or empty file."""
+    import csv as csv_mod
+
     if not path.is_file():
         raise InputError(f"Lines file not found: {path}")
     try:
@@ -69,9 +100,13 @@ def read_lines_csv(path: "str | os.PathLike", space: str | None = None) -> list[
                 if line.strip() and not line.lstrip().startswith("#")]
     if not numbered:
         raise InputError(f"{path} is empty: there is no line to segment. {_CSV_HELP}.")
-    head_no, head = numbered[0]
-    delimiter = max((",", ";", "\t"), key=head.count)
-    rows = list(csv_mod.reader([line for _, line in numbered], delimiter=delimiter))
+    delimiter = max((",", ";", "\t"), key=numbered[0][1].count)
+    return numbered, list(csv_mod.reader([line for _, line in numbered], delimiter=delimiter))
+
+
+def _csv_columns(path: Path, head_no: int, rows: list, space: str | None) -> dict[str, int]:
+    """The header row -> {column name: index} of the known columns; InputError for a header that lacks a
+    required column or names one twice, a file that states no coordinate system, or no data row."""
     header = [h.strip().lower() for h in rows[0]]
     missing = [c for c in CSV_REQUIRED if c not in header]
     if missing:
@@ -86,64 +121,48 @@ def read_lines_csv(path: "str | os.PathLike", space: str | None = None) -> list[
                          "--space LPS|RAS.")
     if len(rows) == 1:
         raise InputError(f"{path} has a header but no line (no data row). {_CSV_HELP}.")
-    col = {h: header.index(h) for h in CSV_REQUIRED + CSV_OPTIONAL if h in header}
-    lesions: dict[str, LineLesion] = {}
-    problems: list[str] = []
-    flip = np.array([-1.0, -1.0, 1.0])
-    for (row_no, _), values in zip(numbered[1:], rows[1:]):
-        def get(name):
-            i = col.get(name)
-            return values[i].strip() if i is not None and i < len(values) else ""
+    return {h: header.index(h) for h in CSV_REQUIRED + CSV_OPTIONAL if h in header}
 
-        lesion = get("lesion")
-        where = f"row {row_no}" + (f" (lesion '{lesion}')" if lesion else "")
-        if not lesion:
-            problems.append(f"{where}: no lesion name; every line needs the lesion it belongs to in column 'lesion'")
-            continue
-        row_space = get("space").upper() or space
-        if row_space is None:
-            problems.append(f"{where}: no coordinate system in column 'space'; write LPS or RAS (or give --space)")
-            continue
-        if row_space not in SPACES:
-            problems.append(f"{where}: space '{get('space')}' is neither LPS nor RAS")
-            continue
-        if space is not None and get("space") and row_space != space:
-            problems.append(f"{where}: space {row_space} contradicts --space {space}; fix the file or the option")
-            continue
-        second = [get(c) for c in ("x2", "y2", "z2")]
-        if not any(second) and all(get(c) for c in ("x1", "y1", "z1")):
-            problems.append(f"{where}: the line has one point (x2, y2, z2 are empty); a line needs its two end points")
-            continue
-        coords, bad = [], []
-        for c in ("x1", "y1", "z1", "x2", "y2", "z2"):
-            v = get(c)
-            try:
-                f = float(v)
-            except ValueError:
-                bad.append(f"{c} = '{v}' is not a number" if v else f"{c} is empty")
-                continue
-            if not np.isfinite(f):
-                bad.append(f"{c} = '{v}' is not a finite number")
-            coords.append(f)
-        if bad:
-            problems.append(f"{where}: {'; '.join(bad)}")
-            continue
-        p1, p2 = np.array(coords[:3]), np.array(coords[3:])
-        if np.linalg.norm(p2 - p1) < 1e-6:
-            problems.append(f"{where}: both end points are the same point; a line needs two different end points")
-            continue
-        if row_space == "LPS":
-            p1, p2 = p1 * flip, p2 * flip
-        from ..markers import Marker
 
-        les = lesions.setdefault(lesion, LineLesion(lesion))
-        les.markers.append(Marker(p1, p2, f"{lesion}: {get('name') or f'row {row_no}'}"))
-        les.where.append(f"row {row_no}")
-    if problems:
-        more = f" (and {len(problems) - 12} more)" if len(problems) > 12 else ""
-        raise InputError(f"{path}: {len(problems)} bad row(s), nothing was segmented: " + "; ".join(problems[:12])
-                         + more + ".")
-    return list(lesions.values())
+class _BadRow(Exception):
+    """What is wrong with one data row of a lines CSV (collected, so that one error names every bad row)."""
+
+
+def _csv_line(get, space: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """One data row (``get(column)`` -> its stripped cell) -> its two end points in RAS mm; raises _BadRow
+    saying what is wrong with the row."""
+    if not get("lesion"):
+        raise _BadRow("no lesion name; every line needs the lesion it belongs to in column 'lesion'")
+    row_space = get("space").upper() or space
+    if row_space is None:
+        raise _BadRow("no coordinate system in column 'space'; write LPS or RAS (or give --space)")
+    if row_space not in SPACES:
+        raise _BadRow(f"space '{get('space')}' is neither LPS nor RAS")
+    if space is not None and get("space") and row_space != space:
+        raise _BadRow(f"space {row_space} contradicts --space {space}; fix the file or the option")
+    second = [get(c) for c in ("x2", "y2", "z2")]
+    if not any(second) and all(get(c) for c in ("x1", "y1", "z1")):
+        raise _BadRow("the line has one point (x2, y2, z2 are empty); a line needs its two end points")
+    coords, bad = [], []
+    for c in ("x1", "y1", "z1", "x2", "y2", "z2"):
+        v = get(c)
+        try:
+            f = float(v)
+        except ValueError:
+            bad.append(f"{c} = '{v}' is not a number" if v else f"{c} is empty")
+            continue
+        if not np.isfinite(f):
+            bad.append(f"{c} = '{v}' is not a finite number")
+        coords.append(f)
+    if bad:
+        raise _BadRow("; ".join(bad))
+    p1, p2 = np.array(coords[:3]), np.array(coords[3:])
+    if np.linalg.norm(p2 - p1) < 1e-6:
+        raise _BadRow("both end points are the same point; a line needs two different end points")
+    if row_space == "LPS":
+        flip = np.array([-1.0, -1.0, 1.0])
+        p1, p2 = p1 * flip, p2 * flip
+    return p1, p2
 
 
 def read_lines_markups(path: "str | os.PathLike") -> list[LineLesion]:

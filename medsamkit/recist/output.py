@@ -124,9 +124,7 @@ def write_study(out_dir: "str | os.PathLike", study: Study, results: list, model
     record (:func:`lesion_record`) goes into the .seg.nrrd's segment tags and ``lesions.seg.nrrd.prompts.json``.
     Raises InputError when ``out_dir`` exists and is not a finished study of ours.
     """
-    from ..io import partial_dir, write_mask
-    from ..records.record import TAG, record_tags, write_sidecar
-    from ..segmentation_file import write_segmentation
+    from ..io import partial_dir
 
     options = options or RecistOptions()
     out_dir = Path(out_dir)
@@ -138,74 +136,100 @@ def write_study(out_dir: "str | os.PathLike", study: Study, results: list, model
     record = lesion_record(study, results, options)
     tmp = partial_dir(out_dir)
     try:
-        written = []
-        if ok:
-            seg = None
-            if study.series is not None:
-                from ..dicom.seg import SegmentSpec, write_seg
-
-                specs = [SegmentSpec(r.mask, r.lesion.name, r.lesion.tracking_uid, r.lesion.finding,
-                                     r.lesion.finding_site) for r in ok]
-                seg = write_seg(specs, study.series, tmp / SEG_FILE, algorithm_name=model.get("model", "medsamkit"),
-                                algorithm_version=model.get("version", ""))
-                written.append(SEG_FILE)
-            labels = np.zeros(study.image.array.shape, dtype=np.uint8)
-            overlap = 0
-            for n, r in enumerate(ok, start=1):
-                overlap += int(np.count_nonzero(labels[r.mask > 0]))
-                labels[r.mask > 0] = n
-            if overlap:
-                study.warnings.append(f"{overlap} voxel(s) belong to two lesions; the .seg.nrrd/.nii.gz labelmaps give "
-                                      "them to the later lesion" + (" (the DICOM SEG keeps both)." if seg else "."))
-            tags = None
-            if record is not None:
-                by_segment = record_tags(record)
-                tags = {n: {TAG: by_segment[f"Segment_{n}"]} for n in range(1, len(ok) + 1)}
-            write_segmentation(labels, tmp / NRRD_FILE, study.image, [(n, r.lesion.name) for n, r in enumerate(ok, 1)],
-                               tags=tags)
-            written.append(NRRD_FILE)
-            if record is not None:
-                write_sidecar(tmp / NRRD_FILE, record)
-                written.append(PROMPTS_FILE)
-            write_mask(labels, tmp / NIFTI_FILE, reference=study.image)
-            written.append(NIFTI_FILE)
-            if options.write_sr and seg is not None:
-                from ..dicom.sr_write import write_volume_report
-
-                sr_rows = [dict(row, finding=r.lesion.finding, finding_site=r.lesion.finding_site)
-                           for row, r in zip([x for x in rows if x["status"] == "ok"], ok)]
-                write_volume_report(sr_rows, seg, study.series, tmp / SR_FILE, device_name=model.get("model", "medsamkit"))
-                written.append(SR_FILE)
-            elif options.write_sr:
-                study.warnings.append("--volume-sr needs a DICOM series (the SR refers to its SEG); not written for "
-                                      f"{study.folder}.")
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-        (tmp / CSV_FILE).write_text(buf.getvalue(), encoding="utf-8")
-        summary = {"study": study.name, "folder": str(study.folder),
-                   "sr": None if study.report is None else str(study.source),
-                   "lines": None if study.report is not None else str(study.source),
-                   "series_uid": None if study.series is None else study.series.uid,
-                   "series": None if study.series is None else study.series.description, "model": model,
-                   "options": {"margin_mm": options.margin_mm, "refine": options.refine, "window": options.window,
-                               "single_slice": options.single_slice},
-                   "files": written + [CSV_FILE, JSON_FILE], "warnings": study.warnings, "lesions": rows}
-        (tmp / JSON_FILE).write_text(json.dumps(summary, indent=1), encoding="utf-8")
-        umask = os.umask(0)
-        os.umask(umask)
-        for f in tmp.iterdir():  # temporary files are created private; the results get the usual permissions
-            os.chmod(f, 0o666 & ~umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        if out_dir.exists():  # a finished study being redone (--force): swap, then drop the old one
-            old = partial_dir(out_dir, ".old")
-            os.replace(out_dir, old / out_dir.name)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        written = _write_masks(tmp, study, ok, rows, record, model, options) if ok else []
+        _write_tables(tmp, study, rows, model, options, written)
+        _move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return rows
+
+
+def _write_masks(tmp: Path, study: Study, ok: list, rows: list, record: "dict | None", model: dict,
+                 options: RecistOptions) -> list[str]:
+    """The successful lesions ``ok`` into ``tmp``: the DICOM SEG (a DICOM series only), the labelmaps (.seg.nrrd
+    with the prompt record, .nii.gz) and the volumes SR when asked for -> the names of the files written.
+    Voxels of two lesions and an SR that cannot be written become warnings of the study."""
+    from ..io import write_mask
+    from ..records.record import TAG, record_tags, write_sidecar
+    from ..segmentation_file import write_segmentation
+
+    written = []
+    seg = None
+    if study.series is not None:
+        from ..dicom.seg import SegmentSpec, write_seg
+
+        specs = [SegmentSpec(r.mask, r.lesion.name, r.lesion.tracking_uid, r.lesion.finding,
+                             r.lesion.finding_site) for r in ok]
+        seg = write_seg(specs, study.series, tmp / SEG_FILE, algorithm_name=model.get("model", "medsamkit"),
+                        algorithm_version=model.get("version", ""))
+        written.append(SEG_FILE)
+    labels = np.zeros(study.image.array.shape, dtype=np.uint8)
+    overlap = 0
+    for n, r in enumerate(ok, start=1):
+        overlap += int(np.count_nonzero(labels[r.mask > 0]))
+        labels[r.mask > 0] = n
+    if overlap:
+        study.warnings.append(f"{overlap} voxel(s) belong to two lesions; the .seg.nrrd/.nii.gz labelmaps give "
+                              "them to the later lesion" + (" (the DICOM SEG keeps both)." if seg else "."))
+    tags = None
+    if record is not None:
+        by_segment = record_tags(record)
+        tags = {n: {TAG: by_segment[f"Segment_{n}"]} for n in range(1, len(ok) + 1)}
+    write_segmentation(labels, tmp / NRRD_FILE, study.image, [(n, r.lesion.name) for n, r in enumerate(ok, 1)],
+                       tags=tags)
+    written.append(NRRD_FILE)
+    if record is not None:
+        write_sidecar(tmp / NRRD_FILE, record)
+        written.append(PROMPTS_FILE)
+    write_mask(labels, tmp / NIFTI_FILE, reference=study.image)
+    written.append(NIFTI_FILE)
+    if options.write_sr and seg is not None:
+        from ..dicom.sr_write import write_volume_report
+
+        sr_rows = [dict(row, finding=r.lesion.finding, finding_site=r.lesion.finding_site)
+                   for row, r in zip([x for x in rows if x["status"] == "ok"], ok)]
+        write_volume_report(sr_rows, seg, study.series, tmp / SR_FILE, device_name=model.get("model", "medsamkit"))
+        written.append(SR_FILE)
+    elif options.write_sr:
+        study.warnings.append("--volume-sr needs a DICOM series (the SR refers to its SEG); not written for "
+                              f"{study.folder}.")
+    return written
+
+
+def _write_tables(tmp: Path, study: Study, rows: list, model: dict, options: RecistOptions, written: list) -> None:
+    """The per-lesion table into ``tmp``: CSV, and the JSON that also lists the study's files and warnings (the
+    file whose presence marks a finished study, see study_done)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    (tmp / CSV_FILE).write_text(buf.getvalue(), encoding="utf-8")
+    summary = {"study": study.name, "folder": str(study.folder),
+               "sr": None if study.report is None else str(study.source),
+               "lines": None if study.report is not None else str(study.source),
+               "series_uid": None if study.series is None else study.series.uid,
+               "series": None if study.series is None else study.series.description, "model": model,
+               "options": {"margin_mm": options.margin_mm, "refine": options.refine, "window": options.window,
+                           "single_slice": options.single_slice},
+               "files": written + [CSV_FILE, JSON_FILE], "warnings": study.warnings, "lesions": rows}
+    (tmp / JSON_FILE).write_text(json.dumps(summary, indent=1), encoding="utf-8")
+
+
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    """The finished temporary folder ``tmp`` becomes ``out_dir`` (replacing a finished study being redone),
+    with the permissions the umask gives new files."""
+    from ..io import partial_dir
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in tmp.iterdir():  # temporary files are created private; the results get the usual permissions
+        os.chmod(f, 0o666 & ~umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    if out_dir.exists():  # a finished study being redone (--force): swap, then drop the old one
+        old = partial_dir(out_dir, ".old")
+        os.replace(out_dir, old / out_dir.name)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)

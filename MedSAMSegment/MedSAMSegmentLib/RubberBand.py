@@ -1,4 +1,4 @@
-"""The rubber-band rectangle drawn in a slice view while a box is dragged."""
+"""The rubber-band rectangle drawn in a slice view while a box is dragged, one per view."""
 import vtk
 
 
@@ -34,3 +34,26 @@ class BoxPipeline:
         self.actor.VisibilityOff()
         if self.view is not None:
             self.view.sliceView().scheduleRender()
+
+
+class BoxPipelines(dict):
+    """viewWidget -> BoxPipeline, each added to its view as the effect's 2D actor on first use."""
+
+    def __init__(self, scriptedEffect):
+        super().__init__()
+        self.scriptedEffect = scriptedEffect
+
+    def of(self, viewWidget):
+        if viewWidget not in self:
+            pipeline = BoxPipeline()
+            self.scriptedEffect.addActor2D(viewWidget, pipeline.actor)
+            self[viewWidget] = pipeline
+        pipeline = self[viewWidget]
+        pipeline.view = viewWidget
+        return pipeline
+
+    def drop(self):
+        """Remove every rubber band from its view (the views are rebuilt on a layout change)."""
+        for viewWidget, pipeline in self.items():
+            self.scriptedEffect.removeActor2D(viewWidget, pipeline.actor)
+        self.clear()

@@ -1,15 +1,11 @@
 """MedSAM Segment Editor effect: the Qt shell over medsamkit.mrml.
 
-Everything that is not Qt lives in medsamkit.mrml and is tested headless with slicer-core: reading the
-view's slice and the prompts in RAS (volumes.py, interactive.PromptState), running the model
-(session.ModelSession, interactive.run_request) on one worker thread (session.Worker), and writing the
-result into the selected segment as one undo step (segments.write_mask through ScriptedEffectTarget,
-below). This file turns mouse and keyboard events into those calls, polls the worker with a QTimer and
-shows status; the options panel (OptionsPanel.py) and the view prefetch (ViewPrefetch.py) are beside it.
-
-Method order follows Slicer's ScriptedSegmentEditorEffect template: __init__, clone, icon,
-processInteractionEvents, then the apply steps (helpText, setupOptionsFrame, setMRMLDefaults,
-updateGUIFromMRML and updateMRMLFromGUI come from OptionsPanel.EffectOptions).
+Everything that is not Qt lives in medsamkit.mrml, tested headless with slicer-core: the view's slice and
+the prompts in RAS (volumes.py, interactive.PromptState), the model (session.ModelSession,
+interactive.run_request) on one worker thread (session.Worker), the result written into the selected
+segment as one undo step (segments.write_mask through ScriptedEffectTarget, below). This file turns mouse
+and keyboard events into those calls, polls the worker with a QTimer and shows status. Slicer's template
+methods keep its order here and in the options panel's base class (OptionsPanel.EffectOptions).
 """
 import logging
 import os
@@ -24,6 +20,7 @@ from MedSAMSegmentLib.OptionsPanel import EffectOptions
 from MedSAMSegmentLib.Parameters import (ADAPTER, BACKEND, CANCEL_KEY, CHECKPOINT_PATH, DEVICE, MIN_DRAG_PIXELS, MODEL,
                                           POLL_INTERVAL_MS, POLL_WAIT_MS, PROMPT_MODE, RUN_MARKERS_KEY,
                                           SERVER_TOKEN_FILE, WINDOW, WRITE_MODE)
+from MedSAMSegmentLib.RubberBand import BoxPipelines
 
 
 class SegmentEditorEffect(EffectOptions, AbstractScriptedSegmentEditorEffect):
@@ -41,7 +38,7 @@ class SegmentEditorEffect(EffectOptions, AbstractScriptedSegmentEditorEffect):
         self.promptState = None      # medsamkit.mrml.interactive.PromptState
         self.normalizationCache = None
         self.drag = None             # (viewWidget, xy0, ras0) while a box is being dragged
-        self.boxPipelines = {}
+        self.boxPipelines = BoxPipelines(scriptedEffect)  # the rubber band of each slice view
         self.markerPanel = None
         self.viewPrefetch = None     # ViewPrefetch: encodes the viewed slice ahead (instant first box)
         self.pollTimer = qt.QTimer()
@@ -108,9 +105,7 @@ class SegmentEditorEffect(EffectOptions, AbstractScriptedSegmentEditorEffect):
         self.dropBoxPipelines()
 
     def dropBoxPipelines(self):
-        for viewWidget, pipeline in self.boxPipelines.items():
-            self.scriptedEffect.removeActor2D(viewWidget, pipeline.actor)
-        self.boxPipelines = {}
+        self.boxPipelines.drop()
         self.drag = None
 
     def processInteractionEvents(self, callerInteractor, eventId, viewWidget):
@@ -138,19 +133,19 @@ class SegmentEditorEffect(EffectOptions, AbstractScriptedSegmentEditorEffect):
             ras = self.xyToRas(xy, viewWidget)
             if mode in ("box", "propagate"):
                 self.drag = (viewWidget, xy, ras)
-                self.boxPipeline(viewWidget).show(xy, xy)
+                self.boxPipelines.of(viewWidget).show(xy, xy)
             elif mode in ("points", "refine"):
                 self.submitPoint(viewWidget, ras, positive=not negative)
             elif mode == "markers":
                 self.markerPanel.click(ras)
             return True
         if eventId == vtk.vtkCommand.MouseMoveEvent and self.drag is not None and self.drag[0] is viewWidget:
-            self.boxPipeline(viewWidget).show(self.drag[1], xy)
+            self.boxPipelines.of(viewWidget).show(self.drag[1], xy)
             return True
         if eventId == vtk.vtkCommand.LeftButtonReleaseEvent and self.drag is not None:
             dragWidget, xy0, ras0 = self.drag
             self.drag = None
-            self.boxPipeline(dragWidget).hide()
+            self.boxPipelines.of(dragWidget).hide()
             if dragWidget is viewWidget and max(abs(xy[0] - xy0[0]), abs(xy[1] - xy0[1])) >= MIN_DRAG_PIXELS:
                 self.submitBox(viewWidget, ras0, self.xyToRas(xy, viewWidget), propagate=mode == "propagate")
             else:
@@ -383,17 +378,6 @@ class SegmentEditorEffect(EffectOptions, AbstractScriptedSegmentEditorEffect):
     def setStatus(self, text):
         self.statusLabel.text = text
         slicer.util.showStatusMessage(text.split("\n")[0], 5000)
-
-    def boxPipeline(self, viewWidget):
-        if viewWidget not in self.boxPipelines:
-            from MedSAMSegmentLib.RubberBand import BoxPipeline
-
-            pipeline = BoxPipeline()
-            self.scriptedEffect.addActor2D(viewWidget, pipeline.actor)
-            self.boxPipelines[viewWidget] = pipeline
-        pipeline = self.boxPipelines[viewWidget]
-        pipeline.view = viewWidget
-        return pipeline
 
 
 class ScriptedEffectTarget:

@@ -1,6 +1,6 @@
 """Fixtures shared by the MRML-layer tests (Testing/mrml) and the extension tests (Testing/extension).
 
-Imported by those test modules (``from mrml_fixtures import ctx, engine, slicer_core``) rather than
+Imported by those test modules (``from mrml_fixtures import ctx, model_session, slicer_core``) rather than
 living in per-folder conftest.py files: other test modules do ``from conftest import ...`` and expect
 Testing/conftest.py, which a second module named ``conftest`` would shadow.
 
@@ -36,7 +36,7 @@ def ctx(slicer_core):
 
 
 @pytest.fixture(scope="session")
-def engine(shared_predictor):
+def model_session(shared_predictor):
     """The effect's model session on an in-process LocalBackend over the session's shared predictor:
     slices encoded by one test are cache hits in the next (the dev CT's tumour slices recur across
     these tests). The effect itself uses a model process (Testing/process covers that path)."""

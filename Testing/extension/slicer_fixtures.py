@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mrml_fixtures import ctx, engine, slicer_core  # noqa: F401  (pytest fixtures)
+from mrml_fixtures import ctx, model_session, slicer_core  # noqa: F401  (pytest fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
 SEGMENT_MODULE = REPO / "MedSAMSegment" / "MedSAMSegment.py"
@@ -36,9 +36,9 @@ def harness_5_8(monkeypatch, ctx, tmp_path):
     yield from _session("5.8.0", monkeypatch, ctx, tmp_path)
 
 
-def use_engine(monkeypatch, engine):
+def use_model_session(monkeypatch, model_session):
     """Open the effect's model session on the test session's in-process backend instead of starting a model
     process (the model process is covered by Testing/process and the installed-extension test)."""
     from medsamkit.mrml import session
 
-    monkeypatch.setattr(session, "open_model_backend", lambda *args, **options: engine.backend)
+    monkeypatch.setattr(session, "open_model_backend", lambda *args, **options: model_session.backend)

@@ -18,7 +18,7 @@ import types
 import numpy as np
 import pytest
 
-from slicer_fixtures import DATA, REPO, SEGMENT_MODULE, ctx, engine, harness, slicer_core, use_engine  # noqa: F401
+from slicer_fixtures import DATA, REPO, SEGMENT_MODULE, ctx, model_session, harness, slicer_core, use_model_session  # noqa: F401
 
 MODULE_DIR = REPO / "MedSAMSegment"
 TEMPLATE_ORDER = ["__init__", "clone", "icon", "helpText", "setupOptionsFrame", "setMRMLDefaults",
@@ -47,7 +47,7 @@ def test_effect_keeps_slicer_template_method_order():
 
 
 @pytest.fixture()
-def effect_on_ct(harness, engine, monkeypatch):
+def effect_on_ct(harness, model_session, monkeypatch):
     import vtk
 
     from medsamkit.io import read_image
@@ -55,7 +55,7 @@ def effect_on_ct(harness, engine, monkeypatch):
     from medsamkit.mrml.volumes import load_volume, volume_geometry
 
     harness.start(SEGMENT_MODULE)
-    use_engine(monkeypatch, engine)
+    use_model_session(monkeypatch, model_session)
     ctx = harness.ctx
     node = load_volume(ctx, DATA / "sample_lung_ct.nii.gz")
     seg, sid = new_segmentation(ctx, node, segment_name="tumour")
@@ -320,7 +320,7 @@ def test_typed_window_is_written_once_when_editing_finishes(effect_on_ct):
 
 
 # ---------------------------------------------------------------------------------------------------- adapters
-def test_adapter_selector_lists_registered_adapters_and_passes_the_choice(harness, engine, monkeypatch, tmp_path):
+def test_adapter_selector_lists_registered_adapters_and_passes_the_choice(harness, model_session, monkeypatch, tmp_path):
     from medsamkit.mrml.segments import new_segmentation
     from medsamkit.mrml.volumes import load_volume
 
@@ -338,7 +338,7 @@ def test_adapter_selector_lists_registered_adapters_and_passes_the_choice(harnes
     from medsamkit.mrml import session
 
     monkeypatch.setattr(session, "open_model_backend",  # (backend, model, checkpoint, adapter, engine, device)
-                        lambda *args, **options: seen.append(args) or engine.backend)
+                        lambda *args, **options: seen.append(args) or model_session.backend)
     node = load_volume(harness.ctx, DATA / "sample_lung_ct.nii.gz")
     seg, sid = new_segmentation(harness.ctx, node, segment_name="tumour")
     editor = harness.editor(node, seg, sid)
@@ -439,7 +439,7 @@ def test_review_and_resume_buttons_after_a_propagation(effect_on_ct):
     assert "Recorded prompts shown as 1 markup node" in s.effect.statusLabel.text
 
 
-def test_adapter_list_is_read_only_when_the_registry_changed(harness, engine, monkeypatch, tmp_path):
+def test_adapter_list_is_read_only_when_the_registry_changed(harness, model_session, monkeypatch, tmp_path):
     from medsamkit.mrml.segments import new_segmentation
     from medsamkit.mrml.volumes import load_volume
     from medsamkit.training import adapter_registry
@@ -458,7 +458,7 @@ def test_adapter_list_is_read_only_when_the_registry_changed(harness, engine, mo
     load = adapter_registry._load
     monkeypatch.setattr(adapter_registry, "_load", lambda: reads.append(1) or load())
     harness.start(SEGMENT_MODULE)
-    use_engine(monkeypatch, engine)
+    use_model_session(monkeypatch, model_session)
     node = load_volume(harness.ctx, DATA / "sample_lung_ct.nii.gz")
     seg, sid = new_segmentation(harness.ctx, node, segment_name="tumour")
     editor = harness.editor(node, seg, sid)

@@ -13,7 +13,7 @@ import pytest
 
 import gil_timing as g
 from test_effect import _drag_box, _tumour_box, _view, effect_on_ct  # noqa: F401  (fixture)
-from slicer_fixtures import ctx, engine, harness, slicer_core  # noqa: F401
+from slicer_fixtures import ctx, model_session, harness, slicer_core  # noqa: F401
 
 LIMIT_RATIO = 1.3  # held/free, medians of interleaved runs
 SLACK_S = 0.02     # timer granularity on a loaded machine (2 ms timer, 10 ms wait, 5 ms GIL switch interval)

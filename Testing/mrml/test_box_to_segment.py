@@ -14,7 +14,7 @@ import pytest
 from mrml_phantoms import ellipsoid_phantom, ijk_to_ras, rotation
 
 from medsamkit.volume import extract_slice
-from mrml_fixtures import ctx, engine, slicer_core  # noqa: F401  (pytest fixtures)
+from mrml_fixtures import ctx, model_session, slicer_core  # noqa: F401  (pytest fixtures)
 
 
 def _dice(a, b):
@@ -48,7 +48,7 @@ def _view(ctx, node, orientation, centre_ras, rotate):
     return matrix_to_numpy(sn.GetSliceToRAS())
 
 
-def _run_box(ctx, engine, node, slice_to_ras, box_xyxy, index, axis, window):
+def _run_box(ctx, model_session, node, slice_to_ras, box_xyxy, index, axis, window):
     """Drag a box (slice pixels -> RAS corners) in a view, run, write; return (prompt, result, segment)."""
     from medsamkit.mrml.interactive import PromptState, apply_result, prepare_slice_request, run_request
     from medsamkit.mrml.segments import EditorLogicTarget, new_segmentation, segment_array
@@ -59,12 +59,12 @@ def _run_box(ctx, engine, node, slice_to_ras, box_xyxy, index, axis, window):
     prompt = state.set_box(node, slice_to_ras, b, a)  # dragged bottom-right to top-left
     seg, sid = new_segmentation(ctx, node)
     request = prepare_slice_request(node, seg, prompt, window=window)
-    result = run_request(engine, request)
+    result = run_request(model_session, request)
     apply_result(EditorLogicTarget(ctx, seg, node, sid), result, "replace")
     return prompt, result, segment_array(ctx, seg, sid, node)
 
 
-def test_oblique_anisotropic_box_lands_on_ground_truth_voxels(ctx, engine):
+def test_oblique_anisotropic_box_lands_on_ground_truth_voxels(ctx, model_session):
     from mrml_fixtures import add_volume_from_array
 
     vol, label = ellipsoid_phantom()
@@ -79,7 +79,7 @@ def test_oblique_anisotropic_box_lands_on_ground_truth_voxels(ctx, engine):
         ys, xs = np.nonzero(gt)
         gt_box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=float)
         view = _view(ctx, node, orientation, centre_ras, rotate=True)
-        prompt, result, segment = _run_box(ctx, engine, node, view, gt_box, index, axis, "soft-tissue")
+        prompt, result, segment = _run_box(ctx, model_session, node, view, gt_box, index, axis, "soft-tissue")
         assert (prompt.view.axis, prompt.view.index) == (axis, index)
         np.testing.assert_allclose(prompt.box, gt_box, atol=1e-6)  # the box is the GT box, to the voxel
         expected = np.zeros(label.shape, np.uint8)
@@ -92,7 +92,7 @@ def test_oblique_anisotropic_box_lands_on_ground_truth_voxels(ctx, engine):
     assert min(dices.values()) > 0.9, dices
 
 
-def test_dev_ct_box_through_slicer_loader_and_axial_view(ctx, engine):
+def test_dev_ct_box_through_slicer_loader_and_axial_view(ctx, model_session):
     from pathlib import Path
 
     from medsamkit.io import read_image
@@ -108,12 +108,12 @@ def test_dev_ct_box_through_slicer_loader_and_axial_view(ctx, engine):
     box = np.array([xs.min() - 3, ys.min() - 3, xs.max() + 3, ys.max() + 3], dtype=float)
     centre = _corner_ras(node, ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), k, 0)
     view = _view(ctx, node, "Axial", centre, rotate=False)  # the standard axial view
-    prompt, result, segment = _run_box(ctx, engine, node, view, box, k, 0, "lung")
+    prompt, result, segment = _run_box(ctx, model_session, node, view, box, k, 0, "lung")
     np.testing.assert_allclose(prompt.box, box, atol=1e-4)  # NIfTI geometry is float32
     assert np.array_equal(segment[k], result.prediction.mask.astype(np.uint8))
     assert segment.sum() == segment[k].sum()
     # The engine alone (the CLI path: SimpleITK reader, segment_image) gives the very same mask.
-    alone = segment_image(LocalBackend(predictor=engine.backend.predictor), read_image(data / "sample_lung_ct.nii.gz"), box=box, slice_index=k,
+    alone = segment_image(LocalBackend(predictor=model_session.backend.predictor), read_image(data / "sample_lung_ct.nii.gz"), box=box, slice_index=k,
                           axis="axial", normalization="lung")
     assert np.array_equal(alone.slice_mask, result.prediction.mask)
     d = _dice(segment[k], label[k])
@@ -121,7 +121,7 @@ def test_dev_ct_box_through_slicer_loader_and_axial_view(ctx, engine):
     assert array_from_volume(node).shape == label.shape
 
 
-def test_brain_mr_left_handed_storage(ctx, engine, test_data):
+def test_brain_mr_left_handed_storage(ctx, model_session, test_data):
     """brain1 is stored left-handed (LPS direction diag(1, -1, 1)); Slicer's reader flips k to make it
     right-handed, so Slicer's slice 8 is SimpleITK's slice 16. A box drawn through the RAS corners of
     the ground truth (read by SimpleITK, mapped by the engine's geometry) must still land on its voxels."""
@@ -145,7 +145,7 @@ def test_brain_mr_left_handed_storage(ctx, engine, test_data):
     np.testing.assert_allclose(prompt.box, box, atol=1e-4)  # i and j are not flipped
     assert np.array_equal(array_from_volume(node)[prompt.view.index], read_image(test_data / "brain1.img.nii.gz").array[k])
     seg, sid = new_segmentation(ctx, node)
-    result = run_request(engine, prepare_slice_request(node, seg, prompt, window="percentile"))
+    result = run_request(model_session, prepare_slice_request(node, seg, prompt, window="percentile"))
     apply_result(EditorLogicTarget(ctx, seg, node, sid), result, "replace")
     segment = segment_array(ctx, seg, sid, node)[::-1]  # back to SimpleITK's order
     assert np.array_equal(segment[k], result.prediction.mask.astype(np.uint8)) and segment.sum() == segment[k].sum()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mrml_fixtures import ctx, engine, slicer_core  # noqa: F401  (pytest fixtures)
+from mrml_fixtures import ctx, model_session, slicer_core  # noqa: F401  (pytest fixtures)
 
 DATA = Path(__file__).resolve().parents[2] / "medsamkit" / "data"
 K = 11
@@ -55,7 +55,7 @@ def test_prompt_state_resets_on_another_slice(ct):
     assert p.box is None and p.labels.tolist() == [1] and p.view.index == K + 1
 
 
-def test_worker_thread_box_then_refine_with_negative_point(ct, engine):
+def test_worker_thread_box_then_refine_with_negative_point(ct, model_session):
     """Box -> result on the worker while the main thread keeps running; then a negative click refines it."""
     from medsamkit.mrml.interactive import PromptState, apply_result, prepare_slice_request, run_request
     from medsamkit.mrml.session import Worker
@@ -68,7 +68,7 @@ def test_worker_thread_box_then_refine_with_negative_point(ct, engine):
     worker = Worker()
     try:
         main_ticks = 0
-        job = worker.submit(run_request, engine, request, label="box")
+        job = worker.submit(run_request, model_session, request, label="box")
         assert worker.busy or job.done()
         while not job.done():  # what the effect's QTimer does: the main thread is free meanwhile
             main_ticks += 1
@@ -86,10 +86,10 @@ def test_worker_thread_box_then_refine_with_negative_point(ct, engine):
         y, x = wrong[len(wrong) // 2]
         prompt = state.add_point(ct.node, ct.view, _ras(ct, (float(x), float(y))), positive=False)
         request = prepare_slice_request(ct.node, ct.seg, prompt, window="lung", mask_input=state.previous)
-        calls = engine.backend.predictor.model.encoder_calls
-        job = worker.submit(run_request, engine, request, label="refine")
+        calls = model_session.backend.predictor.model.encoder_calls
+        job = worker.submit(run_request, model_session, request, label="refine")
         refined = job.result(timeout=120)
-        assert engine.backend.predictor.model.encoder_calls == calls  # same slice: embedding cached, decoder only
+        assert model_session.backend.predictor.model.encoder_calls == calls  # same slice: embedding cached, decoder only
         apply_result(ct.target, refined, "replace")
         second = segment_array(ct.ctx, ct.seg, ct.sid, ct.node)[K].astype(bool)
         assert np.array_equal(second, refined.prediction.mask)
@@ -102,7 +102,7 @@ def test_worker_thread_box_then_refine_with_negative_point(ct, engine):
     assert main_ticks > 0
 
 
-def test_cancel_stops_the_job_and_writes_nothing(ct, engine):
+def test_cancel_stops_the_job_and_writes_nothing(ct, model_session):
     from medsamkit.mrml.interactive import PromptState, prepare_slice_request, run_request
     from medsamkit.mrml.session import Worker
     from medsamkit.mrml.segments import segment_array
@@ -120,7 +120,7 @@ def test_cancel_stops_the_job_and_writes_nothing(ct, engine):
         return run_request(*args, progress=progress, cancel=cancel)
 
     try:
-        job = worker.submit(blocked_then_run, engine, request)
+        job = worker.submit(blocked_then_run, model_session, request)
         assert started.wait(10)
         job.cancel()
         release.set()
@@ -131,7 +131,7 @@ def test_cancel_stops_the_job_and_writes_nothing(ct, engine):
     assert segment_array(ct.ctx, ct.seg, ct.sid, ct.node).sum() == 0
 
 
-def test_a_finished_but_cancelled_job_never_yields_its_result(ct, engine):
+def test_a_finished_but_cancelled_job_never_yields_its_result(ct, model_session):
     """Cancel after the call returned but before the GUI polled: the result must not be applied."""
     from medsamkit.mrml.interactive import PromptState, prepare_slice_request, run_request
     from medsamkit.mrml.session import Worker
@@ -141,7 +141,7 @@ def test_a_finished_but_cancelled_job_never_yields_its_result(ct, engine):
     request = prepare_slice_request(ct.node, ct.seg, prompt, window="lung", whole_volume=True)
     worker = Worker()
     try:
-        job = worker.submit(run_request, engine, request)
+        job = worker.submit(run_request, model_session, request)
         while not job.done():
             time.sleep(0.01)
         assert job.future.result().prediction.mask.any()  # the call itself succeeded
@@ -173,7 +173,7 @@ def test_background_job_does_not_block_a_prompt_and_is_superseded():
         worker.shutdown()
 
 
-def test_session_keeps_the_volume_and_clicks_name_slices(ct, engine):
+def test_session_keeps_the_volume_and_clicks_name_slices(ct, model_session):
     """The session gets the whole volume once; clicks on other slices then send only the slice index
     (no set_image, no second set_volume); a changed window without the volume falls back to the slice."""
     from medsamkit.backend.local import LocalBackend
@@ -194,7 +194,7 @@ def test_session_keeps_the_volume_and_clicks_name_slices(ct, engine):
             calls.append("set_image")
             return super().set_image(*a, **kw)
 
-    shared = engine.backend.predictor
+    shared = model_session.backend.predictor
     session = ModelSession(CountingBackend(predictor=Predictor(shared.model, shared.cache)))
     key = volume_key(ct.node)
     assert not ModelSession().holds_volume(key)  # before the first run: no backend, no volume

@@ -13,7 +13,7 @@ import pytest
 from mrml_phantoms import ellipsoid_phantom, ijk_to_ras, rotation
 
 from medsamkit.errors import InputError
-from mrml_fixtures import ctx, engine, slicer_core  # noqa: F401  (pytest fixtures)
+from mrml_fixtures import ctx, model_session, slicer_core  # noqa: F401  (pytest fixtures)
 
 DATA = Path(__file__).resolve().parents[2] / "medsamkit" / "data"
 
@@ -117,7 +117,7 @@ def test_plan_from_scene_lines_and_box_display(ctx):
     np.testing.assert_allclose([ijk[:, 0].min(), ijk[:, 1].min()], plan.boxes[11][:2], atol=1e-4)
 
 
-def test_markers_run_in_the_scene_on_the_dev_ct(ctx, engine, tmp_path):
+def test_markers_run_in_the_scene_on_the_dev_ct(ctx, model_session, tmp_path):
     """Reader lines on slices 10 and 12 -> interpolated boxes -> 3D segment, as the marker panel runs it."""
     from medsamkit.io import read_image
     from medsamkit.geometry import VolumeGeometry
@@ -140,7 +140,7 @@ def test_markers_run_in_the_scene_on_the_dev_ct(ctx, engine, tmp_path):
 
     set_segment_from_array(seg, sid, outside, node)
     request = prepare_volume_request(node, seg, "markers", window="lung", plan=plan)
-    result = run_request(engine, request)
+    result = run_request(model_session, request)
     apply_result(EditorLogicTarget(ctx, seg, node, sid), result, "replace")
     written = segment_array(ctx, seg, sid, node)
     assert np.array_equal(written[2], outside[2])

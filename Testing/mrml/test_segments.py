@@ -11,7 +11,7 @@ import pytest
 from mrml_phantoms import ijk_to_ras, rotation
 
 from medsamkit.errors import InputError
-from mrml_fixtures import ctx, engine, slicer_core  # noqa: F401  (pytest fixtures)
+from mrml_fixtures import ctx, model_session, slicer_core  # noqa: F401  (pytest fixtures)
 
 SHAPE = (8, 20, 16)  # K, J, I
 
@@ -172,7 +172,7 @@ def test_wrong_shape_or_mode_changes_nothing(scene):
     assert np.array_equal(_get(s, s.tumor), _blob(2, 6, 2, 6, 2, 6))
 
 
-def test_failed_inference_leaves_segment_untouched(scene, engine):
+def test_failed_inference_leaves_segment_untouched(scene, model_session):
     """The real engine rejects a prompt (box without area; and a cancelled run): nothing is written."""
     from dataclasses import replace
 
@@ -189,14 +189,14 @@ def test_failed_inference_leaves_segment_untouched(scene, engine):
     corner = g.ijk_to_ras_points([[5.0, 5.0, 4.0]])[0]
     prompt = PromptState().set_box(s.vol, view, corner, corner)  # a click, not a drag: no area
     request = prepare_slice_request(s.vol, s.seg, prompt, window="soft-tissue")
-    calls = engine.backend.predictor.model.encoder_calls
+    calls = model_session.backend.predictor.model.encoder_calls
     with pytest.raises(InputError, match="no area"):
-        apply_result(s.target, run_request(engine, request))  # as the effect: apply only what run returned
-    assert engine.backend.predictor.model.encoder_calls == calls  # rejected before the (costly) image encoding
+        apply_result(s.target, run_request(model_session, request))  # as the effect: apply only what run returned
+    assert model_session.backend.predictor.model.encoder_calls == calls  # rejected before the (costly) image encoding
     assert np.array_equal(_get(s, s.tumor), state)
     with pytest.raises(Cancelled):
         boxed = replace(request, prompt=replace(request.prompt, box=np.array([1.0, 1.0, 9.0, 9.0])))
-        run_request(engine, boxed, cancel=lambda: True)
+        run_request(model_session, boxed, cancel=lambda: True)
     assert np.array_equal(_get(s, s.tumor), state)
     s.target.undo()  # no undo state was added by the failures
     assert np.array_equal(_get(s, s.tumor), _blob(1, 7, 2, 9, 3, 11))

@@ -11,7 +11,7 @@ import pytest
 from mrml_phantoms import ijk_to_ras, rotation
 
 from medsamkit.errors import InputError
-from mrml_fixtures import ctx, engine, slicer_core  # noqa: F401  (pytest fixtures)
+from mrml_fixtures import ctx, model_session, slicer_core  # noqa: F401  (pytest fixtures)
 
 
 def _write_oblique(tmp_path, name="oblique.nrrd", shape=(12, 30, 26), z_deg=30.0, x_deg=15.0):

@@ -5,12 +5,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from mrml_fixtures import ctx, engine, slicer_core  # noqa: F401  (pytest fixtures)
+from mrml_fixtures import ctx, model_session, slicer_core  # noqa: F401  (pytest fixtures)
 
 DATA = Path(__file__).resolve().parents[2] / "medsamkit" / "data"
 
 
-def test_batch_case_record_replays_identical(tmp_path, ctx, engine, lite_model):
+def test_batch_case_record_replays_identical(tmp_path, ctx, model_session, lite_model):
     from medsamkit.cli.records import _segments_of
     from medsamkit.geometry import VolumeGeometry
     from medsamkit.io import read_image
@@ -27,7 +27,7 @@ def test_batch_case_record_replays_identical(tmp_path, ctx, engine, lite_model):
     out = tmp_path / "case.seg.nrrd"
     args = SimpleNamespace(axis=None, margin_mm=None, window="lung", refine=False, segment_name="tumour",
                            backend="local")
-    report = run_case(engine.backend, ctx, Case(str(DATA / "sample_lung_ct.nii.gz"), str(out), markers=str(lines)), args)
+    report = run_case(model_session.backend, ctx, Case(str(DATA / "sample_lung_ct.nii.gz"), str(out), markers=str(lines)), args)
     assert report.ok, report.message
     (seg_id, rec), = seg_nrrd_records(out).items()
     assert rec == read_record(sidecar_path(out))

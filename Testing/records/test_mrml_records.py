@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mrml_fixtures import ctx, engine, slicer_core  # noqa: F401  (pytest fixtures)
+from mrml_fixtures import ctx, model_session, slicer_core  # noqa: F401  (pytest fixtures)
 
 DATA = Path(__file__).resolve().parents[2] / "medsamkit" / "data"
 K = 11
@@ -34,24 +34,24 @@ def _ras(ct, xy, k=K):
     return ct.g.ijk_to_ras_points(ct.g.slice_to_ijk([xy], k, 0))[0]
 
 
-def _box_then_refine(ct, engine):
+def _box_then_refine(ct, model_session):
     from medsamkit.mrml.interactive import PromptState, apply_result, prepare_slice_request, run_request
 
     state = PromptState()
     prompt = state.set_box(ct.node, ct.view, _ras(ct, (92, 93)), _ras(ct, (123, 122)))
-    res = run_request(engine, prepare_slice_request(ct.node, ct.seg, prompt, window="lung"))
+    res = run_request(model_session, prepare_slice_request(ct.node, ct.seg, prompt, window="lung"))
     apply_result(ct.target, res)
     state.remember(res)
     prompt = state.add_point(ct.node, ct.view, _ras(ct, (121, 120)), positive=False)
-    res2 = run_request(engine, prepare_slice_request(ct.node, ct.seg, prompt, window="lung", mask_input=state.previous))
+    res2 = run_request(model_session, prepare_slice_request(ct.node, ct.seg, prompt, window="lung", mask_input=state.previous))
     apply_result(ct.target, res2)
     return res, res2
 
 
-def test_effect_results_are_recorded_and_undo_removes_the_entry(ct, engine):
+def test_effect_results_are_recorded_and_undo_removes_the_entry(ct, model_session):
     from medsamkit.mrml.records import get_record
 
-    res, res2 = _box_then_refine(ct, engine)
+    res, res2 = _box_then_refine(ct, model_session)
     rec = get_record(ct.seg, ct.sid)
     first, second = rec["entries"]
     assert first["kind"] == "box" and second["kind"] == "refine"
@@ -71,7 +71,7 @@ def test_effect_results_are_recorded_and_undo_removes_the_entry(ct, engine):
     assert [e["id"] for e in get_record(ct.seg, ct.sid)["entries"]] == [first["id"], second["id"]]
 
 
-def test_record_survives_seg_nrrd_and_scene_save_load_and_replays_identical(ct, engine, tmp_path, lite_model):
+def test_record_survives_seg_nrrd_and_scene_save_load_and_replays_identical(ct, model_session, tmp_path, lite_model):
     import slicer
 
     from medsamkit.io import read_image
@@ -82,7 +82,7 @@ def test_record_survives_seg_nrrd_and_scene_save_load_and_replays_identical(ct, 
     from medsamkit.records.replay_backend import open_replay_backend
     from medsamkit.records.replay import replay
 
-    _box_then_refine(ct, engine)
+    _box_then_refine(ct, model_session)
     rec = get_record(ct.seg, ct.sid)
     final = segment_array(ct.ctx, ct.seg, ct.sid, ct.node)
 
@@ -133,7 +133,7 @@ def test_record_survives_seg_nrrd_and_scene_save_load_and_replays_identical(ct, 
     del slicer, lite_model
 
 
-def test_propagate_in_the_effect_is_recorded_and_replays_identical(ct, engine):
+def test_propagate_in_the_effect_is_recorded_and_replays_identical(ct, model_session):
     from medsamkit.io import read_image
     from medsamkit.mrml.interactive import PromptState, apply_result, prepare_volume_request, run_request
     from medsamkit.mrml.records import get_record
@@ -142,7 +142,7 @@ def test_propagate_in_the_effect_is_recorded_and_replays_identical(ct, engine):
     from medsamkit.records.replay import replay
 
     prompt = PromptState().set_box(ct.node, ct.view, _ras(ct, (92, 93)), _ras(ct, (123, 122)))
-    res = run_request(engine, prepare_volume_request(ct.node, ct.seg, "propagate", window="lung", prompt=prompt))
+    res = run_request(model_session, prepare_volume_request(ct.node, ct.seg, "propagate", window="lung", prompt=prompt))
     apply_result(ct.target, res)
     (e,) = get_record(ct.seg, ct.sid)["entries"]
     assert e["kind"] == "propagate" and e["write"]["region"] == "slab" and len(e["result"]["slices"]) >= 2
@@ -153,7 +153,7 @@ def test_propagate_in_the_effect_is_recorded_and_replays_identical(ct, engine):
     assert np.array_equal(result.segments[ct.sid], segment_array(ct.ctx, ct.seg, ct.sid, ct.node))
 
 
-def test_corrupt_or_foreign_tag_is_refused_and_not_lost(ct, engine):
+def test_corrupt_or_foreign_tag_is_refused_and_not_lost(ct, model_session):
     from medsamkit.mrml.interactive import PromptState, apply_result, prepare_slice_request, run_request
     from medsamkit.mrml.records import get_record
     from medsamkit.records.record import TAG, RecordError
@@ -163,7 +163,7 @@ def test_corrupt_or_foreign_tag_is_refused_and_not_lost(ct, engine):
     with pytest.raises(RecordError, match="not a medsamkit prompt record"):
         get_record(ct.seg, ct.sid)
     prompt = PromptState().set_box(ct.node, ct.view, _ras(ct, (92, 93)), _ras(ct, (123, 122)))
-    apply_result(ct.target, run_request(engine, prepare_slice_request(ct.node, ct.seg, prompt, window="lung")))
+    apply_result(ct.target, run_request(model_session, prepare_slice_request(ct.node, ct.seg, prompt, window="lung")))
     assert len(get_record(ct.seg, ct.sid)["entries"]) == 1  # a new record; the foreign text is kept aside
     import vtk
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mrml_fixtures import ctx, engine, slicer_core  # noqa: F401  (pytest fixtures)
+from mrml_fixtures import ctx, model_session, slicer_core  # noqa: F401  (pytest fixtures)
 
 DATA = Path(__file__).resolve().parents[2] / "medsamkit" / "data"
 K = 11
 
 
-def test_next_slice_to_review_walks_the_report_queue_and_moves_the_views(ctx, engine):
+def test_next_slice_to_review_walks_the_report_queue_and_moves_the_views(ctx, model_session):
     import slicer
 
     from medsamkit.errors import InputError
@@ -31,7 +31,7 @@ def test_next_slice_to_review_walks_the_report_queue_and_moves_the_views(ctx, en
         SegmentReview(node, seg, sid)  # nothing to review yet: says what to do
     ras = [g.ijk_to_ras_points(g.slice_to_ijk([xy], K, 0))[0] for xy in ((92, 93), (123, 122))]
     prompt = PromptState().set_box(node, volume_plane_slice_to_ras(g, 0, K), *ras)
-    res = run_request(engine, prepare_volume_request(node, seg, "propagate", window="lung", prompt=prompt))
+    res = run_request(model_session, prepare_volume_request(node, seg, "propagate", window="lung", prompt=prompt))
     apply_result(EditorLogicTarget(ctx, seg, node, sid), res)
     (entry,) = get_record(seg, sid)["entries"]
     expected = [item.index for item in queue_from_entry(segment_array(ctx, seg, sid, node), entry)]

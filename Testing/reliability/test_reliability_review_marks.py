@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mrml_fixtures import ctx, engine, slicer_core  # noqa: F401  (pytest fixtures)
+from mrml_fixtures import ctx, model_session, slicer_core  # noqa: F401  (pytest fixtures)
 
 DATA = Path(__file__).resolve().parents[2] / "medsamkit" / "data"
 K = 11
 
 
-def _propagated(ctx, engine):
+def _propagated(ctx, model_session):
     from medsamkit.mrml.interactive import PromptState, apply_result, prepare_volume_request, run_request
     from medsamkit.mrml.segments import EditorLogicTarget, new_segmentation
     from medsamkit.mrml.volumes import load_volume, volume_geometry, volume_plane_slice_to_ras
@@ -21,15 +21,15 @@ def _propagated(ctx, engine):
     g = volume_geometry(node)
     ras = [g.ijk_to_ras_points(g.slice_to_ijk([xy], K, 0))[0] for xy in ((92, 93), (123, 122))]
     prompt = PromptState().set_box(node, volume_plane_slice_to_ras(g, 0, K), *ras)
-    res = run_request(engine, prepare_volume_request(node, seg, "propagate", window="lung", prompt=prompt))
+    res = run_request(model_session, prepare_volume_request(node, seg, "propagate", window="lung", prompt=prompt))
     apply_result(EditorLogicTarget(ctx, seg, node, sid), res)
     return node, seg, sid
 
 
-def test_review_marks_are_saved_with_the_segmentation_and_reloaded(ctx, engine, tmp_path):
+def test_review_marks_are_saved_with_the_segmentation_and_reloaded(ctx, model_session, tmp_path):
     from medsamkit.mrml.review import REVIEW_TAG, SegmentReview
 
-    node, seg, sid = _propagated(ctx, engine)
+    node, seg, sid = _propagated(ctx, model_session)
     first = SegmentReview(node, seg, sid)
     order = [item.index for item in first.queue]
     assert len(order) >= 3
@@ -59,10 +59,10 @@ def test_review_marks_are_saved_with_the_segmentation_and_reloaded(ctx, engine, 
     assert SegmentReview(node, reopened, sid).remaining == len(order)
 
 
-def test_damaged_review_tag_starts_the_queue_afresh(ctx, engine):
+def test_damaged_review_tag_starts_the_queue_afresh(ctx, model_session):
     from medsamkit.mrml.review import REVIEW_TAG, SegmentReview
 
-    node, seg, sid = _propagated(ctx, engine)
+    node, seg, sid = _propagated(ctx, model_session)
     seg.GetSegmentation().GetSegment(sid).SetTag(REVIEW_TAG, "%7Bnot json")
     review = SegmentReview(node, seg, sid)
     assert review.remaining == len(review.queue) and review.next() is not None

@@ -105,3 +105,20 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     s = a.sum() + b.sum()
     return 1.0 if s == 0 else float(2.0 * (a & b).sum() / s)
+
+
+def _in_cluster_tests(item) -> bool:
+    return item is not None and Path(str(item.path)).resolve().parent == REPO / "Testing" / "cluster"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Stop Ray once the last cluster test has run: its idle workers and daemons would otherwise take CPU
+    from every later test of the session (pytest runs the cluster test files one after another)."""
+    import sys
+
+    if _in_cluster_tests(item) and not _in_cluster_tests(nextitem):
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+

@@ -10,6 +10,8 @@ import pytest
 
 from cluster_fixtures import ray_cluster  # noqa: F401  (fixtures)
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 pytest.importorskip("slicer", reason="slicer-core is not installed (the 'slicer' extra)")
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,6 +12,8 @@ import pytest
 
 from cluster_fixtures import local_recist, ray_cluster, studies  # noqa: F401  (fixtures)
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 pytest.importorskip("highdicom")
 
 

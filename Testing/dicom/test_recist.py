@@ -18,6 +18,8 @@ from medsamkit.io import read_image  # noqa: E402
 from medsamkit.markers import Marker, boxes_from_markers, read_markers, write_markers  # noqa: E402
 from medsamkit.recist import JSON_FILE, RecistOptions, load_study, segment_study  # noqa: E402
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 
 def _case(name, dev_data=None):
     if name == "lung1":  # the bundled crop of pyradiomics lung1 (tumour on 3 slices)

@@ -20,6 +20,8 @@ from medsamkit.simulated_reader import simulate_markers
 from medsamkit.recist import (JSON_FILE, NRRD_FILE, PROMPTS_FILE, SEG_FILE, RecistOptions, load_lines_study,
                               read_lines_csv, segment_study, write_study)
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 LUNG = SAMPLE / "sample_lung_ct.nii.gz"
 BRAIN = REPO / "Testing" / "Data" / "brain1.img.nii.gz"
 FLIP = np.array([-1.0, -1.0, 1.0])  # RAS <-> LPS

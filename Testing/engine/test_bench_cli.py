@@ -19,6 +19,8 @@ from medsamkit.markers import Marker, write_markers
 from medsamkit.metrics import dice
 from medsamkit.simulated_reader import simulate_markers
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 
 @pytest.fixture(autouse=True)
 def _shared_model(monkeypatch, shared_predictor):

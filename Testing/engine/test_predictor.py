@@ -12,6 +12,8 @@ from medsamkit.volume import extract_slice
 
 from conftest import SAMPLE_DIR, dice, load_2d_case
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 
 def upstream_recipe(net, rgb, box):
     """Independent, straightforward LiteMedSAM inference (LiteMedSAM branch, inference_2D.py):

@@ -20,6 +20,8 @@ from conftest import dice, load_2d_case
 from medsamkit.errors import InputError
 from medsamkit.refinement import next_click, refine
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 PER_DATASET = {"kvasir": 7, "ph2": 5, "hc18": 5, "jsrt": 3}  # 20 images
 JSRT_LABELS = (1, 3)  # right lung, heart (complete structure masks): 23 objects in all
 CLICKS = 5

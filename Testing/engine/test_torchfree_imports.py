@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 pytest.importorskip("onnxruntime", reason="the ONNX engine needs onnxruntime")
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,6 +20,8 @@ import pytest
 
 import installed_extension as ie
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 HERE = Path(__file__).resolve().parent
 
 

@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 from mrml_fixtures import ctx, slicer_core  # noqa: F401  (pytest fixtures)
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 pytest.importorskip("fastapi", reason="the model process is a medsamkit server: pip install 'medsamkit[server]'")
 
 REPO = Path(__file__).resolve().parents[2]

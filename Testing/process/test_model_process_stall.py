@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 pytest.importorskip("fastapi", reason="the model process is a medsamkit server: pip install 'medsamkit[server]'")
 
 REPO = Path(__file__).resolve().parents[2]

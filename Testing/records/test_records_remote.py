@@ -17,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 import remote_server  # noqa: E402
 from remote_server import ServerProcess  # noqa: E402
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 remote_server.START_TIMEOUT_S = max(remote_server.START_TIMEOUT_S, 300.0)  # model load on a busy machine
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 REPO = Path(__file__).resolve().parents[2]
 CT = REPO / "medsamkit" / "data" / "sample_lung_ct.nii.gz"
 CT_LABEL = REPO / "medsamkit" / "data" / "sample_lung_ct.label.nii.gz"

@@ -15,6 +15,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dev_runs import marker_runs  # noqa: E402
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 
 def test_review_queue_finds_the_worst_slices(dev_data, lite_model):
     from medsamkit.fast.engine import with_engine

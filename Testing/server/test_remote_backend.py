@@ -26,6 +26,8 @@ from medsamkit.protocol import wire
 from conftest import dice
 from remote_server import REPO, ServerProcess, centre_point, inside_points, read_2d_cases
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 TOKEN = secrets.token_urlsafe(24)
 CASES = ["cju1aqqv02qwz0878a5cyhr67", "IMD030", "043_HC", "JPCLN091"]  # kvasir, ph2, hc18, jsrt
 UPLOAD_LIMIT_MB = 4

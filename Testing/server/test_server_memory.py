@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 pytest.importorskip("fastapi", reason="the server needs the 'server' extra (fastapi)")
 pytest.importorskip("onnxruntime", reason="the ONNX engine is the server's default on CPU")
 psutil = pytest.importorskip("psutil")

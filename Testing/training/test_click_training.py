@@ -21,6 +21,8 @@ from medsamkit.training.config import TrainConfig
 from medsamkit.training.parts import key_is_trained
 from medsamkit.training.prompt_simulation import ClickMixPrompt, make_prompt_generator
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 REPO = Path(__file__).resolve().parents[2]
 PROMPTS20 = REPO / "Testing" / "Data" / "prompts20"
 

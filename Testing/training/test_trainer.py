@@ -17,6 +17,8 @@ from medsamkit.training.config import TrainConfig
 from medsamkit.training.trainer import Trainer
 from training_fixtures import fresh_model, jsrt_dev_cases, train_cache  # noqa: F401  (pytest fixtures)
 
+pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
+
 CLAVICLES = [4, 5]
 
 

@@ -49,13 +49,13 @@ def main(argv=None) -> int:
                for xy in ((xs.min() - 3, ys.min() - 3), (xs.max() + 3, ys.max() + 3))]
     prompt = PromptState().set_box(node, volume_plane_slice_to_ras(g, 0, k), *corners)
 
-    holder, worker = ModelSession(), Worker()
+    session, worker = ModelSession(), Worker()
     options = {"Engine": args.engine, "Device": "cpu"}
     request = prepare_slice_request(node, seg, prompt, window="lung",
-                                    whole_volume=not holder.holds_volume(volume_key(node)))
+                                    whole_volume=not session.holds_volume(volume_key(node)))
 
     def work(progress=None, cancel=None):  # the effect's worker function
-        return run_request(holder.open(progress=progress, cancel=cancel, **options), request, progress, cancel)
+        return run_request(session.open(progress=progress, cancel=cancel, **options), request, progress, cancel)
 
     t0 = time.perf_counter()
     job = worker.submit(work, label="box")
@@ -66,12 +66,11 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - t0
     written = segment_array(ctx, seg, sid, node).astype(bool)
     dice = float(2 * (written[k] & label[k]).sum() / (written[k].sum() + label[k].sum()))
-    session = holder
     info = session.backend.info()
     pid = session.backend.process.server_pid
     heavy = sorted(m for m in ("torch", "torchvision", "onnxruntime", "timm", "segment_anything", "fastapi",
                                "uvicorn") if m in sys.modules)
-    holder.close()
+    session.close()
     worker.shutdown()
     print(json.dumps({"voxels": int(written.sum()), "slice_voxels": int(written[k].sum()), "dice": dice,
                       "heavy_modules": heavy, "server_pid": pid, "engine": info.extra.get("engine"),

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from mrml_fixtures import ctx, slicer_core  # noqa: F401  (pytest fixtures)
+from process_checks import gone, wait_gone
 
 pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
 
@@ -35,27 +35,6 @@ K = 11
 def _env():
     return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                 OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-
-
-def _gone(pid: int) -> bool:
-    """The process no longer runs (missing, or a zombie nobody reaped yet)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-def _wait_gone(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if _gone(pid):
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +94,7 @@ def test_effect_path_in_a_fresh_interpreter_writes_a_mask_without_importing_torc
     assert report["process"] and report["engine"] == "torch"
     assert report["voxels"] == report["slice_voxels"] > 0
     assert report["dice"] > 0.75, report  # measured 0.814, as in process (test_interactive)
-    assert _wait_gone(report["server_pid"], 10)  # holder.close() stopped the model process
+    assert wait_gone(report["server_pid"], 10)  # session.close() stopped the model process
 
 
 def test_refine_through_the_model_process_is_voxel_equal_to_in_process(ct, proc_backend, lite_model):
@@ -258,7 +237,7 @@ def test_killing_the_model_process_mid_job_gives_a_clear_status_and_the_next_box
     finally:
         worker.shutdown()
         backend.close()
-    assert _wait_gone(first_pid, 5)
+    assert wait_gone(first_pid, 5)
 
 
 def test_a_refinement_survives_a_restart(ct, lite_model):
@@ -309,16 +288,16 @@ def test_an_adapter_and_the_default_engine_reach_the_model_process(ct, lite_mode
             tensors[k] = v + 0.5 * v.std() * torch.randn(v.shape, generator=gen)
     adapter = save_adapter(tmp_path / "adapter.safetensors", tensors, build_manifest(lite_model, ["decoder"]))
 
-    holder = ModelSession()
+    session = ModelSession()
     try:
-        session = holder.open(Adapter=str(adapter), Device="cpu")  # Engine left at the effect's default
+        session.open(Adapter=str(adapter), Device="cpu")  # Engine left at the effect's default
         info = session.backend.info()
         engine = "onnx" if onnxruntime_available()[0] else "torch"
         assert info.extra["engine"] == engine and info.extra["process"]
         _, request = _box_request(ct, session, K)
         got = run_request(session, request).prediction.mask
     finally:
-        holder.close()
+        session.close()
     tuned = Predictor(load_model("litemedsam", device="cpu", engine=engine, adapter=adapter))
     tuned.set_image(request.image, request.normalization)
     want = tuned.predict(box=request.prompt.box).mask
@@ -345,10 +324,10 @@ def test_no_orphan_when_the_parent_is_killed(tmp_path):
         line = parent.stdout.readline()
         assert line, parent.stderr.read()[-3000:]
         server_pid = int(line.split()[0])
-        assert not _gone(server_pid)
+        assert not gone(server_pid)
         parent.kill()
         parent.wait(10)
-        assert _wait_gone(server_pid, 15), "the model process outlived its parent"
+        assert wait_gone(server_pid, 15), "the model process outlived its parent"
     finally:
         if parent.poll() is None:
             parent.kill()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from process_checks import gone
 
 pytestmark = pytest.mark.slow  # among the slowest modules: `pytest -m "not slow"` skips them
 
@@ -23,17 +24,6 @@ PNG = REPO / "Testing" / "Data" / "cju1aqqv02qwz0878a5cyhr67.img.png"  # kvasir 
 BOX = [213, 239, 370, 396]
 CT = REPO / "medsamkit" / "data" / "sample_lung_ct.nii.gz"
 CT_LABEL = REPO / "medsamkit" / "data" / "sample_lung_ct.label.nii.gz"
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def test_a_stopped_model_process_is_detected_in_seconds_and_replaced():
@@ -55,7 +45,7 @@ def test_a_stopped_model_process_is_detected_in_seconds_and_replaced():
         t0 = time.monotonic()
 
         def watch_old_pid():
-            while not _gone(first) and time.monotonic() - t0 < 120:
+            while not gone(first) and time.monotonic() - t0 < 120:
                 time.sleep(0.05)
             gone_after.append(time.monotonic() - t0)
 
@@ -154,7 +144,7 @@ def test_a_model_process_stopped_mid_propagation_fails_the_job_in_seconds_and_th
         err = outcome.get("error")
         assert isinstance(err, ModelProcessError), outcome
         assert "stopped answering" in str(err) and "nothing was written" in str(err)
-        assert _gone(first)
+        assert gone(first)
         pred = backend.predict(box=box, slice_index=11, axis=0)  # the next prompt: a new process, volume set again
         assert pred.mask.any() and backend.restarts == 1 and "stopped answering" in backend.last_exit
     finally:

@@ -214,10 +214,7 @@ class ModelProcess:
         proc = self.proc
         if proc is not None and proc.poll() is None:
             _signal(proc, self.server_pid, terminate=False)
-            try:
-                proc.wait(EXIT_GRACE_S)
-            except subprocess.TimeoutExpired:
-                pass
+            self.exited_within(EXIT_GRACE_S)
 
     def _discard(self) -> None:
         """Forget a stopped process: its URL, and its folder (token, ready file; the log of a crash is kept

@@ -32,7 +32,6 @@ import os
 import threading
 import time
 import urllib.parse
-from urllib.parse import urlsplit
 
 from .. import __version__
 from ..errors import InputError, require
@@ -282,7 +281,7 @@ EXIT_GRACE_S = 2.0  # a killed multi-threaded process takes a moment before its 
 def responds(url: str, timeout: float = HEALTH_TIMEOUT_S) -> bool:
     """True when the server at ``url`` answers ``GET /version`` with 200 within ``timeout`` seconds
     (plain http.client: no proxy settings apply to the loopback check)."""
-    parts = urlsplit(url)
+    parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
         conn.request("GET", protocol.PATH_VERSION)
